@@ -1,0 +1,27 @@
+# Two commands: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+# The main job: the fusion sweep on the bundled digits dataset, CPU, W&B offline, then the ablation table.
+run: $(STAMP)
+	WANDB_MODE=offline $(PY) -m src.run -m +experiment=make_run
+	$(PY) -m analysis.collate multirun/make_run
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

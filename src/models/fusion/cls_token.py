@@ -1,0 +1,30 @@
+from typing import List, Sequence
+
+import torch
+import torch.nn as nn
+
+from .base import BranchSpec, Fusion, FusionOptions, projection, split_cls, widest
+from .registry import register_fusion
+
+
+@register_fusion("cls_token")
+class ClassTokenFusion(Fusion):
+    """Class-token fusion (paper Fig. 3c): the CLS tokens are summed, the patch tokens are left alone.
+
+        z^i = [ g^i( sum_j f^j(x^j_cls) ) || x^i_patch ]
+
+    ``f^j`` projects branch j to a common width (the widest branch's; the paper is silent) and ``g^i``
+    back-projects. As in the equation there is no residual around the sum.
+    """
+
+    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions):
+        super().__init__(branches, options)
+        common = widest(branches)
+        self.projs = nn.ModuleList([projection(b.dim, common.dim, options) for b in branches])
+        self.revert_projs = nn.ModuleList([projection(common.dim, b.dim, options) for b in branches])
+
+    def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
+        cls_tokens, patch_tokens = zip(*(split_cls(t) for t in tokens))
+        fused_cls = torch.stack([proj(c) for proj, c in zip(self.projs, cls_tokens)]).sum(0)
+        return [torch.cat([revert(fused_cls), patches], dim=1)
+                for revert, patches in zip(self.revert_projs, patch_tokens)]

@@ -1,0 +1,89 @@
+from typing import List, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+from .base import BranchSpec, Fusion, FusionOptions, projection, split_cls
+from .registry import register_fusion
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention whose only query is the first token (the CLS): O(N) instead of O(N^2)."""
+
+    def __init__(self, dim: int, num_heads: int, options: FusionOptions):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"cross-attention width {dim} is not divisible by its {num_heads} heads")
+        self.num_heads = num_heads
+        self.wq = nn.Linear(dim, dim, bias=options.qkv_bias)
+        self.wk = nn.Linear(dim, dim, bias=options.qkv_bias)
+        self.wv = nn.Linear(dim, dim, bias=options.qkv_bias)
+        self.attn_drop = options.attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(options.proj_drop)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        return x.reshape(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        query = self._heads(self.wq(tokens[:, :1]))
+        key, value = self._heads(self.wk(tokens)), self._heads(self.wv(tokens))
+        attended = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(attended.transpose(1, 2).flatten(2)))
+
+
+class CrossAttentionLayer(nn.Module):
+    """``cls' = cls + CA(LN([cls ; patches]))``; no FFN (paper Eq. 7-8)."""
+
+    def __init__(self, dim: int, num_heads: int, options: FusionOptions):
+        super().__init__()
+        self.norm = options.norm_layer(dim)
+        self.attn = CrossAttention(dim, num_heads, options)
+        self.drop_path = DropPath(options.drop_path) if options.drop_path > 0 else nn.Identity()
+
+    def forward(self, cls_token: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat([cls_token, patch_tokens], dim=1)
+        return cls_token + self.drop_path(self.attn(self.norm(tokens)))
+
+
+@register_fusion("cross")
+class CrossAttentionFusion(Fusion):
+    """Cross-attention fusion (paper Sec. 3.3, Eq. 5-8, Fig. 3e), CrossViT's own.
+
+    For branch i with partner j (the next branch, cyclically):
+
+        x'^i  = [ f^i(x^i_cls) || x^j_patch ]
+        y^i   = f^i(x^i_cls) + CA(LN(x'^i))      CA: the CLS is the only query; linear in tokens
+        z^i   = [ g^i(y^i) || x^i_patch ]
+
+    ``f^i`` projects to branch j's width, the attention uses branch j's head count, and the branch's
+    own patch tokens pass through untouched. ``layers`` (L) stacks CA steps, each over
+    ``[current CLS ; x^j_patch]`` as the paper describes; the official code instead feeds later layers the
+    CLS token alone, which only matters for L > 1 (no released model has it).
+    """
+
+    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1):
+        super().__init__(branches, options)
+        if layers < 1:
+            raise ValueError(f"fusion.layers must be >= 1 for cross, got {layers}")
+        partners = [branches[(i + 1) % len(branches)] for i in range(len(branches))]
+        self.projs = nn.ModuleList([projection(b.dim, p.dim, options) for b, p in zip(branches, partners)])
+        self.layers = nn.ModuleList([
+            nn.ModuleList([CrossAttentionLayer(p.dim, p.num_heads, options) for _ in range(layers)])
+            for p in partners])
+        self.revert_projs = nn.ModuleList([projection(p.dim, b.dim, options) for b, p in zip(branches, partners)])
+
+    def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
+        outputs = []
+        for i, (proj, layers, revert) in enumerate(zip(self.projs, self.layers, self.revert_projs)):
+            own_cls, own_patches = split_cls(tokens[i])
+            partner_patches = tokens[(i + 1) % len(tokens)][:, 1:]
+            cls_token = proj(own_cls)
+            for layer in layers:
+                cls_token = layer(cls_token, partner_patches)
+            outputs.append(torch.cat([revert(cls_token), own_patches], dim=1))
+        return outputs
