@@ -3,7 +3,22 @@ from typing import Dict, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def _count_cpu_attention() -> None:
+    """torch counts the CUDA kernels of ``scaled_dot_product_attention`` but not the CPU one, so on a CPU
+    every attention matmul would be missing (all-attention would look linear). Reuse torch's own formulas."""
+    aten = torch.ops.aten
+    for op, formula in ((getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None), flop_counter.sdpa_flop),
+                        (getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None),
+                         flop_counter.sdpa_backward_flop)):
+        if op is not None and op not in flop_counter.flop_registry:
+            flop_counter.flop_registry[op] = formula
+
+
+_count_cpu_attention()
 
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:

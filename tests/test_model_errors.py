@@ -1,0 +1,43 @@
+"""Bad architecture or input fails before any work with a message naming the value and the fix."""
+import pytest
+import timm
+import torch
+
+import src.models as models
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(patch_size=(12, 8)), r"patch size 12 does not divide image size 32 of branch 0: pick a patch size from "
+                               r"1, 2, 4, 8, 16, 32"),
+    (dict(embed_dim=(50, 96)), r"width 50 of branch 0 is not divisible by its 3 heads: pick num_heads from"),
+    (dict(fusion="concat"), r"unknown fusion 'concat': pick one of all_attn, cls_token, cross, none, pairwise"),
+    (dict(fusion="cls_token", fusion_layers=2), r"fusion 'cls_token' does not take layers: it takes no options"),
+    (dict(depth=((1,),)), r"depth\[0\]=\[1\] is not \(N, M\) or \(N, M, L\)"),
+    (dict(multi_conv=True), r"the 3-conv \(dagger\) patch embedding exists only for patch sizes \(12, 16\), not 4"),
+    (dict(embed_dim=(48, 96, 192)), r"embed_dim has 3 entries but patch_size has 2"),
+])
+def test_bad_architecture_is_rejected_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        timm.create_model("fusionvit_micro_32", **kwargs)
+
+
+def test_scaled_image_size_is_checked_for_the_large_branch():
+    # 240 * 224/240 = 224 is not a multiple of 12
+    with pytest.raises(ValueError, match=r"patch size 12 does not divide image size 224 of branch 1 \(image scaled"):
+        timm.create_model("fusionvit_small_240", patch_size=(16, 12))
+
+
+def test_wrong_input_resolution_names_the_expected_one():
+    model = timm.create_model("fusionvit_micro_32")
+    with pytest.raises(ValueError, match=r"expected \[batch, channels, 32, 32\].*img_size=64"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+def test_pretrained_weights_point_to_the_converter():
+    with pytest.raises(ValueError, match="convert_crossvit_state_dict"):
+        timm.create_model("fusionvit_small_240", pretrained=True)
+
+
+def test_missing_checkpoint_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no CrossViT checkpoint at .*missing.pth"):
+        models.convert_crossvit_state_dict(tmp_path / "missing.pth")

@@ -1,0 +1,120 @@
+"""Every fusion strategy on several variants: shapes, finiteness, gradients, information flow, cost growth."""
+import pytest
+import timm
+import torch
+
+import src.models as models
+from src.models.fusion import BranchSpec, FusionOptions, build_fusion
+
+FUSIONS = models.fusion_names()
+# CPU variants plus one paper variant with the dagger embedding and a rescaled L-branch
+VARIANTS = ["micro_32", "mini_32", "9_dagger_240"]
+
+
+def test_the_five_paper_strategies_are_registered():
+    assert set(FUSIONS) >= {"none", "all_attn", "cls_token", "pairwise", "cross"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_forward_backward_reaches_every_parameter(variant, fusion):
+    model = timm.create_model(f"fusionvit_{variant}", fusion=fusion, num_classes=7)
+    if variant.endswith("_240"):  # keep the big variant cheap: one encoder
+        model = timm.create_model(f"fusionvit_{variant}", fusion=fusion, num_classes=7, depth=((1, 1, 0),))
+    images = torch.randn(2, 3, model.img_size, model.img_size)
+    logits = model(images)
+    assert logits.shape == (2, 7)
+    assert torch.isfinite(logits).all()
+    logits.square().sum().backward()
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+
+
+def _large_cls_after_first_fusion(model, images, perturb_small_branch):
+    captured = {}
+    hooks = [model.encoders[0].register_forward_hook(lambda m, i, out: captured.setdefault("out", out))]
+    if perturb_small_branch:
+        noise = torch.Generator().manual_seed(1)
+        hooks.append(model.patch_embed[0].register_forward_hook(
+            lambda m, i, out: out + torch.randn(out.shape, generator=noise)))
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return captured["out"][1][:, 0]
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_small_branch_information_reaches_large_cls_only_through_fusion(fusion):
+    model = timm.create_model("fusionvit_micro_32", fusion=fusion, num_classes=10).eval()
+    images = torch.randn(2, 3, 32, 32)
+    clean = _large_cls_after_first_fusion(model, images, perturb_small_branch=False)
+    noisy = _large_cls_after_first_fusion(model, images, perturb_small_branch=True)
+    if fusion == "none":
+        torch.testing.assert_close(noisy, clean, rtol=0, atol=0)
+    else:
+        assert (noisy - clean).abs().max() > 1e-4
+
+
+def _fusion_gmacs(fusion, grid_small, grid_large, dim=(96, 192), heads=(3, 3)):
+    module = build_fusion(fusion, [BranchSpec(dim[0], heads[0], grid_small), BranchSpec(dim[1], heads[1], grid_large)],
+                          FusionOptions()).eval()
+    tokens = [torch.zeros(1, 1 + grid_small[0] * grid_small[1], dim[0]),
+              torch.zeros(1, 1 + grid_large[0] * grid_large[1], dim[1])]
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(tokens)
+    return counter.get_total_flops() / 2e9
+
+
+def test_all_attention_cost_grows_quadratically_and_cross_attention_linearly():
+    import math
+
+    # the image side doubles: 4x the tokens; slope of log(cost) vs log(tokens): 1 linear, 2 quadratic
+    small_image = dict(grid_small=(32, 32), grid_large=(16, 16))
+    large_image = dict(grid_small=(64, 64), grid_large=(32, 32))
+    token_growth = (1 + 64 * 64 + 1 + 32 * 32) / (1 + 32 * 32 + 1 + 16 * 16)
+    slope = {f: math.log(_fusion_gmacs(f, **large_image) / _fusion_gmacs(f, **small_image)) / math.log(token_growth)
+             for f in ("cross", "all_attn")}
+    assert 0.9 < slope["cross"] < 1.1, slope  # CLS-only queries: only the K/V projections grow
+    assert slope["all_attn"] > 1.7, slope  # the N^2 attention dominates
+
+
+def test_count_flops_by_module_splits_out_every_fusion_step():
+    model = timm.create_model("fusionvit_mini_32", fusion="all_attn", num_classes=10)
+    report = models.count_flops(model, (3, 32, 32), by_module=True)
+    steps = [k for k in report if k.startswith("encoders.")]
+    assert len(steps) == len(model.encoders) == 3
+    assert report["fusion"] == pytest.approx(sum(report[k] for k in steps))
+    assert 0 < report["fusion"] < report["total"] == pytest.approx(models.count_flops(model, (3, 32, 32)))
+
+
+def test_fusion_layers_stack_attention_for_cross_and_all_attn():
+    for fusion in ("cross", "all_attn"):
+        one = timm.create_model("fusionvit_micro_32", fusion=fusion, fusion_layers=1)
+        two = timm.create_model("fusionvit_micro_32", fusion=fusion, fusion_layers=2)
+        assert models.count_params(two) > models.count_params(one)
+    # CrossViT's depth triple carries L too (0 means 1)
+    from_depth = timm.create_model("fusionvit_micro_32", depth=((1, 2, 2),) * 2)
+    assert models.count_params(from_depth) == models.count_params(
+        timm.create_model("fusionvit_micro_32", fusion_layers=2))
+
+
+def test_a_new_strategy_is_one_registered_class(monkeypatch):
+    from src.models.fusion import Fusion, registry
+
+    monkeypatch.setattr(registry, "_FUSIONS", dict(registry._FUSIONS))
+
+    @registry.register_fusion("swap_cls")
+    class SwapClassTokens(Fusion):
+        def __init__(self, branches, options, scale: float = 1.0):
+            super().__init__(branches, options)
+            self.projs = torch.nn.ModuleList([torch.nn.Linear(a.dim, b.dim) for a, b in
+                                              zip(branches, branches[1:] + branches[:1])])
+
+        def forward(self, tokens):
+            moved = [proj(t[:, :1]) for proj, t in zip(self.projs, tokens)]
+            return [torch.cat([moved[i - 1], t[:, 1:]], 1) for i, t in enumerate(tokens)]
+
+    model = timm.create_model("fusionvit_micro_32", fusion="swap_cls", fusion_options={"scale": 2.0})
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+    assert "swap_cls" in models.fusion_names()
