@@ -49,11 +49,8 @@ class FusionViT(nn.Module):
                  multi_conv: bool = False, qkv_bias: bool = True, drop_rate: float = 0.0,
                  pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, fusion: str = "cross", fusion_layers: Optional[int] = None,
-                 fusion_options: Optional[dict] = None, norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                 **unused):
+                 fusion_options: Optional[dict] = None, norm_layer=partial(nn.LayerNorm, eps=1e-6)):
         super().__init__()
-        if unused:
-            raise TypeError(f"FusionViT got unknown arguments {sorted(unused)}")
         self.img_size = int(img_size)
         self.img_size_scaled = [int(self.img_size * s) for s in img_scale]
         depth, fusion_layers = normalise_depth(depth, fusion_layers)
