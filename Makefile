@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The main job: the fusion sweep on the bundled digits dataset, CPU, W&B offline, then the ablation table.
+# Extra Hydra overrides: make run ARGS="train.epochs=5 seed=1,2,3" (train.force=true re-runs finished jobs).
 run: $(STAMP)
-	WANDB_MODE=offline $(PY) -m src.run -m +experiment=make_run
+	WANDB_MODE=offline $(PY) -m src.run -m +experiment=make_run $(ARGS)
 	$(PY) -m analysis.collate multirun/make_run
 
 test: $(STAMP)

@@ -1,0 +1,128 @@
+"""The config schema: one dataclass per group under ``conf/``, registered with Hydra's ConfigStore.
+
+``conf/config.yaml`` lists ``schema`` first in its defaults, so every yaml file and every command-line
+override is checked against these fields: a misspelled key is an error, not a silently unused setting.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """``conf/model/VARIANT.yaml``: the timm name and its architecture (the variant's values, made explicit
+    so that a sweep overrides a visible number); null keeps the variant's default."""
+    name: str = MISSING
+    img_size: Optional[int] = None
+    img_scale: Optional[List[float]] = None
+    patch_size: Optional[List[int]] = None
+    embed_dim: Optional[List[int]] = None
+    depth: Optional[List[Any]] = None  # [[N, M, L], ...] per multi-scale encoder
+    num_heads: Optional[List[int]] = None
+    mlp_ratio: Optional[List[float]] = None
+    multi_conv: Optional[bool] = None
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class FusionConfig:
+    """``conf/fusion/NAME.yaml``: a strategy of ``src.models.fusion_names()``; ``layers`` is CrossViT's L
+    (only strategies that stack layers take it); ``options`` go to the strategy's constructor."""
+    name: str = MISSING
+    layers: Optional[int] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: Optional[str] = None  # folder of the dataset (cifar, imagenet, imagefolder)
+    download: bool = False  # torchvision download, where the network allows
+    num_classes: int = 10
+    image_size: Optional[int] = None  # null: the model's img_size
+    val_fraction: float = 0.2  # digits: held-out share, split once with split_seed
+    split_seed: int = 0
+    num_train: int = 1024  # synthetic only
+    num_val: int = 256  # synthetic only
+    limit_train: Optional[int] = None  # first N training samples (smoke runs)
+    limit_val: Optional[int] = None
+    num_workers: int = 0
+    # The DeiT recipe, from timm's create_transform / Mixup.
+    auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
+    reprob: float = 0.25
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    repeated_aug: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    base_lr: float = 5e-4  # lr = base_lr * batch_size / lr_base_size (DeiT's linear scaling)
+    lr_base_size: int = 512
+    lr: Optional[float] = None  # an absolute lr, bypassing the scaling
+    weight_decay: float = 0.05
+    clip_grad: Optional[float] = None
+
+
+@dataclass
+class SchedConfig:
+    name: str = "cosine"
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    cooldown_epochs: int = 0
+    step_on_epochs: bool = False  # False: the lr changes every step, which short runs need
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "fusionvit"
+    entity: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    init_timeout: float = 30.0
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None  # null: 2 x batch_size
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; none on CPU) | none | bf16 | fp16
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = 0.9998
+    threads: Optional[int] = None  # torch CPU threads; null: torch's default
+    progress: str = "auto"  # auto (a bar on a terminal) | bar | log
+    resume: str = "auto"  # auto (last.pt in the run dir, if any) | never | PATH of a checkpoint
+    force: bool = False  # re-run even when the run dir's results.json says completed for this config
+    save_checkpoints: bool = True  # last.pt every epoch, best.pt on a better top-1
+    ckpt_every_steps: int = 0  # also save last.pt every N optimizer steps inside an epoch (0: off)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    fusion: FusionConfig = MISSING
+    data: DataConfig = MISSING
+    optim: OptimConfig = MISSING
+    sched: SchedConfig = MISSING
+    logger: LoggerConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)

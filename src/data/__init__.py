@@ -1,0 +1,97 @@
+"""Datasets, timm transforms, loaders and mixup for one run: ``build_data(cfg.data, ...)``."""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .digits import NUM_CLASSES as DIGITS_CLASSES, DigitsDataset, digits_split
+from .folders import cifar, image_folders
+from .synthetic import SyntheticDataset
+
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefolder")
+
+
+@dataclass
+class Data:
+    train_loader: DataLoader
+    val_loader: DataLoader
+    num_classes: int
+    mixup: Optional[Mixup]  # None when mixup and cutmix are off
+    num_train: int
+    num_val: int
+
+
+def build_transforms(data_cfg, image_size: int):
+    common = dict(input_size=image_size, interpolation=data_cfg.interpolation, mean=IMAGENET_DEFAULT_MEAN,
+                  std=IMAGENET_DEFAULT_STD)
+    train = create_transform(is_training=True, auto_augment=data_cfg.auto_augment, re_prob=data_cfg.reprob,
+                             hflip=data_cfg.hflip, color_jitter=data_cfg.color_jitter,
+                             scale=tuple(data_cfg.scale), **common)
+    return train, create_transform(is_training=False, crop_pct=data_cfg.crop_pct, **common)
+
+
+def build_datasets(data_cfg, image_size: int):
+    """(train, val, num_classes the data has)."""
+    name = data_cfg.name
+    if name not in DATASETS:
+        raise ValueError(f"unknown data.name={name!r}: pick one of {', '.join(DATASETS)}")
+    if name == "synthetic":
+        seed = data_cfg.split_seed
+        return (SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
+                SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1),
+                data_cfg.num_classes)
+    if name != "digits" and not data_cfg.root:
+        raise ValueError(f"data.root is not set for {name}: pass data.root=/path/to/{name}")
+    train_transform, eval_transform = build_transforms(data_cfg, image_size)
+    if name == "digits":
+        (train_x, train_y), (val_x, val_y) = digits_split(data_cfg.val_fraction, data_cfg.split_seed)
+        return (DigitsDataset(train_x, train_y, train_transform), DigitsDataset(val_x, val_y, eval_transform),
+                DIGITS_CLASSES)
+    if name in ("cifar10", "cifar100"):
+        train, val = cifar(name, data_cfg.root, data_cfg.download, train_transform, eval_transform)
+    else:  # imagenet, imagefolder
+        train, val = image_folders(name, data_cfg.root, train_transform, eval_transform)
+    return train, val, len(train.classes)
+
+
+def _limit(dataset: Dataset, limit: Optional[int]) -> Dataset:
+    return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
+
+
+def build_mixup(data_cfg, num_classes: int) -> Optional[Mixup]:
+    if data_cfg.mixup <= 0 and data_cfg.cutmix <= 0:
+        return None
+    return Mixup(mixup_alpha=data_cfg.mixup, cutmix_alpha=data_cfg.cutmix, label_smoothing=data_cfg.smoothing,
+                 num_classes=num_classes)
+
+
+def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int, seed: int) -> Data:
+    """Check the data against the run's settings before any work: class count, batch size, mixup."""
+    if batch_size < 1 or eval_batch_size < 1:
+        raise ValueError(f"train.batch_size={batch_size} (eval {eval_batch_size}) must be >= 1, e.g. "
+                         f"train.batch_size=64")
+    train, val, found_classes = build_datasets(data_cfg, image_size)
+    if found_classes != data_cfg.num_classes:
+        raise ValueError(f"data.num_classes={data_cfg.num_classes} but {data_cfg.name} has {found_classes} "
+                         f"classes: set data.num_classes={found_classes}")
+    train, val = _limit(train, data_cfg.limit_train), _limit(val, data_cfg.limit_val)
+    mixup = build_mixup(data_cfg, found_classes)
+    if mixup is not None and batch_size % 2:
+        raise ValueError(f"mixup/cutmix need an even batch, got train.batch_size={batch_size}: use "
+                         f"{batch_size + 1}, or turn them off with data.mixup=0 data.cutmix=0")
+    drop_last = mixup is not None  # timm's Mixup needs an even batch, so no short last batch
+    if drop_last and batch_size > len(train):
+        raise ValueError(f"train.batch_size={batch_size} is larger than the {len(train)} training images and "
+                         f"mixup drops incomplete batches: set train.batch_size <= {len(train)}")
+    generator = torch.Generator().manual_seed(seed)
+    sampler = (RepeatAugSampler(train, num_replicas=1, rank=0, shuffle=True) if data_cfg.repeated_aug else None)
+    train_loader = DataLoader(train, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=drop_last, num_workers=data_cfg.num_workers, generator=generator,
+                              pin_memory=torch.cuda.is_available(),
+                              persistent_workers=data_cfg.num_workers > 0)
+    val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=data_cfg.num_workers,
+                            pin_memory=torch.cuda.is_available())
+    return Data(train_loader, val_loader, found_classes, mixup, len(train), len(val))

@@ -1,0 +1,97 @@
+"""``python -m src.run``: train and evaluate one configuration; ``-m`` sweeps many (Hydra).
+
+Every job leaves ``results.json`` in its run dir. A failing job records ``status: failed`` with the reason
+and returns normally, so the other jobs of a sweep still run (a single run exits with status 1).
+"""
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import register_configs
+from src.train.loop import train
+from src.train import distributed
+from src.train.build import resolve_device
+from src.train.resume import AlreadyCompleted, check_run_dir
+from src.train.results import SCHEMA, config_hash, now_iso, write_results
+from src.train.wandb_logger import flatten
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def initial_results(cfg: DictConfig, hydra_cfg) -> Dict[str, Any]:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return {"schema": SCHEMA, "status": "running", "reason": None, "config": config,
+            "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")},
+            "overrides": list(hydra_cfg.overrides.task), "config_hash": config_hash(config), "seed": cfg.seed,
+            "model": None, "params_m": None, "gmacs": None, "fusion_params_m": None, "fusion_gmacs": None,
+            "final": None, "best": None, "history": [], "wall_time_s": None,
+            "run_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()), "wandb": None,
+            "started_at": now_iso(), "finished_at": None}
+
+
+def wandb_identity(results: Dict[str, Any], hydra_cfg):
+    """(config, group, name): the flattened config with the Hydra choices as top-level keys, the sweep's
+    folder name as the group (multirun only) and a readable run name."""
+    config = {**flatten(results["config"]), **results["choices"]}
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    group = Path(hydra_cfg.sweep.dir).name if multirun else None
+    choices = results["choices"]
+    name = f"{choices.get('model')}-{choices.get('fusion')}-s{results['seed']}"
+    if multirun:
+        name += f"-{hydra_cfg.job.num}"
+    return config, group, name
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    started = time.perf_counter()
+    if distributed.init(resolve_device(cfg.train.device)) and not distributed.is_main():
+        logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 logs, the others only warn
+    results = initial_results(cfg, hydra_cfg)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:  # idempotent sweeps: skip a completed job, resume or retry the others
+        check_run_dir(run_dir, results["config"], cfg.train.force)
+    except AlreadyCompleted as done:
+        log.info("%s", done)
+        return
+    write_results(run_dir, results)
+    try:
+        results = train(cfg, run_dir, results, *wandb_identity(results, hydra_cfg))
+    except KeyboardInterrupt:
+        results.update(status="interrupted", reason="KeyboardInterrupt", finished_at=now_iso(),
+                       wall_time_s=time.perf_counter() - started)
+        write_results(run_dir, results)
+        raise
+    except Exception as error:  # noqa: BLE001 - one failing job must not end a sweep
+        log.exception("run failed: %s", error)
+        results.update(status="failed", reason=f"{type(error).__name__}: {error}", finished_at=now_iso(),
+                       wall_time_s=time.perf_counter() - started)
+        write_results(run_dir, results)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(1)
+        return
+    write_results(run_dir, results)
+    if results["status"] == "interrupted":
+        log.warning("interrupted: %s", results["reason"])
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(143)  # 128 + SIGTERM, what a scheduler expects from a preempted job
+        return
+    final = results["final"]
+    log.info("done: top-1 %.2f, top-5 %.2f, %.1f s; %s", final["top1"], final["top5"], results["wall_time_s"],
+             run_dir / "results.json")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        distributed.teardown()

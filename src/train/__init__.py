@@ -1,0 +1,1 @@
+"""Training: ``loop.train`` drives ``engine`` (one epoch, evaluation) and writes ``results``."""

@@ -1,0 +1,92 @@
+"""Builders for one run, each checking its input first: device and precision, model, optimizer, scheduler."""
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import timm
+import torch
+from omegaconf import OmegaConf
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+import src.models  # noqa: F401  (registers fusionvit_* with timm)
+from src.models import fusion_names
+
+log = logging.getLogger(__name__)
+ARCHITECTURE_KEYS = ("img_size", "img_scale", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                     "multi_conv")
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={setting} but no CUDA device is visible: use train.device=auto or cpu")
+    return device
+
+
+def resolve_amp(setting: str, device: torch.device) -> Optional[torch.dtype]:
+    """Mixed precision on CUDA only: ``auto`` is bf16 where supported, else fp16; none on the CPU."""
+    choices = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if setting == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if setting not in choices:
+        raise ValueError(f"train.amp={setting!r}: pick auto, none, bf16 or fp16")
+    if choices[setting] is not None and device.type != "cuda":
+        raise ValueError(f"train.amp={setting} needs CUDA but this run is on {device}: use train.amp=none or auto")
+    return choices[setting]
+
+
+def model_kwargs(cfg) -> Dict[str, Any]:
+    """The keyword arguments of ``timm.create_model`` for ``cfg.model`` and ``cfg.fusion``."""
+    if cfg.fusion.name not in fusion_names():
+        raise ValueError(f"unknown fusion.name={cfg.fusion.name!r}: pick one of {', '.join(fusion_names())}")
+    kwargs = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+              for key in ARCHITECTURE_KEYS if (value := cfg.model[key]) is not None}
+    kwargs.update(fusion=cfg.fusion.name, num_classes=cfg.data.num_classes,
+                  drop_path_rate=cfg.model.drop_path_rate)
+    if cfg.fusion.layers is not None:
+        kwargs["fusion_layers"] = cfg.fusion.layers
+    if cfg.fusion.options:
+        kwargs["fusion_options"] = OmegaConf.to_container(cfg.fusion.options)
+    return kwargs
+
+
+def build_model(cfg) -> torch.nn.Module:
+    if cfg.model.name not in timm.list_models("fusionvit_*"):
+        known = ", ".join(timm.list_models("fusionvit_*"))
+        raise ValueError(f"unknown model.name={cfg.model.name!r}: pick one of {known}")
+    return timm.create_model(cfg.model.name, **model_kwargs(cfg))
+
+
+def model_summary(cfg, model: torch.nn.Module) -> Dict[str, Any]:
+    """The architecture as built (results.json "model")."""
+    kwargs = model_kwargs(cfg)
+    depth = kwargs.get("depth")
+    return {"name": cfg.model.name, "fusion": cfg.fusion.name, "img_size": model.img_size,
+            "patch_size": kwargs.get("patch_size"), "embed_dim": list(model.embed_dim),
+            "depth": depth, "num_heads": kwargs.get("num_heads"), "fusion_layers": cfg.fusion.layers}
+
+
+def learning_rate(cfg) -> float:
+    if cfg.optim.lr is not None:
+        return cfg.optim.lr
+    return cfg.optim.base_lr * cfg.train.batch_size / cfg.optim.lr_base_size
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    # timm skips weight decay on biases, norms and model.no_weight_decay() (cls tokens, position embeddings)
+    return create_optimizer_v2(model, opt=cfg.optim.name, lr=learning_rate(cfg),
+                               weight_decay=cfg.optim.weight_decay)
+
+
+def build_scheduler(cfg, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Tuple[object, int]:
+    """(scheduler, number of epochs to run): timm's count includes warm-up prefix and cooldown (NOTES)."""
+    if cfg.train.epochs < 1:
+        raise ValueError(f"train.epochs={cfg.train.epochs} must be >= 1")
+    return create_scheduler_v2(optimizer, sched=cfg.sched.name, num_epochs=cfg.train.epochs,
+                               warmup_epochs=cfg.sched.warmup_epochs, warmup_lr=cfg.sched.warmup_lr,
+                               min_lr=cfg.sched.min_lr, cooldown_epochs=cfg.sched.cooldown_epochs,
+                               step_on_epochs=cfg.sched.step_on_epochs, updates_per_epoch=updates_per_epoch)

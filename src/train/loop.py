@@ -1,0 +1,203 @@
+"""The driver: build -> resume -> for each epoch: train, evaluate, save, log. Reads top to bottom."""
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+
+from src.data import Data, build_data
+from src.models import count_flops, count_params, fusion_modules
+
+from . import distributed, resume
+from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
+from .engine import StepContext, evaluate, train_one_epoch, use_progress_bar
+from .results import now_iso, write_results
+from .resume import ResumableLoader
+from .signals import StopFlag, StopRequested
+from .state import TrainState
+from .wandb_logger import WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything one run trains with: what a checkpoint saves and restores, besides ``state``."""
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # ``model``, or its torch.compile wrapper
+    data: Data
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    num_epochs: int
+    ema: Optional[ModelEmaV3]
+    scaler: Optional[torch.amp.GradScaler]
+    device: torch.device
+    autocast_dtype: Optional[torch.dtype]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_criterion(data_cfg, mixup) -> torch.nn.Module:
+    if mixup is not None:
+        return SoftTargetCrossEntropy()  # mixup already smooths the labels
+    if data_cfg.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=data_cfg.smoothing)
+    return torch.nn.CrossEntropyLoss()
+
+
+def measure_costs(model: torch.nn.Module) -> Dict[str, float]:
+    flops = count_flops(model, (3, model.img_size, model.img_size), by_module=True)
+    fusion_params = sum(count_params(module) for module in fusion_modules(model).values())
+    return {"params_m": count_params(model) / 1e6, "gmacs": flops["total"],
+            "fusion_params_m": fusion_params / 1e6, "fusion_gmacs": flops["fusion"]}
+
+
+def build_run(cfg) -> Run:
+    """Builds everything, checking every input on the way, so that bad input fails before any training."""
+    seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    autocast_dtype = resolve_amp(cfg.train.amp, device)
+    model = build_model(cfg)
+    image_size = cfg.data.image_size or model.img_size
+    if image_size != model.img_size:
+        raise ValueError(f"data.image_size={image_size} but {cfg.model.name} takes {model.img_size}x"
+                         f"{model.img_size} images: set data.image_size=null (follow the model) or "
+                         f"model.img_size={image_size}")
+    data = build_data(cfg.data, image_size, cfg.train.batch_size,
+                      cfg.train.eval_batch_size or 2 * cfg.train.batch_size, cfg.seed)
+    data.train_loader = distributed.shard_loader(data.train_loader, cfg.seed)  # torchrun: DDP
+    model.to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler, num_epochs = build_scheduler(cfg, optimizer, len(data.train_loader))
+    train_model = distributed.wrap(torch.compile(model) if cfg.train.compile else model, device)
+    return Run(model=model, train_model=train_model, data=data,
+               optimizer=optimizer, scheduler=scheduler, num_epochs=num_epochs,
+               ema=ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None,
+               scaler=torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None,
+               device=device, autocast_dtype=autocast_dtype)
+
+
+def step_context(cfg, run: Run, logger: WandbLogger) -> StepContext:
+    return StepContext(optimizer=run.optimizer, scheduler=run.scheduler, mixup=run.data.mixup,
+                       criterion=build_criterion(cfg.data, run.data.mixup), device=run.device,
+                       autocast_dtype=run.autocast_dtype, scaler=run.scaler, clip_grad=cfg.optim.clip_grad,
+                       ema=run.ema, progress=use_progress_bar(cfg.train.progress),
+                       log_every=cfg.logger.log_every_n_steps, on_step=logger.log_step)
+
+
+def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, Any], group: Optional[str],
+          name: str) -> Dict[str, Any]:
+    """Trains ``cfg``, keeping ``results`` and ``run_dir/results.json`` up to date; returns ``results``."""
+    started = time.perf_counter()
+    # -- build --------------------------------------------------------------------------------------------
+    run = build_run(cfg)
+    results.update(model=model_summary(cfg, run.model), **measure_costs(run.model))
+    state = TrainState()
+    # -- resume -------------------------------------------------------------------------------------------
+    stop = StopFlag()
+    loader = ResumableLoader(run.data.train_loader, stop)
+    identity = resume.identity_hash(OmegaConf.to_container(cfg, resolve=True))
+    checkpoint = resume.find_checkpoint(cfg.train.resume, run_dir)
+    if checkpoint is not None:
+        state = resume.restore(run, checkpoint, loader, identity)
+    logger = WandbLogger(cfg.logger if distributed.is_main() else SimpleNamespace(name="none"), run_dir,
+                         wandb_config, group, name,
+                         run_id=checkpoint.get("wandb_run_id") if checkpoint else None)
+    results["wandb"] = logger.info
+    write_results(run_dir, results)
+    log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d epochs on %s",
+             cfg.model.name, cfg.fusion.name, cfg.data.name, results["params_m"], results["gmacs"],
+             run.data.num_train, run.data.num_val, run.num_epochs, run.device)
+    context = step_context(cfg, run, logger)
+    exit_code = 1
+
+    def save_checkpoint(mid_epoch: bool, best: bool = False) -> None:
+        if cfg.train.save_checkpoints and distributed.is_main():
+            wandb_id = logger.info["run_id"] if logger.info else None
+            resume.save(run_dir, resume.checkpoint_payload(run, state, loader, mid_epoch, wandb_id, identity), best)
+
+    def periodic_save(epoch_first_step: int):
+        def between_steps() -> None:
+            step = epoch_first_step + loader.done
+            if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0:
+                state.step = step
+                save_checkpoint(mid_epoch=True)
+        return between_steps
+
+    try:
+        for epoch in range(state.epoch, run.num_epochs):
+            epoch_first_step = state.step - loader.skip  # a resumed epoch skips the batches already trained on
+            loader.between_steps = periodic_save(epoch_first_step)
+            epoch_started, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
+            if hasattr(run.data.train_loader.sampler, "set_epoch"):  # repeated augmentation
+                run.data.train_loader.sampler.set_epoch(epoch)
+            # -- train, evaluate ------------------------------------------------------------------------
+            try:
+                trained = train_one_epoch(run.train_model, loader, context, epoch, state.step)
+            except StopRequested as signal_name:
+                state.step = epoch_first_step + loader.done
+                save_checkpoint(mid_epoch=True)
+                results.update(status="interrupted", reason=f"{signal_name} at epoch {epoch} step {state.step}: "
+                               f"checkpoint saved, run the same command again to resume",
+                               wall_time_s=time.perf_counter() - started, finished_at=now_iso())
+                return results
+            except FloatingPointError as error:  # the last good checkpoint stays as it is
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step "
+                                         f"{epoch_first_step + loader.done - 1} ({error})") from error
+            if distributed.is_distributed():  # equal shards (DistributedSampler pads): the mean of rank means
+                sums = distributed.reduce_sums({"loss": trained["train_loss"], "speed": trained["images_per_s"]},
+                                               run.device)
+                trained.update(train_loss=sums["loss"] / distributed.world_size(), images_per_s=sums["speed"])
+            metrics = evaluate(run.train_model, run.data.val_loader, run.device, run.autocast_dtype)
+            run.scheduler.step(epoch + 1)
+            state.step = trained["step"]
+            row = {"epoch": epoch, "train_loss": trained["train_loss"], "val_loss": metrics["loss"],
+                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": lr,
+                   "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"]}
+            if run.ema is not None:
+                ema_metrics = evaluate(run.ema.module, run.data.val_loader, run.device, run.autocast_dtype)
+                row["ema_top1"] = ema_metrics["top1"]
+            is_best = state.record(row)
+            # -- save -----------------------------------------------------------------------------------
+            save_checkpoint(mid_epoch=False, best=is_best)
+            # -- log ------------------------------------------------------------------------------------
+            log_epoch(logger, row, run.num_epochs, state.step)
+            results.update(history=state.history, best=state.best(), wall_time_s=time.perf_counter() - started)
+            write_results(run_dir, results)
+        last = state.history[-1]
+        results.update(status="completed", final={"top1": last["top1"], "top5": last["top5"],
+                                                  "loss": last["val_loss"]},
+                       best=state.best(), wall_time_s=time.perf_counter() - started, finished_at=now_iso())
+        logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
+                        "params_m": results["params_m"], "gmacs": results["gmacs"]})
+        exit_code = 0
+    finally:
+        stop.close()
+        logger.finish(exit_code)
+    return results
+
+
+def log_epoch(logger: WandbLogger, row: Dict[str, Any], num_epochs: int, step: int) -> None:
+    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.2f, top-5 %.2f, %.1f s, %.0f img/s",
+             row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], row["top1"], row["top5"],
+             row["epoch_time_s"], row["images_per_s"])
+    metrics = {"epoch": row["epoch"], "val/loss": row["val_loss"], "val/top1": row["top1"],
+               "val/top5": row["top5"], "train/epoch_loss": row["train_loss"],
+               "train/epoch_time_s": row["epoch_time_s"]}
+    if "ema_top1" in row:
+        metrics["val/ema_top1"] = row["ema_top1"]
+    logger.log_epoch(metrics, step=step)
