@@ -1,0 +1,115 @@
+"""Checkpoint files: atomic writes, weights_only loads, RNG round trips, corrupt/missing files, disk full."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from src.train import checkpoint as ckpt
+from src.train.resume import check_run_dir, identity_hash, AlreadyCompleted
+from src.train.results import write_results
+
+
+def payload(value: float) -> dict:
+    model = torch.nn.Linear(3, 2)
+    torch.nn.init.constant_(model.weight, value)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(value),
+            "rng": ckpt.capture_rng({"train": torch.Generator().manual_seed(3)}), "wandb_run_id": "abc"}
+
+
+def test_save_then_load_with_weights_only(tmp_path):
+    saved = payload(1.0)
+    ckpt.save_atomic(saved, tmp_path / ckpt.LAST)
+    loaded = ckpt.load(tmp_path / ckpt.LAST)  # weights_only=True inside: would raise on pickled objects
+    assert loaded["epoch"] == 1 and loaded["wandb_run_id"] == "abc"
+    assert torch.equal(loaded["model"]["weight"], saved["model"]["weight"])
+    assert loaded["optimizer"]["state"][0]["step"] == saved["optimizer"]["state"][0]["step"]
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind
+
+
+def test_rng_round_trip_restores_python_numpy_torch_and_generators():
+    generator = torch.Generator().manual_seed(7)
+    torch.rand(5, generator=generator)  # not at its seed any more
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    state = ckpt.capture_rng({"train": generator})
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9), generator.manual_seed(9)
+    ckpt.restore_rng(state, {"train": generator})
+    assert (random.random(), np.random.rand(), torch.rand(1).item(),
+            torch.rand(1, generator=generator).item()) == expected
+
+
+def test_previous_last_is_kept_and_corrupt_last_falls_back(tmp_path):
+    ckpt.save_atomic(payload(1.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+    ckpt.save_atomic(payload(2.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+    assert ckpt.load_latest(tmp_path)["epoch"] == 2
+    data = (tmp_path / ckpt.LAST).read_bytes()
+    (tmp_path / ckpt.LAST).write_bytes(data[: len(data) // 2])  # truncated, as by a crash during a copy
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt is corrupt or truncated"):
+        ckpt.load(tmp_path / ckpt.LAST)
+    fallback = ckpt.load_latest(tmp_path)
+    assert fallback["epoch"] == 1 and fallback["path"].endswith(ckpt.PREVIOUS)
+
+
+def test_corrupt_without_fallback_names_the_file(tmp_path):
+    (tmp_path / ckpt.LAST).write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match=f"{tmp_path / ckpt.LAST} is corrupt"):
+        ckpt.load_latest(tmp_path)
+
+
+def test_missing_checkpoint_path_names_it(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match=r"nope\.pt does not exist"):
+        ckpt.load(tmp_path / "nope.pt")
+    assert ckpt.load_latest(tmp_path) is None  # nothing to resume: start fresh
+
+
+class Evil:  # any class outside torch's allow-list: weights_only refuses to unpickle it
+    pass
+
+
+def test_pickled_code_is_refused(tmp_path):
+    torch.save({"model": {}, "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ckpt.CheckpointError, match="evil.pt is corrupt"):
+        ckpt.load(tmp_path / "evil.pt")
+
+
+def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    ckpt.save_atomic(payload(1.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_atomic(payload(2.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+    monkeypatch.undo()
+    assert ckpt.load(tmp_path / ckpt.LAST)["epoch"] == 1
+    assert not (tmp_path / ckpt.PREVIOUS).exists()  # nothing was rotated
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unwritable_output_dir_raises(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the run dir should be")  # unwritable even for root, unlike chmod
+    with pytest.raises(OSError):
+        ckpt.save_atomic(payload(1.0), blocker / "run" / ckpt.LAST)
+
+
+def test_run_dir_checks(tmp_path):
+    config = {"seed": 0, "train": {"epochs": 1, "force": False, "resume": "auto"}}
+    assert check_run_dir(tmp_path, config, force=False) is None  # fresh folder
+    write_results(tmp_path, {"status": "failed", "config": config, "overrides": []})
+    assert check_run_dir(tmp_path, config, force=False)["status"] == "failed"  # retried
+    write_results(tmp_path, {"status": "completed", "config": config, "overrides": []})
+    with pytest.raises(AlreadyCompleted, match="already completed"):
+        check_run_dir(tmp_path, {**config, "train": {**config["train"], "resume": "never"}}, force=False)
+    (tmp_path / ckpt.LAST).write_bytes(b"x")
+    assert check_run_dir(tmp_path, config, force=True)["status"] == "completed"
+    assert not (tmp_path / ckpt.LAST).exists()  # a forced re-run starts from scratch
+    other = {"seed": 1, "train": config["train"]}
+    with pytest.raises(ValueError, match=f"{tmp_path / 'results.json'} holds results of another config"):
+        check_run_dir(tmp_path, other, force=False)
+    assert identity_hash(config) != identity_hash(other)
