@@ -1,0 +1,79 @@
+"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT] [--out DIR]``
+
+Loads every run under the dirs (or in the W&B project), groups by the factors that vary, aggregates over
+seeds, prints the Markdown table and writes ablation.{md,tex,csv}, runs.csv and the plots to ``--out``
+(default ``<first RUN_DIR>/analysis``). Exits 1, saying where it looked, when there is no run at all.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .loading import Collection, NoRunsError, load_runs, load_wandb_runs
+from .plots import write_plots
+from .stats import ALPHA, aggregate, varying_factors
+from .tables import paper_table, to_markdown, write_tables
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m analysis.collate", description=__doc__.splitlines()[2])
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="Hydra run or multirun dirs (searched recursively)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead")
+    parser.add_argument("--out", type=Path, help="output folder (default: <first RUN_DIR>/analysis)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    if not args.run_dirs and not args.wandb:
+        parser.error("give at least one RUN_DIR (e.g. multirun/make_run) or --wandb ENTITY/PROJECT")
+    return args
+
+
+def collect(args: argparse.Namespace) -> Collection:
+    if args.wandb:
+        return load_wandb_runs(args.wandb, warn=warn)
+    return load_runs(args.run_dirs, warn=warn)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def report_failures(collection: Collection) -> None:
+    if collection.failed.empty:
+        return
+    print(f"\n{len(collection.failed)} run(s) did not complete (not in the table):")
+    for _, run in collection.failed.iterrows():
+        print(f"  {run['status']}: {run['run_dir']}: {run['reason']}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        collection = collect(args)
+    except NoRunsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if collection.runs.empty:
+        report_failures(collection)
+        print("error: no completed run to tabulate (see the failures above)", file=sys.stderr)
+        return 1
+    out = args.out or (args.run_dirs[0] / "analysis" if args.run_dirs else Path("analysis_out") /
+                       args.wandb.replace("/", "_"))
+    factors = varying_factors(collection.runs, collection.candidate_factors)
+    table = aggregate(collection.runs, factors)
+    paths = write_tables(table, factors, out)
+    collection.runs.drop(columns=["history", "swept"]).to_csv(out / "runs.csv", index=False)
+    print(f"{len(collection.runs)} completed run(s), grouped by {', '.join(factors)}; mean ± std over seeds; "
+          f"'within noise of best': Welch t-test p >= {ALPHA} (n/a with one seed)\n")
+    print(to_markdown(paper_table(table, factors)))
+    report_failures(collection)
+    written = [path for path in paths.values()] + [out / "runs.csv"]
+    if not args.no_plots:
+        written += [path for paths_ in write_plots(collection.runs, table, factors, out).values() for path in paths_]
+    print(f"\nwrote {len(written)} files to {out}: {', '.join(path.name for path in written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Cost of each fusion module alone as the image (so the number of tokens) grows: FLOPs counted with
+torch's FlopCounterMode (reported as GMACs, like ``src.models.count_flops``) and measured forward time.
+
+Each strategy is built with ``build_fusion`` for two branches (by default micro_32's widths 48/96, heads 3,
+patches 4/8) and fed ``[B=1, 1 + N_i, C_i]`` zeros for image sizes 32..256, so N = N_s + N_l runs from
+80 to 5,120 tokens. The slope of log(cost) on log(N) is fitted over the larger half of the sizes, where the
+costs that do not grow with N (the CLS projections) no longer matter: cross-attention (one CLS query per
+branch) grows linearly (slope ~1), all-attention (every token attends to every token) quadratically (~2).
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import src.models  # noqa: F401 - counts CPU attention FLOPs (src.models.complexity)
+from src.models.fusion import BranchSpec, FusionOptions, build_fusion, fusion_names, fusion_parameters
+
+
+@dataclass(frozen=True)
+class Branches:
+    """Two branches: widths, heads and patch sizes (S first)."""
+    dims: Sequence[int] = (48, 96)
+    heads: Sequence[int] = (3, 3)
+    patch_sizes: Sequence[int] = (4, 8)
+
+
+def build(name: str, image_size: int, branches: Branches) -> torch.nn.Module:
+    specs = []
+    for dim, heads, patch in zip(branches.dims, branches.heads, branches.patch_sizes):
+        if image_size % patch:
+            raise ValueError(f"patch size {patch} does not divide image size {image_size}: pick image sizes "
+                             f"that are multiples of {max(branches.patch_sizes)}")
+        specs.append(BranchSpec(dim, heads, (image_size // patch, image_size // patch)))
+    layers = {"layers": 1} if "layers" in fusion_parameters(name) else {}
+    return build_fusion(name, specs, FusionOptions(), **layers).eval()
+
+
+def tokens_for(image_size: int, branches: Branches) -> List[torch.Tensor]:
+    return [torch.zeros(1, 1 + (image_size // patch) ** 2, dim)
+            for dim, patch in zip(branches.dims, branches.patch_sizes)]
+
+
+@torch.no_grad()
+def measure(name: str, image_size: int, branches: Branches, repeats: int = 5) -> dict:
+    module = build(name, image_size, branches)
+    tokens = tokens_for(image_size, branches)
+    with FlopCounterMode(display=False) as counter:
+        module(tokens)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: on a shared CPU, thread hand-offs swamp these millisecond kernels
+    try:
+        module(tokens)  # warm-up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            module(tokens)
+            times.append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return {"fusion": name, "image_size": image_size, "tokens": sum(t.shape[1] - 1 for t in tokens),
+            "gmacs": counter.get_total_flops() / 2e9, "time_ms": 1e3 * min(times),
+            "params": sum(p.numel() for p in module.parameters())}
+
+
+def measure_all(image_sizes: Sequence[int] = (32, 64, 96, 128, 160, 192, 224, 256),
+                fusions: Sequence[str] = None, branches: Branches = Branches(), repeats: int = 5) -> pd.DataFrame:
+    fusions = fusions or fusion_names()
+    return pd.DataFrame([measure(name, size, branches, repeats) for name in fusions for size in image_sizes])
+
+
+def slopes(costs: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: slope of log(GMACs) and log(time) on log(tokens), over the larger half of the sizes.
+    Time is the fastest of ``repeats`` forward passes on one thread (the least disturbed by other work).
+    A strategy that costs no FLOPs (``none``, the identity) has no slope."""
+    rows = []
+    for name, group in costs.groupby("fusion", sort=True):
+        tail = group.sort_values("tokens").iloc[len(group) // 2:]
+        row = {"fusion": name}
+        for column in ("gmacs", "time_ms"):
+            positive = tail[(tail[column] > 0) & (tail["gmacs"] > 0)]
+            row[f"{column}_slope"] = (np.polyfit(np.log(positive["tokens"]), np.log(positive[column]), 1)[0]
+                                      if len(positive) >= 2 else np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_costs(costs: pd.DataFrame, fitted: pd.DataFrame, out_dir: Path, stem: str = "fusion_cost") -> List[Path]:
+    from .plots import MARKERS, plt, save
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for index, (name, group) in enumerate(costs.groupby("fusion", sort=True)):
+        slope = fitted.set_index("fusion").loc[name]
+        for axis, column, title in ((axes[0], "gmacs", "GMACs"), (axes[1], "time_ms", "time (ms)")):
+            positive = group[(group[column] > 0) & (group["gmacs"] > 0)]
+            if positive.empty:
+                continue
+            axis.loglog(positive["tokens"], positive[column], marker=MARKERS[index % len(MARKERS)],
+                        label=f"{name} (slope {slope[f'{column}_slope']:.2f})")
+            axis.set_xlabel("tokens N = N_s + N_l")
+            axis.set_ylabel(f"fusion {title}, one image")
+            axis.grid(alpha=0.3, which="both")
+            axis.legend(fontsize=8)
+    return save(figure, out_dir, stem)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("analysis_out/fusion_cost"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 96, 128, 160, 192, 224, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    costs = measure_all(args.sizes, repeats=args.repeats)
+    fitted = slopes(costs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    costs.to_csv(args.out / "fusion_cost.csv", index=False)
+    plot_costs(costs, fitted, args.out)
+    print(fitted.to_markdown(index=False, floatfmt=".2f"))
+    print(f"wrote {args.out}/fusion_cost.{{csv,png,svg}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Runs -> one pandas row each, from ``results.json`` files (Hydra run and multirun dirs) or the W&B API.
+
+A row holds the run's Hydra choices, the values it swept (each ``key=value`` override, read back from the
+resolved config so that runs that kept the default get the same column), readable architecture columns
+(``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
+cost and status. Folders that are not a finished run of ours are skipped with one warning line each.
+"""
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.json"
+SCHEMA = 1
+# Choices that never describe the ablation itself.
+IGNORED_CHOICES = ("logger", "experiment")
+IGNORED_OVERRIDE_PREFIXES = ("hydra", "seed", "logger", "+experiment", "experiment", "train.device",
+                             "train.progress", "train.threads")
+FAILED_STATUSES = ("failed", "interrupted")
+
+
+class NoRunsError(RuntimeError):
+    """Nothing to collate: the message says where we looked."""
+
+
+@dataclass
+class Collection:
+    """What ``load_runs`` found: completed runs, failed ones (listed apart) and skipped folders with why."""
+    runs: pd.DataFrame
+    failed: pd.DataFrame
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    candidate_factors: List[str] = field(default_factory=list)  # columns that may describe the ablation
+
+
+def format_pair(values: Optional[Sequence[Any]]) -> Optional[str]:
+    """[12, 16] -> "12/16" (one entry per branch)."""
+    if values is None:
+        return None
+    return "/".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
+
+
+def format_depth(depth: Optional[Sequence[Sequence[int]]], fusion_layers: Optional[int]) -> Optional[str]:
+    """[[1, 4, 0]] * 3 with L=1 -> "3x(1,4,1)": K encoders of N S-branch blocks, M L-branch blocks and L
+    fusion layers (CrossViT's 0 means one; ``fusion.layers`` overrides it)."""
+    if not depth:
+        return None
+    stages = []
+    for small_blocks, large_blocks, extra in depth:
+        layers = fusion_layers if fusion_layers is not None else max(1, extra)
+        stages.append(f"({small_blocks},{large_blocks},{layers})")
+    if len(set(stages)) == 1:
+        return f"{len(stages)}x{stages[0]}"
+    return "+".join(stages)
+
+
+def lookup(config: Dict[str, Any], dotted_key: str) -> Any:
+    value: Any = config
+    for part in dotted_key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def readable(value: Any) -> Any:
+    """Lists become short strings so that they can be grouped on and printed."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def swept_keys(overrides: Iterable[str], choices: Dict[str, Any]) -> List[str]:
+    """Dotted config keys a run set on the command line (group choices are columns already)."""
+    keys = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in choices or key.startswith(IGNORED_OVERRIDE_PREFIXES):
+            continue
+        keys.append(key)
+    return keys
+
+
+def results_to_row(results: Dict[str, Any]) -> Dict[str, Any]:
+    """One results.json (schema 1) -> one flat row."""
+    config = results.get("config") or {}
+    choices = {k: v for k, v in (results.get("choices") or {}).items() if k not in IGNORED_CHOICES}
+    model = results.get("model") or {}
+    model_config = config.get("model") or {}
+    fusion_layers = model.get("fusion_layers", lookup(config, "fusion.layers"))
+    depth = model.get("depth") or model_config.get("depth")
+    history = results.get("history") or []
+    final, best = results.get("final") or {}, results.get("best") or {}
+    row = {"run_dir": results.get("run_dir"), "status": results.get("status"), "reason": results.get("reason"),
+           "seed": results.get("seed"), "config_hash": results.get("config_hash"), **choices,
+           "patch_size": format_pair(model.get("patch_size") or model_config.get("patch_size")),
+           "embed_dim": format_pair(model.get("embed_dim") or model_config.get("embed_dim")),
+           "depth": format_depth(depth, fusion_layers),
+           "K": len(depth) if depth else None, "img_size": model.get("img_size") or model_config.get("img_size")}
+    for key in swept_keys(results.get("overrides") or [], choices):
+        row[key] = readable(lookup(config, key))
+    images_per_s = [epoch["images_per_s"] for epoch in history if epoch.get("images_per_s")]
+    row.update(top1=final.get("top1"), top5=final.get("top5"), loss=final.get("loss"),
+               best_top1=best.get("top1"), best_epoch=best.get("epoch"), params_m=results.get("params_m"),
+               gmacs=results.get("gmacs"), fusion_params_m=results.get("fusion_params_m"),
+               fusion_gmacs=results.get("fusion_gmacs"), wall_time_s=results.get("wall_time_s"),
+               images_per_s=sum(images_per_s) / len(images_per_s) if images_per_s else None,
+               epochs=len(history), history=history, swept=swept_keys(results.get("overrides") or [], choices))
+    return row
+
+
+def problem_with(results: Any) -> Optional[str]:
+    """Why a parsed results.json cannot be collated, or None."""
+    if not isinstance(results, dict) or "status" not in results or "config" not in results:
+        return "foreign: not a results.json of src.run"
+    if results.get("schema") != SCHEMA:
+        return f"foreign: results schema {results.get('schema')!r}, expected {SCHEMA}"
+    if results["status"] == "running":
+        return "partial: status 'running' (still training, or killed before it could record why)"
+    if results["status"] == "completed" and not isinstance(results.get("final"), dict):
+        return "corrupt: status 'completed' but no final metrics"
+    if results["status"] not in ("completed",) + FAILED_STATUSES:
+        return f"foreign: unknown status {results['status']!r}"
+    return None
+
+
+def find_run_dirs(paths: Sequence[Path]) -> Tuple[List[Path], List[Tuple[str, str]]]:
+    """Every results.json under ``paths``, and Hydra job dirs (with ``.hydra/``) that have none."""
+    found, skipped = [], []
+    for path in paths:
+        if not path.exists():
+            raise NoRunsError(f"{path} does not exist: give a Hydra run or multirun dir (e.g. multirun/make_run)")
+        found += sorted(path.rglob(RESULTS_FILE)) if path.is_dir() else [path]
+        for hydra_dir in sorted(path.rglob(".hydra")) if path.is_dir() else []:
+            if not (hydra_dir.parent / RESULTS_FILE).exists():
+                skipped.append((str(hydra_dir.parent), "partial: no results.json (the job never started)"))
+    return found, skipped
+
+
+def rows_to_frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["run_dir"]).reset_index(drop=True) if "run_dir" in frame and len(frame) else frame
+
+
+def load_runs(paths: Sequence[Any], warn=log.warning) -> Collection:
+    """Completed, failed and skipped runs under ``paths``; raises NoRunsError when there is no run at all."""
+    paths = [Path(path) for path in paths]
+    files, skipped = find_run_dirs(paths)
+    rows = []
+    for file in files:
+        try:
+            results = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            skipped.append((str(file.parent), f"corrupt: {RESULTS_FILE} is not valid JSON ({error})"))
+            continue
+        problem = problem_with(results)
+        if problem:
+            skipped.append((str(file.parent), problem))
+            continue
+        results.setdefault("run_dir", str(file.parent))
+        rows.append(results_to_row(results))
+    for folder, why in skipped:
+        warn(f"skipped {folder}: {why}")
+    if not rows:
+        looked = ", ".join(str(path) for path in paths)
+        raise NoRunsError(f"no runs found: no readable {RESULTS_FILE} of src.run under {looked} "
+                          f"({len(skipped)} folder(s) skipped)")
+    return split_by_status(rows, skipped)
+
+
+def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]]) -> Collection:
+    frame = rows_to_frame(rows)
+    candidates = candidate_factors(frame)
+    completed = frame[frame["status"] == "completed"].reset_index(drop=True)
+    failed = frame[frame["status"] != "completed"].reset_index(drop=True)
+    return Collection(runs=completed, failed=failed, skipped=skipped, candidate_factors=candidates)
+
+
+def candidate_factors(frame: pd.DataFrame) -> List[str]:
+    """Columns that may describe an ablation, the most readable first (see stats.varying_factors)."""
+    readable_first = ["fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size"]
+    choices = [c for c in frame.columns if c in ("optim", "sched")]
+    swept = sorted({key for keys in frame.get("swept", []) for key in keys})
+    ordered = readable_first + choices + swept
+    return [column for column in dict.fromkeys(ordered) if column in frame.columns]
+
+
+# -- W&B ------------------------------------------------------------------------------------------------
+WANDB_STATES = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "interrupted",
+                "running": "running"}
+
+
+def unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
+    nested: Dict[str, Any] = {}
+    for key, value in flat.items():
+        if "." not in key:
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def wandb_run_to_row(run) -> Dict[str, Any]:
+    """A ``wandb.apis.public.Run`` -> the row ``results_to_row`` would give for its results.json.
+
+    src.run logs the flattened config (``model.patch_size``, ...) with the Hydra choices as plain keys
+    (``fusion``, ``model``, ...), and ``final/top1``, ``final/top5``, ``best/top1``, ``params_m``, ``gmacs``
+    in the summary; the history comes from ``val/top1`` per ``epoch``.
+    """
+    flat = {key: value for key, value in dict(run.config).items() if not key.startswith("_")}
+    config = unflatten(flat)
+    summary = dict(run.summary)
+    model = config.get("model", {})
+    history = []
+    try:
+        for record in run.history(keys=["epoch", "val/top1", "val/top5", "val/loss"], pandas=False):
+            history.append({"epoch": record.get("epoch"), "top1": record.get("val/top1"),
+                            "top5": record.get("val/top5"), "val_loss": record.get("val/loss")})
+    except Exception as error:  # noqa: BLE001 - a run without history still has its final numbers
+        log.warning("W&B run %s: no history (%s)", getattr(run, "id", "?"), error)
+    results = {
+        "schema": SCHEMA, "status": WANDB_STATES.get(run.state, run.state), "reason": None, "config": config,
+        "choices": {key: value for key, value in flat.items() if "." not in key and isinstance(value, str)},
+        "overrides": [], "seed": flat.get("seed"), "config_hash": None, "run_dir": getattr(run, "url", run.id),
+        "model": {"name": model.get("name"), "img_size": model.get("img_size"),
+                  "patch_size": model.get("patch_size"), "embed_dim": model.get("embed_dim"),
+                  "depth": model.get("depth"), "fusion_layers": config.get("fusion", {}).get("layers")},
+        "params_m": summary.get("params_m"), "gmacs": summary.get("gmacs"),
+        "final": {"top1": summary.get("final/top1"), "top5": summary.get("final/top5"),
+                  "loss": summary.get("val/loss")},
+        "best": {"top1": summary.get("best/top1")}, "history": history, "wall_time_s": summary.get("_runtime"),
+    }
+    return results_to_row(results)
+
+
+def load_wandb_runs(path: str, api=None, warn=log.warning) -> Collection:
+    """Every run of W&B project ``ENTITY/PROJECT`` (needs an API key and the network)."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api(timeout=30)
+    rows, skipped = [], []
+    for run in api.runs(path):
+        row = wandb_run_to_row(run)
+        if row["status"] == "running":
+            skipped.append((row["run_dir"], "partial: W&B state 'running'"))
+            continue
+        rows.append(row)
+    for folder, why in skipped:
+        warn(f"skipped {folder}: {why}")
+    if not rows:
+        raise NoRunsError(f"no runs found in W&B project {path}")
+    return split_by_status(rows, skipped)

@@ -1,0 +1,209 @@
+"""The analysis package on Hydra-like sweep folders written here with known numbers: grouping, mean/std/n,
+the Welch noise flag, the three table formats, plots, and skipping partial, corrupt and foreign folders."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis import aggregate, load_runs, load_wandb_runs, varying_factors, wandb_run_to_row
+from analysis.collate import main as collate_main
+from analysis.loading import NoRunsError, format_depth
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "completed", gmacs: float = 0.012,
+            patch_size=(4, 8)) -> dict:
+    config = {"model": {"name": "fusionvit_micro_32", "patch_size": list(patch_size), "embed_dim": [48, 96],
+                        "depth": [[1, 2, 0], [1, 2, 0]]},
+              "fusion": {"name": fusion, "layers": 1}, "data": {"name": "digits"}, "seed": seed}
+    history = [{"epoch": 0, "top1": top1 / 2, "top5": 90.0, "val_loss": 1.0, "images_per_s": 100.0},
+               {"epoch": 1, "top1": top1, "top5": 99.0, "val_loss": 0.5, "images_per_s": 120.0}]
+    return {"schema": 1, "status": status, "reason": None if status == "completed" else "ValueError: boom",
+            "config": config, "choices": {"model": "micro_32", "fusion": fusion, "data": "digits", "logger": "none"},
+            "overrides": [f"fusion={fusion}", f"seed={seed}", f"model.patch_size=[{patch_size[0]},{patch_size[1]}]"],
+            "config_hash": "x", "seed": seed,
+            "model": {"name": "fusionvit_micro_32", "fusion": fusion, "img_size": 32, "patch_size": list(patch_size),
+                      "embed_dim": [48, 96], "depth": [[1, 2, 0], [1, 2, 0]], "num_heads": [3, 3],
+                      "fusion_layers": 1},
+            "params_m": 0.58, "gmacs": gmacs, "fusion_params_m": 0.13, "fusion_gmacs": 0.001,
+            "final": {"top1": top1, "top5": 99.0, "loss": 0.5} if status == "completed" else None,
+            "best": {"top1": top1, "top5": 99.0, "epoch": 1}, "history": history if status == "completed" else [],
+            "wall_time_s": 10.0 + seed, "run_dir": str(run_dir), "wandb": None}
+
+
+# Known numbers: cross 80, 82, 84 (mean 82, std 2); all_attn 70, 71, 72 (mean 71, std 1); none 81, 83 (82, 1.414).
+TOP1 = {"cross": [80.0, 82.0, 84.0], "all_attn": [70.0, 71.0, 72.0], "none": [81.0, 83.0]}
+
+
+def write_sweep(root: Path) -> Path:
+    sweep = root / "multirun" / "ablation"
+    job = 0
+    for fusion, scores in TOP1.items():
+        for seed, top1 in enumerate(scores):
+            run_dir = sweep / str(job)
+            (run_dir / ".hydra").mkdir(parents=True)
+            (run_dir / "results.json").write_text(json.dumps(results(fusion, seed, top1, run_dir,
+                                                                     gmacs=0.02 if fusion == "all_attn" else 0.012)))
+            job += 1
+    return sweep
+
+
+def add_bad_dirs(sweep: Path) -> dict:
+    bad = {"corrupt": sweep / "90", "partial": sweep / "91", "foreign": sweep / "92", "no_results": sweep / "93",
+           "failed": sweep / "94"}
+    for folder in bad.values():
+        (folder / ".hydra").mkdir(parents=True)
+    (bad["corrupt"] / "results.json").write_text('{"schema": 1, "status": "comp')
+    (bad["partial"] / "results.json").write_text(json.dumps(results("cross", 7, 0.0, bad["partial"], "running")))
+    (bad["foreign"] / "results.json").write_text(json.dumps({"accuracy": 0.9}))
+    (bad["failed"] / "results.json").write_text(json.dumps(results("cross", 8, 0.0, bad["failed"], "failed")))
+    return bad
+
+
+def test_aggregate_gives_hand_computed_mean_std_n_and_welch_flag(tmp_path):
+    collection = load_runs([write_sweep(tmp_path)])
+    factors = varying_factors(collection.runs, collection.candidate_factors)
+    assert factors == ["fusion"]  # gmacs differ too, but they are results, not factors
+    table = aggregate(collection.runs, factors).set_index("fusion")
+    assert table.loc["cross", "top1_mean"] == pytest.approx(82.0)
+    assert table.loc["cross", "top1_std"] == pytest.approx(2.0)
+    assert table.loc["all_attn", "top1_std"] == pytest.approx(1.0)
+    assert table.loc["none", "top1_std"] == pytest.approx(math.sqrt(2))
+    assert table["n"].to_dict() == {"all_attn": 3, "cross": 3, "none": 2}
+    assert table.loc["cross", "wall_time_s"] == pytest.approx(11.0)
+    assert table.loc["cross", "images_per_s"] == pytest.approx(110.0)
+    # Best: cross (82.0, first of the tie with none). none is within noise, all_attn is not.
+    assert table.loc["cross", "within_noise"] == "best"
+    assert table.loc["none", "within_noise"] == "yes"
+    assert table.loc["all_attn", "within_noise"] == "no"
+    expected = stats.ttest_ind([80, 82, 84], [70, 71, 72], equal_var=False).pvalue
+    assert table.loc["all_attn", "p_vs_best"] == pytest.approx(expected)
+
+
+def test_single_seed_groups_are_flagged_not_tested(tmp_path):
+    sweep = tmp_path / "single"
+    for job, (fusion, top1) in enumerate((("cross", 80.0), ("all_attn", 70.0))):
+        (sweep / str(job)).mkdir(parents=True)
+        (sweep / str(job) / "results.json").write_text(json.dumps(results(fusion, 0, top1, sweep / str(job))))
+    collection = load_runs([sweep])
+    table = aggregate(collection.runs, ["fusion"]).set_index("fusion")
+    assert table.loc["all_attn", "within_noise"] == "n/a (n=1)"
+    assert math.isnan(table.loc["all_attn", "top1_std"])
+
+
+def test_swept_architecture_becomes_a_factor_once(tmp_path):
+    sweep = tmp_path / "patches"
+    for job, (patch, top1) in enumerate((((4, 8), 80.0), ((4, 8), 81.0), ((2, 8), 75.0), ((2, 8), 76.0))):
+        run_dir = sweep / str(job)
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps(results("cross", job % 2, top1, run_dir, patch_size=patch)))
+    collection = load_runs([sweep])
+    factors = varying_factors(collection.runs, collection.candidate_factors)
+    assert factors == ["patch_size"]  # model.patch_size splits no further: dropped
+    table = aggregate(collection.runs, factors).set_index("patch_size")
+    assert table.loc["2/8", "top1_mean"] == pytest.approx(75.5)
+    assert format_depth([[1, 4, 0]] * 3, 2) == "3x(1,4,2)"
+
+
+def test_partial_corrupt_and_foreign_dirs_are_skipped_with_one_warning_each(tmp_path):
+    sweep = write_sweep(tmp_path)
+    bad = add_bad_dirs(sweep)
+    warnings = []
+    collection = load_runs([sweep], warn=warnings.append)
+    assert len(collection.runs) == 8
+    assert collection.failed["run_dir"].tolist() == [str(bad["failed"])]
+    for name, why in (("corrupt", "corrupt:"), ("partial", "partial: status 'running'"),
+                      ("foreign", "foreign:"), ("no_results", "partial: no results.json")):
+        lines = [line for line in warnings if str(bad[name]) in line]
+        assert len(lines) == 1 and why in lines[0], (name, warnings)
+    assert len(warnings) == 4
+
+
+def test_collate_cli_prints_table_writes_three_formats_and_plots(tmp_path, capsys):
+    sweep = write_sweep(tmp_path)
+    add_bad_dirs(sweep)
+    assert collate_main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr()
+    assert "| cross" in printed.out and "82.00 ± 2.00" in printed.out and "71.00 ± 1.00" in printed.out
+    assert "FLOPs (GMACs)" in printed.out and "params (M)" in printed.out and "time/run (s)" in printed.out
+    assert "failed: " in printed.out and "boom" in printed.out
+    assert printed.err.count("warning: skipped") == 4
+    out = tmp_path / "out"
+    assert "82.00 $\\pm$ 2.00" in (out / "ablation.tex").read_text()
+    assert "\\begin{tabular}" in (out / "ablation.tex").read_text()
+    assert "| all_attn" in (out / "ablation.md").read_text()
+    csv = pd.read_csv(out / "ablation.csv").set_index("fusion")
+    assert csv.loc["cross", "top1_mean"] == pytest.approx(82.0) and csv.loc["none", "n"] == 2
+    for stem in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
+        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / f"{stem}.png").stat().st_size > 5000
+        assert "<svg" in (out / f"{stem}.svg").read_text()
+
+
+def test_default_output_is_first_run_dir_analysis(tmp_path):
+    sweep = write_sweep(tmp_path)
+    assert collate_main([str(sweep), "--no-plots"]) == 0
+    assert (sweep / "analysis" / "ablation.md").exists()
+
+
+def test_no_runs_is_an_error_naming_where_it_looked(tmp_path):
+    empty = tmp_path / "empty_sweep"
+    empty.mkdir()
+    with pytest.raises(NoRunsError, match="empty_sweep"):
+        load_runs([empty])
+    process = subprocess.run([sys.executable, "-m", "analysis.collate", str(empty)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert process.returncode == 1 and "no runs found" in process.stderr and str(empty) in process.stderr
+    missing = subprocess.run([sys.executable, "-m", "analysis.collate", str(tmp_path / "nope")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_wandb_run_becomes_the_same_columns_as_a_results_file(tmp_path):
+    run_dir = tmp_path / "0"
+    from_file = load_runs_row(run_dir, results("all_attn", 1, 77.0, run_dir))
+    fake = SimpleNamespace(
+        id="abc", url="https://wandb.ai/e/p/runs/abc", state="finished",
+        config={"model.name": "fusionvit_micro_32", "model.img_size": 32, "model.patch_size": [4, 8],
+                "model.embed_dim": [48, 96], "model.depth": [[1, 2, 0], [1, 2, 0]], "fusion.name": "all_attn",
+                "fusion.layers": 1, "seed": 1, "model": "micro_32", "fusion": "all_attn", "data": "digits",
+                "logger": "wandb"},
+        summary={"final/top1": 77.0, "final/top5": 99.0, "best/top1": 77.0, "params_m": 0.58, "gmacs": 0.012,
+                 "_runtime": 11.0},
+        history=lambda keys, pandas: [{"epoch": 0, "val/top1": 38.5}, {"epoch": 1, "val/top1": 77.0}])
+    from_wandb = wandb_run_to_row(fake)
+    for column in ("status", "seed", "fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "top1",
+                   "top5", "best_top1", "params_m", "gmacs", "wall_time_s"):
+        assert from_wandb[column] == from_file[column], column
+    assert [epoch["top1"] for epoch in from_wandb["history"]] == [38.5, 77.0]
+
+
+def load_runs_row(run_dir: Path, payload: dict) -> dict:
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps(payload))
+    return load_runs([run_dir]).runs.iloc[0].to_dict()
+
+
+def test_wandb_project_loading_skips_running_runs_and_lists_failed_ones():
+    def fake_run(run_id, state, fusion, top1):
+        return SimpleNamespace(id=run_id, url=f"https://wandb.ai/e/p/runs/{run_id}", state=state,
+                               config={"fusion": fusion, "model": "micro_32", "seed": 0, "fusion.name": fusion},
+                               summary={"final/top1": top1, "params_m": 0.5, "gmacs": 0.01, "_runtime": 3.0},
+                               history=lambda keys, pandas: [])
+    runs = [fake_run("a", "finished", "cross", 80.0), fake_run("b", "running", "cross", None),
+            fake_run("c", "crashed", "none", None), fake_run("d", "finished", "none", 70.0)]
+    api = SimpleNamespace(runs=lambda path: runs if path == "e/p" else [])
+    warnings = []
+    collection = load_wandb_runs("e/p", api=api, warn=warnings.append)
+    assert sorted(collection.runs["fusion"]) == ["cross", "none"]
+    assert collection.failed["run_dir"].tolist() == ["https://wandb.ai/e/p/runs/c"]
+    assert len(warnings) == 1 and "runs/b" in warnings[0]
+    with pytest.raises(NoRunsError, match="e/empty"):
+        load_wandb_runs("e/empty", api=api)

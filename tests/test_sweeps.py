@@ -1,0 +1,122 @@
+"""The ablation presets (conf/experiment/*_ablation*.yaml) and W&B sweep files (experiments/*.yaml): every
+combination they sweep composes with Hydra's compose API and builds a valid model; one W&B combination,
+expanded into a command line by wandb's own agent functions, trains for one epoch through src.run."""
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+from src.config import register_configs
+from src.train.build import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*_ablation*.yaml"))
+SWEEP_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
+ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders")
+register_configs()
+
+
+def build_on_meta(cfg) -> None:
+    """Constructs the model without memory or init time (the architecture checks still run)."""
+    with torch.device("meta"):
+        build_model(cfg)
+
+
+def compose_config(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def preset_combinations(preset: str):
+    """The job overrides Hydra's basic sweeper makes from the preset's hydra.sweeper.params."""
+    params = compose_config([f"+experiment={preset}"]).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
+    choices = [[f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
+               if override.is_sweep_override() else [f"{override.get_key_element()}={override.value()}"]
+               for override in parsed]
+    return [list(combination) for combination in itertools.product(*choices)]
+
+
+def sweep_combinations(path: Path):
+    """Every grid point of a W&B sweep file as wandb's agent would pass it: args_no_hyphens."""
+    parameters = yaml.safe_load(path.read_text())["parameters"]
+    keys = list(parameters)
+    grids = [spec["values"] if "values" in spec else [spec["value"]] for spec in parameters.values()]
+    for values in itertools.product(*grids):
+        args = {key: {"value": value} for key, value in zip(keys, values)}
+        yield args, create_sweep_command_args({"args": args})["args_no_hyphens"]
+
+
+def test_every_paper_ablation_has_a_preset_a_cpu_twin_and_two_sweep_files():
+    names = {path.stem for path in SWEEP_FILES}
+    for ablation in ABLATIONS:
+        assert f"{ablation}_ablation" in PRESETS and f"{ablation}_ablation_cpu" in PRESETS
+        assert {f"{ablation}_ablation", f"{ablation}_ablation_cpu"} <= names
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_combination_composes_and_builds(preset):
+    combinations = preset_combinations(preset)
+    assert len(combinations) >= 2
+    architectures = set()
+    for overrides in combinations:
+        cfg = compose_config([f"+experiment={preset}", *overrides])
+        if preset.endswith("_cpu"):
+            assert cfg.model.name == "fusionvit_micro_32" and cfg.data.name == "digits"
+        else:
+            assert cfg.model.name == "fusionvit_small_240" and cfg.data.name == "imagenet"
+            assert cfg.train.epochs == 300
+        key = json.dumps([str(o) for o in overrides if not o.startswith("seed=")])
+        if key not in architectures:  # seeds share an architecture: build each one once
+            architectures.add(key)
+            build_on_meta(cfg)  # raises ValueError on a patch size, width or depth the model cannot take
+    assert len(architectures) >= 2
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda path: path.stem)
+def test_every_sweep_file_combination_composes(path):
+    spec = yaml.safe_load(path.read_text())
+    assert spec["method"] == "grid"
+    assert spec["command"] == ["${env}", "python", "-m", "src.run", "${args_no_hyphens}"]
+    assert all("/" not in key and " " not in key for key in spec["parameters"])
+    built = set()
+    for _, argv in sweep_combinations(path):
+        cfg = compose_config(argv)
+        key = json.dumps(sorted(a for a in argv if not a.startswith("seed=")))
+        if key not in built:
+            built.add(key)
+            build_on_meta(cfg)
+    assert len(built) >= 2
+
+
+def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
+    """Mirrors wandb_agent.Agent._command_run: create_sweep_command, then each ``${macro}`` replaced by the
+    lists create_sweep_command_args makes (``env`` is /usr/bin/env there)."""
+    spec = yaml.safe_load((ROOT / "experiments" / "fusion_ablation_cpu.yaml").read_text())
+    args, _ = next(sweep_combinations(ROOT / "experiments" / "fusion_ablation_cpu.yaml"))
+    args.update({"data": {"value": "synthetic"}, "data.num_train": {"value": 32}, "data.num_val": {"value": 16},
+                 "train.batch_size": {"value": 16}, "logger": {"value": "none"}, "train.threads": {"value": 1},
+                 "hydra.run.dir": {"value": str(tmp_path / "run")}})
+    sweep_vars = create_sweep_command_args({"args": args})
+    sweep_vars["env"] = ["/usr/bin/env"]
+    command = []
+    for chunk in create_sweep_command(list(spec["command"])):
+        chunk = str(chunk)
+        command += sweep_vars.get(chunk[2:-1], []) if chunk.startswith("${") and chunk.endswith("}") else [chunk]
+    assert command[:4] == ["/usr/bin/env", "python", "-m", "src.run"] and "fusion=none" in command
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "completed" and results["choices"]["fusion"] == "none"
+    assert results["config"]["data"]["name"] == "synthetic" and len(results["history"]) == 1
