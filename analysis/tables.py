@@ -1,6 +1,6 @@
 """Paper-style tables (the layout of CrossViT's Table 4: ``fusion | top-1 | FLOPs (G) | params (M)``) as
 Markdown, LaTeX and CSV. FLOPs are counted as multiply-accumulates (GMACs), the convention the paper's
-FLOPs follow (timm's crossvit_small_240 counts 5.07 GMACs, the paper lists 5.6 G at the released input)."""
+FLOPs follow (``src.models.count_flops`` gives CrossViT-S 5.62 GMACs; the paper lists 5.6 G)."""
 import math
 from pathlib import Path
 from typing import Dict, Sequence

@@ -126,3 +126,11 @@ class Config:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
+
+
+def model_option(variant: str) -> str:
+    """The ``conf/model`` option of a ``src.models.VARIANTS`` key. The paper's models carry timm's ``crossvit_``
+    prefix (``model=crossvit_9_240``): a bare ``9_240`` would reach Hydra as the integer 9240."""
+    from src.models import PAPER_VARIANTS
+
+    return f"crossvit_{variant}" if variant in PAPER_VARIANTS else variant

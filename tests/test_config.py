@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from src.config import register_configs
+from src.config import model_option, register_configs
 from src.models import VARIANTS, count_params, fusion_names
 from src.train.build import build_model, learning_rate, model_kwargs
 
@@ -25,14 +25,11 @@ def options(group: str):
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
-def choose(group: str, option: str) -> str:
-    """Hydra reads ``15_240`` as the integer 15240: such option names must be quoted."""
-    return f"{group}='{option}'" if option.replace("_", "").isdigit() else f"{group}={option}"
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group, option):
-    cfg = compose_config([choose(group, option)])
+    cfg = compose_config([f"{group}={option}"])
     assert OmegaConf.missing_keys(cfg) == set()
     OmegaConf.to_container(cfg, resolve=True)
 
@@ -43,13 +40,14 @@ def test_every_experiment_composes(experiment):
 
 
 def test_groups_cover_every_variant_and_fusion():
-    assert set(options("model")) == set(VARIANTS)
+    assert set(options("model")) == {model_option(v) for v in VARIANTS}
+    assert all(not option[0].isdigit() for option in options("model"))  # Hydra would read 9_240 as 9240
     assert set(options("fusion")) == set(fusion_names())
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_model_yaml_states_the_variants_architecture(variant):
-    cfg = compose_config([choose("model", variant)])
+    cfg = compose_config([f"model={model_option(variant)}"])
     kwargs = model_kwargs(cfg)
     expected = VARIANTS[variant]
     for key in ("img_size", "patch_size", "embed_dim", "num_heads", "mlp_ratio"):
