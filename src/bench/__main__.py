@@ -1,0 +1,137 @@
+"""`python -m src.bench`: writes bench_results/<name>.json and .md (see docs/README_bench.md)."""
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from src.bench.overhead import bench_overhead
+from src.bench.scaling import bench_fusion
+from src.bench.speed import bench_models, matmul_gflops, profile_train_step
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def to_markdown(r: dict) -> str:
+    lines = [f"# Benchmark ({r['device']}, {r['threads']} threads, load {r['load_before']} -> {r['load_after']})", ""]
+    for m in r.get("models", []):
+        lines += [f"## fusionvit_{m['variant']} vs timm crossvit, batch {m['batch']}, compile={m['compile']}", "",
+                  "| step | ours img/s | timm img/s | ours/timm | per-repeat ratio IQR | ours GFLOP/s | / matmul |",
+                  "|---|---|---|---|---|---|---|"]
+        for mode in ("train", "infer"):
+            s = m[mode]
+            low, high = s["ratio_iqr"]
+            lines.append(f"| {mode} | {s['ours_img_s']:.1f} | {s['timm_img_s']:.1f} | {s['ratio']:.2f} | "
+                         f"{low:.2f}-{high:.2f} | {s['ours_gflops']:.1f} | {s['ours_gflops'] / r['matmul_gflops']:.2f} |")
+        lines += ["", f"Peak memory {m['peak_memory_mb']:.0f} MiB ({m['peak_memory_source']}); "
+                      f"{m['gmacs_per_image']:.3f} GMACs/image; matmul {r['matmul_gflops']:.1f} GFLOP/s.", ""]
+    if "fusion" in r:
+        lines += ["## Fusion cost scaling (module alone; x = tokens; slope fitted over all steps, and last step)", "",
+                  "| fusion | tokens | FLOPs slope | last-step FLOPs slope | time slope | last-step time slope |",
+                  "|---|---|---|---|---|---|"]
+        for name, f in r["fusion"].items():
+            toks = ", ".join(str(row["tokens"]) for row in f["rows"])
+            lines.append(f"| {name} | {toks} | {f['flops_slope']:.2f} | {f['flops_slope_last']:.2f} | "
+                         f"{f['time_slope']:.2f} | {f['time_slope_last']:.2f} |")
+        lines.append("")
+    if "overhead" in r:
+        o = r["overhead"]
+        lines += ["## Harness overhead", "", f"`src.run` epoch {o['harness_img_s']:.1f} img/s vs bare step "
+                  f"{o['bare_img_s']:.1f} img/s (fusionvit_{o['variant']}, batch {o['batch']}): ratio {o['ratio']:.2f}", ""]
+    if r.get("targets"):
+        lines += ["## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['measured']:.2f} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
+        lines.append("")
+    if r.get("profile"):
+        lines += ["## Profile: top operators of our training step (self CPU/CUDA time)", "", "```",
+                  r["profile"], "```", ""]
+    return "\n".join(lines)
+
+
+def check_targets(r: dict) -> list:
+    """The issue's targets, each with the figure it was judged on."""
+    targets = []
+
+    def add(name, value, ok):
+        targets.append({"target": name, "measured": float(value), "met": bool(ok)})
+    eager = next((m for m in r.get("models", []) if not m["compile"]), None)
+    for m in r.get("models", []):
+        label = "compiled" if m["compile"] else "eager"
+        need = 1.3 if m["compile"] else 1.0
+        for mode in ("train", "infer"):
+            add(f"{mode} ours/timm >= {need} ({label}, {m['variant']}, batch {m['batch']})", m[mode]["ratio"],
+                m[mode]["ratio"] >= need)
+        if m["compile"] and eager:  # what compiling buys over the eager reference
+            for mode in ("train", "infer"):
+                speedup = m[mode]["ours_img_s"] / eager[mode]["timm_img_s"]
+                add(f"{mode} ours compiled / timm eager >= 1.3 ({m['variant']}, batch {m['batch']})", speedup,
+                    speedup >= 1.3)
+        fraction = m["train"]["ours_gflops"] / r["matmul_gflops"]
+        add(f"train achieved / matmul FLOP/s >= 0.6 ({label})", fraction, fraction >= 0.6)
+    if "fusion" in r:
+        cross, full = r["fusion"]["cross"]["flops_slope"], r["fusion"]["all_attn"]["flops_slope"]
+        add("cross fusion FLOPs slope <= 1.1", cross, cross <= 1.1)
+        add("all_attn fusion FLOPs slope >= 1.8 (fit over all steps)", full, full >= 1.8)
+        last = r["fusion"]["all_attn"]["flops_slope_last"]
+        add("all_attn fusion FLOPs slope >= 1.8 (last step)", last, last >= 1.8)
+    if "overhead" in r:
+        add("harness overhead ratio >= 0.9", r["overhead"]["ratio"], r["overhead"]["ratio"] >= 0.9)
+    return targets
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__)
+    p.add_argument("--variant", default="9_240")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", choices=["off", "on", "both"], default="off")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--parts", default="models,fusion,overhead")
+    p.add_argument("--fusion-base-img", type=int, default=32, help="first image size; doubled 3 times")
+    p.add_argument("--overhead-variant", default="micro_32")
+    p.add_argument("--overhead-train", type=int, default=512)
+    p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("--out", default="bench_results")
+    p.add_argument("--name", default="bench")
+    p.add_argument("--profile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.profiler top operators of our training step (auto: when a model target is missed)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    parts = set(a.parts.split(","))
+    r = {"device": a.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+         "load_before": load_average(), "matmul_gflops": matmul_gflops(a.device, a.matmul_n)}
+    if "models" in parts:
+        modes = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
+        r["models"] = [bench_models(a.variant, a.batch, a.repeats, a.warmup, c, a.device) for c in modes]
+    if "fusion" in parts:
+        r["fusion"] = bench_fusion(base_img=a.fusion_base_img)
+    if "overhead" in parts:
+        r["overhead"] = bench_overhead(a.overhead_variant, a.batch, num_train=a.overhead_train,
+                                       threads=torch.get_num_threads(), device=a.device)
+    r["load_after"] = load_average()
+    r["targets"] = check_targets(r)
+    missed_model_target = any(not t["met"] for t in r["targets"] if "ours/timm" in t["target"] or "matmul" in t["target"])
+    if "models" in parts and (a.profile == "on" or (a.profile == "auto" and missed_model_target)):
+        r["profile"] = profile_train_step(a.variant, a.batch, a.device)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{a.name}.json.tmp"
+    tmp.write_text(json.dumps(r, indent=2))
+    os.replace(tmp, out / f"{a.name}.json")
+    md = to_markdown(r)
+    (out / f"{a.name}.md").write_text(md)
+    print(md)
+    return r
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Model speed: ours vs timm, same config and weights, interleaved timed repeats."""
+import statistics
+import time
+from contextlib import nullcontext
+
+import timm
+import torch
+from timm.models.crossvit import CrossVit
+
+import src.models  # noqa: F401  (registers fusionvit_*)
+from src.models import VARIANTS, convert_crossvit_state_dict, count_flops
+
+
+def peak_memory_mb(device: str) -> float:
+    """CPU: process high-water RSS from /proc/self/status VmHWM; GPU: torch.cuda.max_memory_allocated."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build_pair(variant: str, num_classes: int = 1000):
+    """timm CrossVit and our fusionvit_<variant> (fusion='cross') with the same weights."""
+    cfg = dict(VARIANTS[variant])
+    timm_cfg = {k: v for k, v in cfg.items()}
+    timm_model = CrossVit(num_classes=num_classes, **timm_cfg)
+    ours = timm.create_model(f"fusionvit_{variant}", fusion="cross", num_classes=num_classes)
+    ours.load_state_dict(convert_crossvit_state_dict(timm_model.state_dict()))
+    return ours, timm_model, cfg["img_size"]
+
+
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
+    """The ceiling: an n x n matmul in the dtype the model runs in (fp32 on CPU, bf16 under CUDA autocast)."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times[1:]) / 1e9
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def make_steps(model, batch, device, amp, compile_):
+    x = torch.randn(batch, 3, model._bench_img, model._bench_img, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    fwd = torch.compile(model) if compile_ else model
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else nullcontext
+
+    def train():
+        model.train()
+        with ctx():
+            loss = torch.nn.functional.cross_entropy(fwd(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer():
+        model.eval()
+        with torch.inference_mode(), ctx():
+            fwd(x)
+    return train, infer
+
+
+def bench_models(variant="9_240", batch=32, repeats=5, warmup=2, compile_=False, device="cpu"):
+    ours, theirs, img = build_pair(variant)
+    gmacs = count_flops(ours, (3, img, img))
+    amp = device.startswith("cuda")
+    models = {"ours": ours.to(device), "timm": theirs.to(device)}
+    out = {"variant": variant, "batch": batch, "compile": compile_, "device": device, "amp_bf16": amp,
+           "threads": torch.get_num_threads(), "repeats": repeats, "gmacs_per_image": gmacs}
+    for mode in ("train", "infer"):
+        steps = {}
+        for name, m in models.items():
+            m._bench_img = img
+            steps[name] = make_steps(m, batch, device, amp, compile_)[0 if mode == "train" else 1]
+        for _ in range(warmup):
+            for name in models:
+                steps[name]()
+        times = {name: [] for name in models}
+        for _ in range(repeats):  # interleaved so machine noise hits both alike
+            for name in models:
+                _sync(device)
+                t = time.perf_counter()
+                steps[name]()
+                _sync(device)
+                times[name].append(time.perf_counter() - t)
+        res = {name: batch / statistics.median(ts) for name, ts in times.items()}
+        # Each repeat times ours and timm back to back: the spread of their per-repeat ratios is the noise.
+        pair_ratios = sorted(t / o for o, t in zip(times["ours"], times["timm"]))
+        quartiles = statistics.quantiles(pair_ratios, n=4) if len(pair_ratios) > 1 else pair_ratios * 3
+        out[mode] = {"ours_img_s": res["ours"], "timm_img_s": res["timm"], "ratio": res["ours"] / res["timm"],
+                     "ratio_iqr": [quartiles[0], quartiles[2]]}
+        flops_per_img = 2 * gmacs * 1e9 * (3 if mode == "train" else 1)
+        out[mode]["ours_gflops"] = flops_per_img * res["ours"] / 1e9
+    out["peak_memory_mb"] = peak_memory_mb(device)
+    out["peak_memory_source"] = "torch.cuda.max_memory_allocated" if amp else "/proc/self/status VmHWM"
+    return out
+
+
+def profile_train_step(variant="9_240", batch=32, device="cpu", steps=2, rows=15) -> str:
+    """torch.profiler's top operators (self time) of our eager training step: what limits a missed target."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ours, _, img = build_pair(variant)
+    ours = ours.to(device)
+    ours._bench_img = img
+    train, _ = make_steps(ours, batch, device, device.startswith("cuda"), False)
+    train()  # warm-up outside the profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train()
+        _sync(device)
+    key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
