@@ -107,9 +107,12 @@ def test_run_dir_checks(tmp_path):
     with pytest.raises(AlreadyCompleted, match="already completed"):
         check_run_dir(tmp_path, {**config, "train": {**config["train"], "resume": "never"}}, force=False)
     (tmp_path / ckpt.LAST).write_bytes(b"x")
-    assert check_run_dir(tmp_path, config, force=True)["status"] == "completed"
+    assert check_run_dir(tmp_path, config, force=True) is None  # nothing to resume from
     assert not (tmp_path / ckpt.LAST).exists()  # a forced re-run starts from scratch
     other = {"seed": 1, "train": config["train"]}
-    with pytest.raises(ValueError, match=f"{tmp_path / 'results.json'} holds results of another config"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'results.json'} holds results of another config.*train.force=true"):
         check_run_dir(tmp_path, other, force=False)
+    (tmp_path / ckpt.BEST).write_bytes(b"x")
+    assert check_run_dir(tmp_path, other, force=True) is None  # force overwrites another config's folder
+    assert not (tmp_path / ckpt.BEST).exists()
     assert identity_hash(config) != identity_hash(other)
