@@ -23,8 +23,12 @@ class ClassTokenFusion(Fusion):
         self.projs = nn.ModuleList([projection(b.dim, common.dim, options) for b in branches])
         self.revert_projs = nn.ModuleList([projection(common.dim, b.dim, options) for b in branches])
 
+    def sum_projected_cls(self, cls_tokens) -> torch.Tensor:
+        """``sum_j f^j(x^j_cls)`` at the common width, before any ``g^i``."""
+        return torch.stack([proj(c) for proj, c in zip(self.projs, cls_tokens)]).sum(0)
+
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
         cls_tokens, patch_tokens = zip(*(split_cls(t) for t in tokens))
-        fused_cls = torch.stack([proj(c) for proj, c in zip(self.projs, cls_tokens)]).sum(0)
+        fused_cls = self.sum_projected_cls(cls_tokens)
         return [torch.cat([revert(fused_cls), patches], dim=1)
                 for revert, patches in zip(self.revert_projs, patch_tokens)]

@@ -1,10 +1,10 @@
-from typing import List, Sequence
+from typing import List
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import BranchSpec, Fusion, FusionOptions, projection, split_cls, widest
+from .base import split_cls
+from .cls_token import ClassTokenFusion
 from .registry import register_fusion
 
 
@@ -19,7 +19,7 @@ def resize_patch_grid(patch_tokens: torch.Tensor, grid_from, grid_to) -> torch.T
 
 
 @register_fusion("pairwise")
-class PairwiseFusion(Fusion):
+class PairwiseFusion(ClassTokenFusion):
     """Pairwise fusion (paper Fig. 3d): CLS with CLS, and each patch with the patch at the same place.
 
         z^i_cls   = g^i( sum_j f^j(x^j_cls) )
@@ -27,18 +27,13 @@ class PairwiseFusion(Fusion):
 
     ``interp_{j->i}`` resamples branch j's patch grid to branch i's (bilinear; identity for j = i). The paper
     says only "interpolation"; we interpolate the tokens before projecting, and share ``f^j``/``g^i``
-    between CLS and patch tokens. The common width is the widest branch's, as in ``cls_token``.
+    between CLS and patch tokens. The common width is the widest branch's, as in ``cls_token``, whose
+    projections (``projs`` = f, ``revert_projs`` = g) and CLS sum this class reuses.
     """
-
-    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions):
-        super().__init__(branches, options)
-        common = widest(branches)
-        self.projs = nn.ModuleList([projection(b.dim, common.dim, options) for b in branches])
-        self.revert_projs = nn.ModuleList([projection(common.dim, b.dim, options) for b in branches])
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
         cls_tokens, patch_tokens = zip(*(split_cls(t) for t in tokens))
-        fused_cls = torch.stack([proj(c) for proj, c in zip(self.projs, cls_tokens)]).sum(0)
+        fused_cls = self.sum_projected_cls(cls_tokens)
         outputs = []
         for target, revert in zip(self.branches, self.revert_projs):
             fused_patches = sum(
