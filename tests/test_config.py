@@ -25,8 +25,6 @@ def options(group: str):
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
-
-
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group, option):
     cfg = compose_config([f"{group}={option}"])

@@ -1,4 +1,4 @@
-"""`python -m src.bench`: writes bench_results/<name>.json and .md (see docs/README_bench.md)."""
+"""`python -m src.bench`: writes bench_results/<name>.json and .md (README.md, "Benchmarks")."""
 import argparse
 import json
 import os

@@ -4,38 +4,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import timm
-import torch
 
 import src.models  # noqa: F401
+from src.bench.speed import make_steps, timed_seconds
 from src.config import model_option
 
 
 def bare_train_img_s(variant, batch, repeats=5, warmup=2, num_classes=10, device="cpu"):
     """Forward+backward+AdamW on one fixed batch, no data loading, no eval, median of repeats."""
     model = timm.create_model(f"fusionvit_{variant}", fusion="cross", num_classes=num_classes).to(device)
-    img = model.img_size
-    x = torch.randn(batch, 3, img, img, device=device)
-    y = torch.randint(0, num_classes, (batch,), device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    ts = []
-    for i in range(warmup + repeats):
-        sync()
-        t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync()
-        if i >= warmup:
-            ts.append(time.perf_counter() - t)
-    return batch / statistics.median(ts)
+    train, _ = make_steps(model, model.img_size, batch, device, device.startswith("cuda"), False, num_classes, lr=1e-3)
+    times = [timed_seconds(train, device) for _ in range(warmup + repeats)][warmup:]
+    return batch / statistics.median(times)
 
 
 def harness_img_s(variant, batch, epochs=2, num_train=512, threads=None, device="cpu"):

@@ -24,9 +24,8 @@ def peak_memory_mb(device: str) -> float:
 
 def build_pair(variant: str, num_classes: int = 1000):
     """timm CrossVit and our fusionvit_<variant> (fusion='cross') with the same weights."""
-    cfg = dict(VARIANTS[variant])
-    timm_cfg = {k: v for k, v in cfg.items()}
-    timm_model = CrossVit(num_classes=num_classes, **timm_cfg)
+    cfg = VARIANTS[variant]
+    timm_model = CrossVit(num_classes=num_classes, **cfg)
     ours = timm.create_model(f"fusionvit_{variant}", fusion="cross", num_classes=num_classes)
     ours.load_state_dict(convert_crossvit_state_dict(timm_model.state_dict()))
     return ours, timm_model, cfg["img_size"]
@@ -39,11 +38,7 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
     b = torch.randn(n, n, device=device, dtype=dtype)
     times = []
     for _ in range(repeats + 1):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(timed_seconds(lambda: a @ b, device))
     return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
@@ -52,10 +47,19 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def make_steps(model, batch, device, amp, compile_):
-    x = torch.randn(batch, 3, model._bench_img, model._bench_img, device=device)
-    y = torch.randint(0, 1000, (batch,), device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def timed_seconds(step, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def make_steps(model, img, batch, device, amp, compile_, num_classes=1000, lr=1e-4):
+    """A training step (forward, cross-entropy, backward, AdamW) and an inference step on one fixed batch."""
+    x = torch.randn(batch, 3, img, img, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     fwd = torch.compile(model) if compile_ else model
     ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else nullcontext
 
@@ -82,21 +86,15 @@ def bench_models(variant="9_240", batch=32, repeats=5, warmup=2, compile_=False,
     out = {"variant": variant, "batch": batch, "compile": compile_, "device": device, "amp_bf16": amp,
            "threads": torch.get_num_threads(), "repeats": repeats, "gmacs_per_image": gmacs}
     for mode in ("train", "infer"):
-        steps = {}
-        for name, m in models.items():
-            m._bench_img = img
-            steps[name] = make_steps(m, batch, device, amp, compile_)[0 if mode == "train" else 1]
+        steps = {name: make_steps(m, img, batch, device, amp, compile_)[0 if mode == "train" else 1]
+                 for name, m in models.items()}
         for _ in range(warmup):
             for name in models:
                 steps[name]()
         times = {name: [] for name in models}
         for _ in range(repeats):  # interleaved so machine noise hits both alike
             for name in models:
-                _sync(device)
-                t = time.perf_counter()
-                steps[name]()
-                _sync(device)
-                times[name].append(time.perf_counter() - t)
+                times[name].append(timed_seconds(steps[name], device))
         res = {name: batch / statistics.median(ts) for name, ts in times.items()}
         # Each repeat times ours and timm back to back: the spread of their per-repeat ratios is the noise.
         pair_ratios = sorted(t / o for o, t in zip(times["ours"], times["timm"]))
@@ -115,9 +113,7 @@ def profile_train_step(variant="9_240", batch=32, device="cpu", steps=2, rows=15
     from torch.profiler import ProfilerActivity, profile
 
     ours, _, img = build_pair(variant)
-    ours = ours.to(device)
-    ours._bench_img = img
-    train, _ = make_steps(ours, batch, device, device.startswith("cuda"), False)
+    train, _ = make_steps(ours.to(device), img, batch, device, device.startswith("cuda"), False)
     train()  # warm-up outside the profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with profile(activities=activities) as prof:
