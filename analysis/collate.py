@@ -1,8 +1,10 @@
-"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT] [--out DIR]``
+"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT] [--out DIR] [--ref NAME]``
 
-Loads every run under the dirs (or in the W&B project), groups by the factors that vary, aggregates over
-seeds, prints the Markdown table and writes ablation.{md,tex,csv}, runs.csv and the plots to ``--out``
-(default ``<first RUN_DIR>/analysis``). Exits 1, saying where it looked, when there is no run at all.
+Loads every run under the dirs (or in the W&B project), each (config, seed) once, groups by the factors that
+vary, aggregates over seeds, compares every row with the reference row (``cross``, ``--ref NAME``, or the
+best), prints the Markdown table with its legend and seeds-needed lines, and writes ablation.{md,tex,csv},
+runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1, saying where it looked,
+when there is no run at all; exits 2, listing the rows and writing nothing, when ``--ref`` matches no row.
 """
 import argparse
 import logging
@@ -11,9 +13,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from .loading import Collection, NoRunsError, load_runs, load_wandb_runs
+from .ablation import analyse
 from .plots import write_plots
-from .stats import ALPHA, aggregate, varying_factors
-from .tables import paper_table, to_markdown, write_tables
+from .reference import UnknownReferenceError
+from .stats import varying_factors
+from .tables import markdown_report, write_tables
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -21,6 +25,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("run_dirs", nargs="*", type=Path, help="Hydra run or multirun dirs (searched recursively)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead")
     parser.add_argument("--out", type=Path, help="output folder (default: <first RUN_DIR>/analysis)")
+    parser.add_argument("--ref", metavar="NAME", help="reference row: its label (e.g. cross) or a factor value "
+                        "only it has (default: cross when fusion varies, else the best row)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     if not args.run_dirs and not args.wandb:
@@ -61,16 +67,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = args.out or (args.run_dirs[0] / "analysis" if args.run_dirs else Path("analysis_out") /
                        args.wandb.replace("/", "_"))
     factors = varying_factors(collection.runs, collection.candidate_factors)
-    table = aggregate(collection.runs, factors)
-    paths = write_tables(table, factors, out)
+    try:
+        ablation = analyse(collection.runs, factors, ref=args.ref, warn=warn)
+    except UnknownReferenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = write_tables(ablation, out)
     collection.runs.drop(columns=["history", "swept"]).to_csv(out / "runs.csv", index=False)
-    print(f"{len(collection.runs)} completed run(s), grouped by {', '.join(factors)}; mean ± std over seeds; "
-          f"'within noise of best': Welch t-test p >= {ALPHA} (n/a with one seed)\n")
-    print(to_markdown(paper_table(table, factors)))
+    print(f"{len(collection.runs)} completed run(s), grouped by {', '.join(factors)}\n")
+    print(markdown_report(ablation))
     report_failures(collection)
     written = [path for path in paths.values()] + [out / "runs.csv"]
     if not args.no_plots:
-        written += [path for paths_ in write_plots(collection.runs, table, factors, out).values() for path in paths_]
+        written += [path for paths_ in write_plots(collection.runs, ablation, out).values() for path in paths_]
     print(f"\nwrote {len(written)} files to {out}: {', '.join(path.name for path in written)}")
     return 0
 

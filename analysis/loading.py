@@ -3,7 +3,9 @@
 A row holds the run's Hydra choices, the values it swept (each ``key=value`` override, read back from the
 resolved config so that runs that kept the default get the same column), readable architecture columns
 (``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
-cost and status. Folders that are not a finished run of ours are skipped with one warning line each.
+cost and status. Folders that are not a finished run of ours are skipped with one warning line each. Runs
+found twice (same config hash and seed) are counted once, with a warning (see ``dedupe``). Per-branch top-1
+(``final.top1_branch``, S first; absent in older results) becomes ``top1_branch0``, ``top1_branch1``, ...
 """
 import json
 import logging
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pandas as pd
+
+from .dedupe import drop_duplicate_runs
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
@@ -109,6 +113,8 @@ def results_to_row(results: Dict[str, Any]) -> Dict[str, Any]:
                fusion_gmacs=results.get("fusion_gmacs"), wall_time_s=results.get("wall_time_s"),
                images_per_s=sum(images_per_s) / len(images_per_s) if images_per_s else None,
                epochs=len(history), history=history, swept=swept_keys(results.get("overrides") or [], choices))
+    for branch, top1 in enumerate(final.get("top1_branch") or []):  # older results have none
+        row[f"top1_branch{branch}"] = top1
     return row
 
 
@@ -168,14 +174,14 @@ def load_runs(paths: Sequence[Any], warn=log.warning) -> Collection:
         looked = ", ".join(str(path) for path in paths)
         raise NoRunsError(f"no runs found: no readable {RESULTS_FILE} of src.run under {looked} "
                           f"({len(skipped)} folder(s) skipped)")
-    return split_by_status(rows, skipped)
+    return split_by_status(rows, skipped, warn)
 
 
-def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]]) -> Collection:
+def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], warn=log.warning) -> Collection:
     frame = rows_to_frame(rows)
     candidates = candidate_factors(frame)
-    completed = frame[frame["status"] == "completed"].reset_index(drop=True)
-    failed = frame[frame["status"] != "completed"].reset_index(drop=True)
+    completed = drop_duplicate_runs(frame[frame["status"] == "completed"].reset_index(drop=True), warn)
+    failed = drop_duplicate_runs(frame[frame["status"] != "completed"].reset_index(drop=True), warn)
     return Collection(runs=completed, failed=failed, skipped=skipped, candidate_factors=candidates)
 
 
@@ -256,4 +262,4 @@ def load_wandb_runs(path: str, api=None, warn=log.warning) -> Collection:
         warn(f"skipped {folder}: {why}")
     if not rows:
         raise NoRunsError(f"no runs found in W&B project {path}")
-    return split_by_status(rows, skipped)
+    return split_by_status(rows, skipped, warn)

@@ -9,9 +9,10 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from .loading import load_runs
+from .ablation import analyse
 from .plots import write_plots
-from .stats import aggregate, varying_factors
-from .tables import paper_table, to_markdown, write_tables
+from .stats import varying_factors
+from .tables import markdown_report, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread per run: on a small shared CPU, more threads make these tiny models far slower.
@@ -48,17 +49,18 @@ def run_sweep(experiment: str, overrides: Sequence[str] = (), name: Optional[str
     return sweep_dir
 
 
-def show_ablation(sweep_dir: Path, out: Optional[Path] = None) -> pd.DataFrame:
-    """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table and plots inline."""
+def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None) -> pd.DataFrame:
+    """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend and
+    seeds-needed lines) and plots inline; returns the table (the columns of ablation.csv)."""
     from IPython.display import Image, Markdown, display
 
     collection = load_runs([sweep_dir], warn=print)
     factors = varying_factors(collection.runs, collection.candidate_factors)
-    table = aggregate(collection.runs, factors)
+    ablation = analyse(collection.runs, factors, ref=ref, warn=print)
     out = out or Path(sweep_dir) / "analysis"
-    write_tables(table, factors, out)
-    plots = write_plots(collection.runs, table, factors, out)
-    display(Markdown(to_markdown(paper_table(table, factors))))
+    write_tables(ablation, out)
+    plots = write_plots(collection.runs, ablation, out)
+    display(Markdown(markdown_report(ablation)))
     for name in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
         display(Image(filename=str(plots[name][0])))
-    return table
+    return ablation.table

@@ -1,6 +1,7 @@
 """Plots (matplotlib, Agg backend), each saved as PNG and SVG: top-1 against GFLOPs and against params with
-error bars over seeds (one marker per group), and validation top-1 per epoch per group (mean over seeds,
-shaded +-1 std)."""
+95% confidence intervals of the mean as error bars (one marker per group, n in the legend; the interval is
+the one in the table: t over seeds, Clopper-Pearson over images for one run), and validation top-1 per epoch
+per group (mean over seeds, shaded 95% t-interval where a group has two or more seeds)."""
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -10,6 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from .ablation import Ablation  # noqa: E402
 
 MARKERS = "osD^v<>pP*Xh"
 
@@ -29,17 +33,32 @@ def save(figure, out_dir: Path, stem: str) -> List[Path]:
     return paths
 
 
-def plot_tradeoff(table: pd.DataFrame, factors: Sequence[str], x: str, x_label: str, out_dir: Path, stem: str):
+def interval_error(row: pd.Series) -> np.ndarray:
+    """[[below], [above]] the mean for errorbar; zero where there is no interval."""
+    below, above = row["top1_mean"] - row["top1_ci_low"], row["top1_ci_high"] - row["top1_mean"]
+    return np.array([[0.0 if np.isnan(below) else below], [0.0 if np.isnan(above) else above]])
+
+
+def plot_tradeoff(ablation: Ablation, x: str, x_label: str, out_dir: Path, stem: str):
     figure, axes = plt.subplots(figsize=(5.5, 4))
-    for index, row in table.iterrows():
-        std = 0.0 if np.isnan(row["top1_std"]) else row["top1_std"]
-        axes.errorbar(row[x], row["top1_mean"], yerr=std, marker=MARKERS[index % len(MARKERS)], capsize=4,
-                      linestyle="none", markersize=8, label=f"{group_label(row, factors)} (n={row['n']})")
+    for index, row in ablation.table.iterrows():
+        reference = " (ref)" if row["is_ref"] else ""
+        axes.errorbar(row[x], row["top1_mean"], yerr=interval_error(row), marker=MARKERS[index % len(MARKERS)],
+                      capsize=4, linestyle="none", markersize=8,
+                      label=f"{group_label(row, ablation.factors)}{reference} (n={row['n']})")
     axes.set_xlabel(x_label)
-    axes.set_ylabel("top-1 (%), mean ± std over seeds")
+    axes.set_ylabel("top-1 (%), mean with 95% CI")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return save(figure, out_dir, stem)
+
+
+def t_band(curves: pd.DataFrame):
+    """Per-epoch 95% t-interval of the mean over seeds (the mean itself where there is one seed)."""
+    mean, n = curves.mean(), curves.count()
+    sem = (curves.std() / np.sqrt(n)).fillna(0.0)
+    low, high = stats.t.interval(0.95, np.maximum(n - 1, 1), loc=mean, scale=sem.where(sem > 0, 1e-12))
+    return mean, pd.Series(low, index=mean.index), pd.Series(high, index=mean.index)
 
 
 def plot_curves(runs: pd.DataFrame, factors: Sequence[str], out_dir: Path, stem: str = "val_curves"):
@@ -48,22 +67,20 @@ def plot_curves(runs: pd.DataFrame, factors: Sequence[str], out_dir: Path, stem:
     for index, (_, group) in enumerate(keyed.groupby(list(factors), sort=True)):
         curves = pd.DataFrame([{(epoch["epoch"]): epoch["top1"] for epoch in history}
                                for history in group["history"]])
-        mean, std = curves.mean(), curves.std().fillna(0.0)
+        mean, low, high = t_band(curves)
         epochs = mean.index.to_numpy() + 1
         line, = axes.plot(epochs, mean.to_numpy(), marker=MARKERS[index % len(MARKERS)],
                           label=f"{group_label(group.iloc[0], factors)} (n={len(group)})")
-        axes.fill_between(epochs, (mean - std).to_numpy(), (mean + std).to_numpy(), alpha=0.2,
-                          color=line.get_color())
+        axes.fill_between(epochs, low.to_numpy(), high.to_numpy(), alpha=0.2, color=line.get_color())
     axes.set_xlabel("epoch")
-    axes.set_ylabel("validation top-1 (%)")
+    axes.set_ylabel("validation top-1 (%), mean with 95% CI")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return save(figure, out_dir, stem)
 
 
-def write_plots(runs: pd.DataFrame, table: pd.DataFrame, factors: Sequence[str],
-                out_dir: Path) -> Dict[str, List[Path]]:
-    return {"top1_vs_gflops": plot_tradeoff(table, factors, "gmacs", "FLOPs (G, multiply-accumulates)", out_dir,
+def write_plots(runs: pd.DataFrame, ablation: Ablation, out_dir: Path) -> Dict[str, List[Path]]:
+    return {"top1_vs_gflops": plot_tradeoff(ablation, "gmacs", "FLOPs (G, multiply-accumulates)", out_dir,
                                             "top1_vs_gflops"),
-            "top1_vs_params": plot_tradeoff(table, factors, "params_m", "params (M)", out_dir, "top1_vs_params"),
-            "val_curves": plot_curves(runs, factors, out_dir)}
+            "top1_vs_params": plot_tradeoff(ablation, "params_m", "params (M)", out_dir, "top1_vs_params"),
+            "val_curves": plot_curves(runs, ablation.factors, out_dir)}

@@ -1,21 +1,14 @@
-"""Group runs by the factors that vary, aggregate over seeds, and say which differences are noise.
-
-Noise test: Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``) of each group's top-1 over seeds
-against the best group's, two-sided, at alpha = 0.05. "within noise" means p >= 0.05: the data cannot tell
-the two apart. With fewer than two seeds on either side there is no spread to test against, so the flag
-is "n/a (n=1)": run more seeds (``seed=0,1,2``) before reading anything into a sub-point gap. Two groups
-with zero spread each are "within noise" only when their means are equal.
-"""
-import warnings
+"""Group runs by the factors that vary and summarise each group over its seeds: top-1 mean, std (ddof 1,
+the paper's convention), n, the seeds, the means of the other metrics and costs, and per-branch top-1 means
+when the runs recorded them. Comparisons between groups live in ``ablation`` (tests in ``compare``)."""
+import re
 from typing import List, Sequence
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-ALPHA = 0.05
 MEANS = ["top5", "best_top1", "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "wall_time_s",
          "images_per_s", "epochs"]
+BRANCH_COLUMN = re.compile(r"^top1_branch(\d+)$")
 
 
 def varying_factors(runs: pd.DataFrame, candidates: Sequence[str]) -> List[str]:
@@ -36,47 +29,32 @@ def varying_factors(runs: pd.DataFrame, candidates: Sequence[str]) -> List[str]:
     return factors
 
 
-def welch(best: np.ndarray, other: np.ndarray):
-    """(p-value, flag) of other vs best."""
-    if len(best) < 2 or len(other) < 2:
-        return np.nan, f"n/a (n={min(len(best), len(other))})"
-    if np.var(best) == 0 and np.var(other) == 0:
-        same = np.isclose(best.mean(), other.mean())
-        return (1.0 if same else 0.0), ("yes" if same else "no")
-    with warnings.catch_warnings():  # near-identical seeds: scipy warns about precision, the p-value stands
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p_value = stats.ttest_ind(best, other, equal_var=False).pvalue
-    return float(p_value), ("yes" if p_value >= ALPHA else "no")
+def branch_columns(frame: pd.DataFrame) -> List[str]:
+    """``top1_branch0``, ``top1_branch1``, ... in branch order (S first), those with any value."""
+    found = [column for column in frame.columns if BRANCH_COLUMN.match(column) and frame[column].notna().any()]
+    return sorted(found, key=lambda column: int(BRANCH_COLUMN.match(column).group(1)))
 
 
-def aggregate(runs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
-    """One row per combination of ``factors``: top-1 mean, std (ddof=1; NaN for one seed) and n over
-    seeds, means of the other metrics and costs, and the noise test against the best group."""
-    factors = list(factors)
+def keyed_by_factors(runs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """Factor values as strings (lists and None group reliably), metrics as numbers."""
     keyed = runs.assign(**{factor: runs[factor].astype(str) for factor in factors})
+    numeric = ["top1"] + [column for column in MEANS + branch_columns(runs) if column in keyed]
+    keyed[numeric] = keyed[numeric].apply(pd.to_numeric, errors="coerce")
+    return keyed
+
+
+def summarize_groups(runs: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """One row per combination of ``factors`` (sorted): top1_mean, top1_std (NaN for one seed), n, seeds,
+    the means of MEANS and ``top1_branch<i>_mean``."""
+    factors = list(factors)
+    keyed = keyed_by_factors(runs, factors)
     means = [column for column in MEANS if column in keyed]
-    keyed[["top1"] + means] = keyed[["top1"] + means].apply(pd.to_numeric, errors="coerce")
+    branches = branch_columns(keyed)
     grouped = keyed.groupby(factors, sort=True, dropna=False)
     table = grouped["top1"].agg(top1_mean="mean", top1_std="std", n="count")
-    table = table.join(grouped[means].mean()).reset_index()
+    table = table.join(grouped[means].mean())
+    if branches:
+        table = table.join(grouped[branches].mean().rename(columns=lambda column: f"{column}_mean"))
+    table = table.reset_index()
     table["seeds"] = [sorted(group["seed"].tolist()) for _, group in grouped]
-    best_index = table["top1_mean"].idxmax()
-    best_scores = scores(grouped, table.loc[best_index, factors])
-    table["is_best"] = table.index == best_index
-    p_values, flags = [], []
-    for index, row in table.iterrows():
-        if index == best_index:
-            p_values.append(np.nan)
-            flags.append("best")
-            continue
-        p_value, flag = welch(best_scores, scores(grouped, row[factors]))
-        p_values.append(p_value)
-        flags.append(flag)
-    table["p_vs_best"] = p_values
-    table["within_noise"] = flags
     return table
-
-
-def scores(grouped, key) -> np.ndarray:
-    key = tuple(key) if len(key) > 1 else key.iloc[0]
-    return grouped.get_group(key if isinstance(key, tuple) else (key,))["top1"].to_numpy(dtype=float)

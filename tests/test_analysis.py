@@ -1,5 +1,7 @@
 """The analysis package on Hydra-like sweep folders written here with known numbers: grouping, mean/std/n,
-the Welch noise flag, the three table formats, plots, and skipping partial, corrupt and foreign folders."""
+the paired comparison with cross, each (config, seed) counted once, per-branch columns, the three table
+formats, plots, and skipping partial, corrupt and foreign folders. (The statistics on their own, against
+scipy/statsmodels: test_analysis_stats.py.)"""
 import json
 import math
 import subprocess
@@ -10,8 +12,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
-from analysis import aggregate, load_runs, load_wandb_runs, varying_factors, wandb_run_to_row
+from analysis import analyse, load_runs, load_wandb_runs, varying_factors, wandb_run_to_row
 from analysis.collate import main as collate_main
 from analysis.loading import NoRunsError, format_depth
 
@@ -28,7 +31,7 @@ def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "c
     return {"schema": 1, "status": status, "reason": None if status == "completed" else "ValueError: boom",
             "config": config, "choices": {"model": "micro_32", "fusion": fusion, "data": "digits", "logger": "none"},
             "overrides": [f"fusion={fusion}", f"seed={seed}", f"model.patch_size=[{patch_size[0]},{patch_size[1]}]"],
-            "config_hash": "x", "seed": seed,
+            "config_hash": f"{fusion}-{patch_size}-{seed}", "seed": seed,  # like src.run: seed is in the config
             "model": {"name": "fusionvit_micro_32", "fusion": fusion, "img_size": 32, "patch_size": list(patch_size),
                       "embed_dim": [48, 96], "depth": [[1, 2, 0], [1, 2, 0]], "num_heads": [3, 3],
                       "fusion_layers": 1},
@@ -38,8 +41,8 @@ def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "c
             "wall_time_s": 10.0 + seed, "run_dir": str(run_dir), "wandb": None}
 
 
-# Known numbers: cross 80, 82, 84 (mean 82, std 2); all_attn 70, 71, 72 (mean 71, std 1); none 81, 83 (82, 1.414).
-TOP1 = {"cross": [80.0, 82.0, 84.0], "all_attn": [70.0, 71.0, 72.0], "none": [81.0, 83.0]}
+# Known numbers: cross 80, 82, 84 (mean 82, std 2); all_attn 70, 71, 72 (mean 71, std 1); none 81, 84 (82.5, 2.121).
+TOP1 = {"cross": [80.0, 82.0, 84.0], "all_attn": [70.0, 71.0, 72.0], "none": [81.0, 84.0]}
 
 
 def write_sweep(root: Path) -> Path:
@@ -67,35 +70,50 @@ def add_bad_dirs(sweep: Path) -> dict:
     return bad
 
 
-def test_aggregate_gives_hand_computed_mean_std_n_and_welch_flag(tmp_path):
+def test_table_gives_hand_computed_mean_std_n_and_paired_tests_against_cross(tmp_path):
     collection = load_runs([write_sweep(tmp_path)])
     factors = varying_factors(collection.runs, collection.candidate_factors)
     assert factors == ["fusion"]  # gmacs differ too, but they are results, not factors
-    table = aggregate(collection.runs, factors).set_index("fusion")
+    ablation = analyse(collection.runs, factors)
+    table = ablation.table.set_index("fusion")
     assert table.loc["cross", "top1_mean"] == pytest.approx(82.0)
     assert table.loc["cross", "top1_std"] == pytest.approx(2.0)
     assert table.loc["all_attn", "top1_std"] == pytest.approx(1.0)
-    assert table.loc["none", "top1_std"] == pytest.approx(math.sqrt(2))
+    assert table.loc["none", "top1_std"] == pytest.approx(3 / math.sqrt(2))
     assert table["n"].to_dict() == {"all_attn": 3, "cross": 3, "none": 2}
     assert table.loc["cross", "wall_time_s"] == pytest.approx(11.0)
     assert table.loc["cross", "images_per_s"] == pytest.approx(110.0)
-    # Best: cross (82.0, first of the tie with none). none is within noise, all_attn is not.
-    assert table.loc["cross", "within_noise"] == "best"
-    assert table.loc["none", "within_noise"] == "yes"
-    assert table.loc["all_attn", "within_noise"] == "no"
-    expected = stats.ttest_ind([80, 82, 84], [70, 71, 72], equal_var=False).pvalue
-    assert table.loc["all_attn", "p_vs_best"] == pytest.approx(expected)
+    # cross is the reference (the paper's method), though none has the higher mean.
+    assert ablation.reference == "cross" and table.loc["cross", "test"] == "none (reference)"
+    mean_ci = stats.ttest_1samp([80, 82, 84], 0).confidence_interval()
+    assert (table.loc["cross", "top1_ci_low"], table.loc["cross", "top1_ci_high"]) == pytest.approx(mean_ci)
+    all_attn = stats.ttest_rel([70, 71, 72], [80, 82, 84])  # seed by seed
+    assert table.loc["all_attn", "diff_vs_ref"] == pytest.approx(-11.0)
+    assert table.loc["all_attn", "p_value"] == pytest.approx(all_attn.pvalue)
+    assert (table.loc["all_attn", "diff_ci_low"], table.loc["all_attn", "diff_ci_high"]) == pytest.approx(
+        all_attn.confidence_interval())
+    none = stats.ttest_rel([81, 84], [80, 82])  # over the two seeds none shares with cross
+    assert table.loc["none", "p_value"] == pytest.approx(none.pvalue)
+    assert "2 shared seeds" in table.loc["none", "note"]
+    holm = multipletests([all_attn.pvalue, none.pvalue], method="holm")[1]
+    assert [table.loc["all_attn", "p_holm"], table.loc["none", "p_holm"]] == pytest.approx(holm)
+    assert "paired t-test" in ablation.legend and "Holm" in ablation.legend
 
 
-def test_single_seed_groups_are_flagged_not_tested(tmp_path):
+def test_single_seed_rows_without_predictions_are_named_and_left_untested(tmp_path):
     sweep = tmp_path / "single"
     for job, (fusion, top1) in enumerate((("cross", 80.0), ("all_attn", 70.0))):
         (sweep / str(job)).mkdir(parents=True)
         (sweep / str(job) / "results.json").write_text(json.dumps(results(fusion, 0, top1, sweep / str(job))))
     collection = load_runs([sweep])
-    table = aggregate(collection.runs, ["fusion"]).set_index("fusion")
-    assert table.loc["all_attn", "within_noise"] == "n/a (n=1)"
-    assert math.isnan(table.loc["all_attn", "top1_std"])
+    warnings = []
+    ablation = analyse(collection.runs, ["fusion"], warn=warnings.append)
+    table = ablation.table.set_index("fusion")
+    assert math.isnan(table.loc["all_attn", "top1_std"]) and math.isnan(table.loc["all_attn", "p_value"])
+    assert "val_predictions.npz is missing" in table.loc["all_attn", "note"]
+    assert len(warnings) == 2 and all("compared by its seeds only" in line for line in warnings)
+    assert {str(sweep / "0"), str(sweep / "1")} == {line.split(":")[0].removeprefix("run ") for line in warnings}
+    assert "not computable" in ablation.seeds_needed
 
 
 def test_swept_architecture_becomes_a_factor_once(tmp_path):
@@ -107,7 +125,7 @@ def test_swept_architecture_becomes_a_factor_once(tmp_path):
     collection = load_runs([sweep])
     factors = varying_factors(collection.runs, collection.candidate_factors)
     assert factors == ["patch_size"]  # model.patch_size splits no further: dropped
-    table = aggregate(collection.runs, factors).set_index("patch_size")
+    table = analyse(collection.runs, factors).table.set_index("patch_size")
     assert table.loc["2/8", "top1_mean"] == pytest.approx(75.5)
     assert format_depth([[1, 4, 0]] * 3, 2) == "3x(1,4,2)"
 

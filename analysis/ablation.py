@@ -1,0 +1,162 @@
+"""The ablation table: each group's summary over seeds (``stats``), compared with a reference row
+(``reference``) by the test its seeds allow (``compare``), Holm-adjusted across rows, with a legend line and
+a seeds-needed line (``power``) for under the table.
+
+Per row, which test:
+- the row and the reference share >= 2 seeds: paired t over those seeds;
+- both have >= 2 seeds but share fewer than 2: Welch's unpaired t-test (the ``note`` column says so);
+- either has one run: McNemar's exact test over validation images (``val_predictions.npz`` of the run with
+  a shared seed, else the first run of each row); predictions missing, unreadable, or over different images
+  leave the interval and p-value NaN, with the reason in ``note`` and a warning naming the run.
+95% interval of a row's mean: t-interval over seeds (n >= 2), Clopper-Pearson over images (n = 1).
+"""
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from . import compare
+from .compare import Comparison
+from .power import seeds_needed_line
+from .predictions import Predictions, pairing_problem, read_predictions
+from .reference import choose_reference, reference_reason, row_labels
+from .stats import keyed_by_factors, summarize_groups
+
+log = logging.getLogger(__name__)
+ALPHA = 0.05
+REFERENCE_TEST = "none (reference)"
+# ablation.csv leads with these (after the factors), under these names.
+FIRST_COLUMNS = ["label", "top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref", "diff_ci_low",
+                 "diff_ci_high", "p_value", "p_holm", "test", "note", "is_ref", "seeds"]
+TEST_LEGENDS = {
+    compare.PAIRED_T: "paired t-test over the seeds shared with the reference (scipy ttest_rel)",
+    compare.WELCH: "Welch's unpaired t-test, rows share < 2 seeds (scipy ttest_ind)",
+    compare.MCNEMAR: "McNemar's exact test over validation images with a paired bootstrap CI (one run per row)",
+    "n/a": "no test possible (see the note column of ablation.csv)",
+}
+
+
+@dataclass
+class Ablation:
+    """The table (one row per group; the columns of ablation.csv) and the lines printed under it."""
+    table: pd.DataFrame
+    factors: List[str]
+    reference: str
+    legend: str
+    seeds_needed: str
+    problems: List[str] = field(default_factory=list)  # runs whose predictions could not be used
+
+    @property
+    def notes(self) -> List[str]:
+        return [self.legend, self.seeds_needed]
+
+
+class PredictionCache:
+    """Reads each run's predictions once; warns once per run that cannot be used."""
+
+    def __init__(self, warn: Callable[[str], None]):
+        self.warn, self.read = warn, {}
+
+    def __call__(self, run_dir: str) -> Union[Predictions, str]:
+        if run_dir not in self.read:
+            self.read[run_dir] = read_predictions(run_dir)
+            if isinstance(self.read[run_dir], str):
+                self.warn(f"run {run_dir}: {self.read[run_dir]}; it is compared by its seeds only")
+        return self.read[run_dir]
+
+
+def top1_by_seed(group: pd.DataFrame) -> pd.Series:
+    return group.groupby("seed")["top1"].mean()
+
+
+def representative_runs(reference: pd.DataFrame, row: pd.DataFrame):
+    """The run of each side to compare over images: one with a seed both have, else the first."""
+    shared = sorted(set(reference["seed"]) & set(row["seed"]))
+    if shared:
+        return (reference[reference["seed"] == shared[0]].iloc[0]["run_dir"],
+                row[row["seed"] == shared[0]].iloc[0]["run_dir"])
+    return reference.iloc[0]["run_dir"], row.iloc[0]["run_dir"]
+
+
+def compare_over_images(reference: pd.DataFrame, row: pd.DataFrame, predictions: PredictionCache) -> Comparison:
+    ref_dir, row_dir = representative_runs(reference, row)
+    ref_pred, row_pred = predictions(ref_dir), predictions(row_dir)
+    for run_dir, loaded in ((ref_dir, ref_pred), (row_dir, row_pred)):
+        if isinstance(loaded, str):
+            return Comparison(note=f"one run per row and no usable predictions: {loaded}")
+    problem = pairing_problem(ref_pred, row_pred)
+    if problem:
+        predictions.warn(f"runs {ref_dir} and {row_dir} cannot be compared over images: {problem}")
+        return Comparison(note=f"not pairable over images: {problem}")
+    return compare.over_images(ref_pred, row_pred)
+
+
+def compare_rows(reference: pd.DataFrame, row: pd.DataFrame, predictions: PredictionCache) -> Comparison:
+    ref_scores, row_scores = top1_by_seed(reference), top1_by_seed(row)
+    if len(set(ref_scores.index) & set(row_scores.index)) >= 2:
+        return compare.paired_t(ref_scores, row_scores)
+    if len(ref_scores) >= 2 and len(row_scores) >= 2:
+        return compare.welch(ref_scores.to_numpy(), row_scores.to_numpy())
+    return compare_over_images(reference, row, predictions)
+
+
+def mean_interval(group: pd.DataFrame, predictions: PredictionCache):
+    if len(group) >= 2:
+        return compare.mean_interval_over_seeds(group["top1"].to_numpy(float))
+    loaded = predictions(group.iloc[0]["run_dir"])
+    return compare.accuracy_interval(loaded) if isinstance(loaded, Predictions) else (math.nan, math.nan)
+
+
+def legend_line(table: pd.DataFrame, reference: str, why: str) -> str:
+    tests = [test for test in dict.fromkeys(table["test"]) if test != REFERENCE_TEST]
+    compared = int((table["test"] != REFERENCE_TEST).sum())
+    used = "; ".join(f"{TEST_LEGENDS[test]}" + (f" [{int((table['test'] == test).sum())} rows]"
+                                                 if len(tests) > 1 else "") for test in tests)
+    intervals = sorted({"t-interval over seeds" if n >= 2 else "Clopper-Pearson over images" for n in table["n"]})
+    return (f"Reference: {reference} ({why}). Δ = row - reference (top-1 points) [95% CI]; "
+            f"test: {used or 'none (one row)'}; p Holm-adjusted over {compared} comparison(s), "
+            f"* p_holm < {ALPHA}. Mean ± std over seeds; 95% CI of the mean: {', '.join(intervals)}.")
+
+
+def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = None,
+            warn: Callable[[str], None] = log.warning) -> Ablation:
+    """The full table. Raises reference.UnknownReferenceError when ``ref`` names no row."""
+    factors = list(factors)
+    table = summarize_groups(runs, factors)
+    labels = row_labels(table, factors)
+    ref_index = choose_reference(table, factors, ref)
+    keyed = keyed_by_factors(runs, factors)
+    groups = [group for _, group in keyed.groupby(factors, sort=True, dropna=False)]
+    predictions = PredictionCache(warn)
+    comparisons: Dict[int, Comparison] = {}
+    for index in table.index:
+        if index != ref_index:
+            comparisons[index] = compare_rows(groups[ref_index], groups[index], predictions)
+    intervals = [mean_interval(group, predictions) for group in groups]
+    reference_row = Comparison(diff=0.0, test=REFERENCE_TEST)
+    rows = [comparisons.get(index, reference_row) for index in table.index]
+    table["label"] = labels
+    table["top1_ci_low"], table["top1_ci_high"] = zip(*intervals)
+    table["diff_vs_ref"] = [c.diff for c in rows]
+    table["diff_ci_low"] = [c.ci_low for c in rows]
+    table["diff_ci_high"] = [c.ci_high for c in rows]
+    table["p_value"] = [c.p_value for c in rows]
+    table["p_holm"] = compare.holm(table["p_value"])
+    table["test"] = [c.test for c in rows]
+    table["note"] = [c.note for c in rows]
+    table["is_ref"] = table.index == ref_index
+    table = table[factors + [column for column in FIRST_COLUMNS if column not in factors] +
+                  [column for column in table.columns if column not in FIRST_COLUMNS + factors]]
+    reference = labels[ref_index]
+    legend = legend_line(table, reference, reference_reason(table, factors, ref, ref_index))
+    seeds_line = seeds_needed_line([(labels[i], c) for i, c in comparisons.items()], reference)
+    problems = [f"{run_dir}: {why}" for run_dir, why in predictions.read.items() if isinstance(why, str)]
+    return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line,
+                    problems=problems)
+
+
+def significance_mark(p_holm: float) -> str:
+    return "*" if not np.isnan(p_holm) and p_holm < ALPHA else ""
