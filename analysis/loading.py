@@ -166,7 +166,9 @@ def load_runs(paths: Sequence[Any], warn=log.warning) -> Collection:
         if problem:
             skipped.append((str(file.parent), problem))
             continue
-        results.setdefault("run_dir", str(file.parent))
+        # Where the file is now, not where it was written: copies and moved sweeps name their own folder,
+        # which is where val_predictions.npz is read from too.
+        results["run_dir"] = str(file.parent)
         rows.append(results_to_row(results))
     for folder, why in skipped:
         warn(f"skipped {folder}: {why}")

@@ -4,6 +4,7 @@ formats, plots, and skipping partial, corrupt and foreign folders. (The statisti
 scipy/statsmodels: test_analysis_stats.py.)"""
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis import analyse, load_runs, load_wandb_runs, varying_factors, wandb_run_to_row
+from analysis import analyse, load_runs, load_wandb_runs, paper_table, varying_factors, wandb_run_to_row
 from analysis.collate import main as collate_main
 from analysis.loading import NoRunsError, format_depth
 
@@ -151,14 +152,20 @@ def test_collate_cli_prints_table_writes_three_formats_and_plots(tmp_path, capsy
     printed = capsys.readouterr()
     assert "| cross" in printed.out and "82.00 ± 2.00" in printed.out and "71.00 ± 1.00" in printed.out
     assert "FLOPs (GMACs)" in printed.out and "params (M)" in printed.out and "time/run (s)" in printed.out
+    for column in ("95% CI", "Δ vs cross [95% CI]", "p (Holm)", "[77.0, 87.0]", "-11.00 [-13.5, -8.5]", "0.005 *"):
+        assert column in printed.out, column
+    assert "Reference: cross (the paper's method)" in printed.out and "Seeds needed: about" in printed.out
     assert "failed: " in printed.out and "boom" in printed.out
     assert printed.err.count("warning: skipped") == 4
     out = tmp_path / "out"
     assert "82.00 $\\pm$ 2.00" in (out / "ablation.tex").read_text()
     assert "\\begin{tabular}" in (out / "ablation.tex").read_text()
     assert "| all_attn" in (out / "ablation.md").read_text()
+    assert "Reference: cross" in (out / "ablation.md").read_text()
     csv = pd.read_csv(out / "ablation.csv").set_index("fusion")
     assert csv.loc["cross", "top1_mean"] == pytest.approx(82.0) and csv.loc["none", "n"] == 2
+    assert {"top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref", "diff_ci_low",
+            "diff_ci_high", "p_value", "p_holm"} <= set(csv.columns)
     for stem in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
         assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert (out / f"{stem}.png").stat().st_size > 5000
@@ -225,3 +232,82 @@ def test_wandb_project_loading_skips_running_runs_and_lists_failed_ones():
     assert len(warnings) == 1 and "runs/b" in warnings[0]
     with pytest.raises(NoRunsError, match="e/empty"):
         load_wandb_runs("e/empty", api=api)
+
+
+def test_the_same_sweep_collated_twice_gives_the_same_table_plus_one_warning_per_run(tmp_path, capsys):
+    sweep = write_sweep(tmp_path)
+    copy = tmp_path / "copy_of_sweep"
+    shutil.copytree(sweep, copy)
+    assert collate_main([str(sweep), "--out", str(tmp_path / "once"), "--no-plots"]) == 0
+    capsys.readouterr()
+    assert collate_main([str(sweep), str(copy), "--out", str(tmp_path / "twice"), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    once, twice = (pd.read_csv(tmp_path / name / "ablation.csv") for name in ("once", "twice"))
+    pd.testing.assert_frame_equal(once, twice)
+    assert twice["n"].sum() == 8
+    duplicates = [line for line in err.splitlines() if "the same run" in line]
+    assert len(duplicates) == 8 and "DIFFERENT" not in err
+    assert all(str(copy) in line and str(sweep) in line for line in duplicates)
+
+
+def test_a_duplicate_with_different_metrics_gets_a_louder_warning_and_the_first_copy_is_kept(tmp_path):
+    run_a, run_b = tmp_path / "a" / "0", tmp_path / "b" / "0"
+    for run_dir, top1 in ((run_a, 80.0), (run_b, 81.0)):
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps(results("cross", 0, top1, run_dir)))
+    warnings = []
+    runs = load_runs([tmp_path], warn=warnings.append).runs
+    assert runs["run_dir"].tolist() == [str(run_a)] and runs["top1"].tolist() == [80.0]
+    assert len(warnings) == 1 and "DIFFERENT metrics" in warnings[0] and "80, 81" in warnings[0]
+    assert str(run_a) in warnings[0] and str(run_b) in warnings[0]
+
+
+def test_wandb_rows_have_no_config_hash_and_are_never_merged():
+    def fake_run(run_id):
+        return SimpleNamespace(id=run_id, url=f"https://wandb.ai/e/p/runs/{run_id}", state="finished",
+                               config={"fusion": "cross", "seed": 0}, summary={"final/top1": 80.0},
+                               history=lambda keys, pandas: [])
+    api = SimpleNamespace(runs=lambda path: [fake_run("a"), fake_run("b")])
+    warnings = []
+    assert len(load_wandb_runs("e/p", api=api, warn=warnings.append).runs) == 2 and not warnings
+
+
+def with_branches(payload: dict, top1_branch) -> dict:
+    payload["final"]["top1_branch"] = top1_branch
+    payload["best"]["top1_branch"] = top1_branch
+    return payload
+
+
+@pytest.mark.parametrize("branches, titles", [([60.0, 70.0], ["S-branch top-1", "L-branch top-1"]),
+                                              ([50.0, 60.0, 70.0], ["branch 0 top-1", "branch 2 top-1"])])
+def test_per_branch_top1_becomes_columns_means_and_titles(tmp_path, branches, titles):
+    sweep = tmp_path / "branches"
+    for job, (fusion, seed) in enumerate((("cross", 0), ("cross", 1), ("none", 0))):
+        run_dir = sweep / str(job)
+        run_dir.mkdir(parents=True)
+        shifted = [value + seed for value in branches]  # seed 1 is one point up: cross means are +0.5
+        (run_dir / "results.json").write_text(json.dumps(with_branches(results(fusion, seed, 80.0, run_dir), shifted)))
+    runs = load_runs([sweep]).runs
+    assert runs.loc[0, "top1_branch1"] == branches[1]
+    ablation = analyse(runs, ["fusion"])
+    table = ablation.table.set_index("fusion")
+    assert table.loc["cross", "top1_branch0_mean"] == pytest.approx(branches[0] + 0.5)
+    shown = paper_table(ablation)
+    for title in titles:
+        assert title in shown.columns
+
+
+def test_older_results_without_branch_accuracy_load_and_show_no_branch_columns(tmp_path):
+    collection = load_runs([write_sweep(tmp_path)])
+    assert not [column for column in collection.runs.columns if column.startswith("top1_branch")]
+    shown = paper_table(analyse(collection.runs, ["fusion"]))
+    assert not [title for title in shown.columns if "branch" in title]
+
+
+def test_collate_with_an_unknown_ref_exits_2_listing_the_rows_and_writes_nothing(tmp_path, capsys):
+    sweep = write_sweep(tmp_path)
+    assert collate_main([str(sweep), "--ref", "crossvit", "--out", str(tmp_path / "out")]) == 2
+    assert "the rows are: all_attn; cross; none" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert collate_main([str(sweep), "--ref", "none", "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    assert "Δ vs none" in capsys.readouterr().out
