@@ -1,17 +1,20 @@
 """Collation of a real sweep: two fusions x two seeds through ``python -m src.run -m`` (the fusion ablation's
 CPU preset, cut to one tiny epoch), then ``python -m analysis.collate``; mean/std checked against the
-results files by values computed here by hand."""
+results files by values computed here by hand, the paired test against scipy, and the same sweep collated
+from two copies gives the same table."""
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy import stats
 
-from analysis import aggregate, load_runs, varying_factors
+from analysis import analyse, load_runs, varying_factors
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=1", "data.limit_train=96", "data.limit_val=64", "train.batch_size=32", "logger=none",
@@ -40,18 +43,23 @@ def test_real_two_fusion_two_seed_sweep_aggregates_to_hand_computed_values(sweep
         results = json.loads(results_file.read_text())
         assert results["status"] == "completed"
         by_fusion.setdefault(results["choices"]["fusion"], []).append(results["final"]["top1"])
+        assert f"fusion={results['choices']['fusion']}" in results_file.parent.name.split(",")  # one folder per job
     assert {fusion: len(scores) for fusion, scores in by_fusion.items()} == {"cross": 2, "all_attn": 2}
 
     collection = load_runs([sweep])
     factors = varying_factors(collection.runs, collection.candidate_factors)
     assert factors == ["fusion"]
-    table = aggregate(collection.runs, factors).set_index("fusion")
+    table = analyse(collection.runs, factors).table.set_index("fusion")
     for fusion, scores in by_fusion.items():
         mean, std = hand_mean_std(scores)
         assert table.loc[fusion, "top1_mean"] == pytest.approx(mean)
         assert table.loc[fusion, "top1_std"] == pytest.approx(std)
         assert table.loc[fusion, "n"] == 2
     assert table.loc["all_attn", "gmacs"] > table.loc["cross", "gmacs"]  # all-attention costs more
+    paired = stats.ttest_rel(by_fusion["all_attn"], by_fusion["cross"])  # sorted job folders: seed 0, then 1
+    assert table.loc["all_attn", "test"] == "paired t"
+    if math.isfinite(paired.pvalue):  # two seeds can tie on a tiny validation set: then there is no spread
+        assert table.loc["all_attn", "p_value"] == pytest.approx(paired.pvalue)
 
     process = subprocess.run([sys.executable, "-m", "analysis.collate", str(sweep)], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
@@ -59,7 +67,23 @@ def test_real_two_fusion_two_seed_sweep_aggregates_to_hand_computed_values(sweep
     mean, std = hand_mean_std(by_fusion["cross"])
     assert f"{mean:.2f} ± {std:.2f}" in process.stdout
     assert "| fusion" in process.stdout and "time/run (s)" in process.stdout
+    assert "Δ vs cross [95% CI]" in process.stdout and "p (Holm)" in process.stdout
+    assert "Reference: cross" in process.stdout and "Seeds needed" in process.stdout
     csv = pd.read_csv(sweep / "analysis" / "ablation.csv").set_index("fusion")
     assert csv.loc["cross", "top1_mean"] == pytest.approx(mean)
     for stem in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
         assert (sweep / "analysis" / f"{stem}.png").stat().st_size > 5000
+
+
+def test_the_sweep_collated_from_two_copies_gives_the_same_table_plus_warnings(sweep, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("analysis"))
+    once = subprocess.run([sys.executable, "-m", "analysis.collate", str(sweep), "--out", str(tmp_path / "once"),
+                           "--no-plots"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    twice = subprocess.run([sys.executable, "-m", "analysis.collate", str(sweep), str(copy), "--out",
+                            str(tmp_path / "twice"), "--no-plots"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert once.returncode == 0 and twice.returncode == 0, twice.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "once" / "ablation.csv"),
+                                  pd.read_csv(tmp_path / "twice" / "ablation.csv"))
+    assert twice.stderr.count("the same run") == 4 and "the same run" not in once.stderr

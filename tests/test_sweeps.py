@@ -120,3 +120,22 @@ def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "completed" and results["choices"]["fusion"] == "none"
     assert results["config"]["data"]["name"] == "synthetic" and len(results["history"]) == 1
+
+
+def job_folder(overrides) -> Path:
+    hydra_cfg = compose_config(overrides).hydra
+    return Path(hydra_cfg.sweep.dir) / hydra_cfg.sweep.subdir
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_jobs_get_the_same_folder_each_time_like_make_run(preset):
+    """Re-running a preset must land in the folders of the first run (skip or resume), not in a new
+    timestamped copy that collate would count twice."""
+    overrides = [f"+experiment={preset}", *preset_combinations(preset)[-1]]
+    first = job_folder(overrides)
+    assert job_folder(overrides) == first
+    assert job_folder([*overrides, "train.threads=1", "train.force=true"]) == first  # excluded, as in make_run
+    assert first.parent == Path("multirun") / preset and "seed=" in first.name
+    excluded = compose_config([f"+experiment={preset}"]).hydra.job.config.override_dirname.exclude_keys
+    make_run = compose_config(["+experiment=make_run"]).hydra.job.config.override_dirname.exclude_keys
+    assert list(excluded) == list(make_run)
