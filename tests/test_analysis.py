@@ -311,3 +311,12 @@ def test_collate_with_an_unknown_ref_exits_2_listing_the_rows_and_writes_nothing
     assert not (tmp_path / "out").exists()
     assert collate_main([str(sweep), "--ref", "none", "--out", str(tmp_path / "out"), "--no-plots"]) == 0
     assert "Δ vs none" in capsys.readouterr().out
+
+
+def test_plot_error_bars_are_the_95_percent_t_interval_not_the_std(tmp_path):
+    from analysis.plots import interval_error
+
+    collection = load_runs([write_sweep(tmp_path)])
+    cross = analyse(collection.runs, ["fusion"]).table.set_index("fusion").loc["cross"]
+    half_width = stats.t.ppf(0.975, 2) * 2.0 / math.sqrt(3)  # t(0.975, n-1) * std / sqrt(n), by hand
+    assert interval_error(cross).ravel() == pytest.approx([half_width, half_width])
