@@ -12,7 +12,7 @@ Per row, which test:
 """
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -47,7 +47,6 @@ class Ablation:
     reference: str
     legend: str
     seeds_needed: str
-    problems: List[str] = field(default_factory=list)  # runs whose predictions could not be used
 
     @property
     def notes(self) -> List[str]:
@@ -153,9 +152,7 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
     reference = labels[ref_index]
     legend = legend_line(table, reference, reference_reason(table, factors, ref, ref_index))
     seeds_line = seeds_needed_line([(labels[i], c) for i, c in comparisons.items()], reference)
-    problems = [f"{run_dir}: {why}" for run_dir, why in predictions.read.items() if isinstance(why, str)]
-    return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line,
-                    problems=problems)
+    return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line)
 
 
 def significance_mark(p_holm: float) -> str:

@@ -65,7 +65,10 @@ def paired_t(reference: pd.Series, other: pd.Series) -> Comparison:
     result = quietly(stats.ttest_rel, row, ref)
     low, high = interval(result)
     note = "" if len(seeds) == len(reference) == len(other) else f"paired over the {len(seeds)} shared seeds"
-    return Comparison(diff=float(np.mean(row - ref)), ci_low=low, ci_high=high, p_value=float(result.pvalue),
+    p_value = float(result.pvalue)
+    if np.all(row == ref):  # t = 0/0: scipy gives NaN; no seed shows any difference, so nothing to reject
+        p_value, note = 1.0, "identical top-1 on every shared seed"
+    return Comparison(diff=float(np.mean(row - ref)), ci_low=low, ci_high=high, p_value=p_value,
                       test=PAIRED_T, note=note, sd_of_differences=float(np.std(row - ref, ddof=1)))
 
 

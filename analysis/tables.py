@@ -6,7 +6,7 @@ convention the paper's FLOPs follow (``src.models.count_flops`` gives CrossViT-S
 lists 5.6 G)."""
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import pandas as pd
 

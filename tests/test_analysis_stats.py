@@ -107,6 +107,12 @@ def test_predictions_over_different_images_are_not_paired(tmp_path):
     assert len(warnings) == 1 and "targets differ" in warnings[0]
 
 
+def test_rows_identical_on_every_seed_get_p_1_not_nan(tmp_path):
+    runs = runs_frame([("cross", 0, 80.0), ("cross", 1, 82.0), ("none", 0, 80.0), ("none", 1, 82.0)], tmp_path)
+    row = analyse(runs, ["fusion"]).table.set_index("fusion").loc["none"]
+    assert row["p_value"] == 1.0 and row["diff_vs_ref"] == 0.0 and "identical" in row["note"]
+
+
 def test_holm_matches_statsmodels_and_leaves_untested_rows_nan():
     adjusted = holm([0.01, float("nan"), 0.04, 0.03])
     expected = multipletests([0.01, 0.04, 0.03], method="holm")[1]
