@@ -1,4 +1,4 @@
-"""Paper-style tables (the layout of CrossViT's Table 4: ``fusion | top-1 | FLOPs (G) | params (M)``) as
+"""Paper-style tables (the layout of CrossViT's Table 6, arXiv v2: ``fusion | top-1 | FLOPs (G) | params (M)``) as
 Markdown, LaTeX and CSV. FLOPs are counted as multiply-accumulates (GMACs), the convention the paper's
 FLOPs follow (``src.models.count_flops`` gives CrossViT-S 5.62 GMACs; the paper lists 5.6 G)."""
 import math
