@@ -1,6 +1,6 @@
-"""Paper-style tables (the layout of CrossViT's Table 4: ``fusion | top-1 | FLOPs (G) | params (M)``) as
-Markdown, LaTeX and CSV. Top-1 is mean ± std over seeds (the paper's convention), then its 95% interval, the
-difference to the reference row with its 95% interval and the Holm-adjusted p-value (``*`` below 0.05);
+"""Paper-style tables (the layout of CrossViT's Table 6, arXiv v2: ``fusion | top-1 | FLOPs (G) | params (M)``)
+as Markdown, LaTeX and CSV. Top-1 is mean ± std over seeds (the paper's convention), then its 95% interval,
+the difference to the reference row with its 95% interval and the Holm-adjusted p-value (``*`` below 0.05);
 the legend line under the table names the tests. FLOPs are counted as multiply-accumulates (GMACs), the
 convention the paper's FLOPs follow (``src.models.count_flops`` gives CrossViT-S 5.62 GMACs; the paper
 lists 5.6 G)."""

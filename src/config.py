@@ -23,6 +23,7 @@ class ModelConfig:
     num_heads: Optional[List[int]] = None
     mlp_ratio: Optional[List[float]] = None
     multi_conv: Optional[bool] = None
+    class_token: Optional[bool] = None  # false: the paper's model without CLS tokens (mean patch token instead)
     drop_path_rate: float = 0.1
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -20,7 +21,8 @@ TINY = ["train.epochs=1", "data.limit_train=128", "data.limit_val=64", "train.ba
 CONTRACT_KEYS = {"schema", "status", "reason", "config", "choices", "overrides", "config_hash", "seed", "model",
                  "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "final", "best", "history",
                  "wall_time_s", "run_dir", "wandb", "started_at", "finished_at"}
-HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_time_s", "images_per_s"}
+HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "top1_branch", "lr", "epoch_time_s",
+                "images_per_s"}
 register_configs()
 
 
@@ -34,13 +36,27 @@ def read(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+def assert_predictions_match(run_dir: Path, results: dict) -> None:
+    """val_predictions.npz holds the per-image predictions the final top-1 and branch top-1 were computed from."""
+    with np.load(run_dir / "val_predictions.npz") as saved:
+        target, pred, pred_branch = saved["target"], saved["pred"], saved["pred_branch"]
+    assert target.dtype == pred.dtype == pred_branch.dtype == np.int64
+    assert pred.shape == target.shape and pred_branch.shape == (2, *target.shape)
+    assert (pred == target).mean() * 100 == pytest.approx(results["final"]["top1"], abs=1e-6)
+    for branch, top1 in zip(pred_branch, results["final"]["top1_branch"]):
+        assert (branch == target).mean() * 100 == pytest.approx(top1, abs=1e-6)
+
+
 def assert_complete(results: dict, run_dir: Path) -> None:
     assert results["status"] == "completed", results["reason"]
     assert CONTRACT_KEYS <= set(results) and results["schema"] == 1 and results["reason"] is None
     assert results["config_hash"] == config_hash(results["config"])
     assert results["params_m"] > 0.1 and 0 < results["fusion_params_m"] < results["params_m"]
     assert 0 < results["fusion_gmacs"] < results["gmacs"]
-    assert set(results["final"]) == {"top1", "top5", "loss"} and 0 <= results["final"]["top1"] <= 100
+    assert set(results["final"]) == {"top1", "top5", "loss", "top1_branch"} and 0 <= results["final"]["top1"] <= 100
+    assert len(results["final"]["top1_branch"]) == 2 and all(0 <= t <= 100 for t in results["final"]["top1_branch"])
+    assert results["best"]["top1_branch"] == results["history"][0]["top1_branch"] == results["final"]["top1_branch"]
+    assert_predictions_match(run_dir, results)
     assert results["best"]["epoch"] == 0 and len(results["history"]) == 1
     assert HISTORY_KEYS <= set(results["history"][0])
     assert Path(results["run_dir"]) == run_dir.resolve() and results["wall_time_s"] > 0
@@ -171,3 +187,14 @@ def test_the_optional_recipe_pieces_run_together(tmp_path):
                                           "data.smoothing=0.1", "sched=step", "optim=sgd"])
     assert results["status"] == "completed"
     assert 0 <= results["history"][0]["ema_top1"] <= 100
+
+
+def test_each_branch_top1_is_logged_to_wandb_every_epoch():
+    from src.train.loop import log_epoch
+
+    logged = []
+    logger = type("Recorder", (), {"log_epoch": lambda self, metrics, step: logged.append(metrics)})()
+    row = {"epoch": 2, "train_loss": 1.0, "val_loss": 0.9, "top1": 70.0, "top5": 95.0, "top1_branch": [40.0, 65.5],
+           "epoch_time_s": 1.0, "images_per_s": 10.0}
+    log_epoch(logger, row, num_epochs=3, step=30)
+    assert logged[0]["val/top1_branch0"] == 40.0 and logged[0]["val/top1_branch1"] == 65.5

@@ -13,7 +13,7 @@ from src.models import fusion_names
 
 log = logging.getLogger(__name__)
 ARCHITECTURE_KEYS = ("img_size", "img_scale", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
-                     "multi_conv")
+                     "multi_conv", "class_token")
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -67,7 +67,8 @@ def model_summary(cfg, model: torch.nn.Module) -> Dict[str, Any]:
     depth = kwargs.get("depth")
     return {"name": cfg.model.name, "fusion": cfg.fusion.name, "img_size": model.img_size,
             "patch_size": kwargs.get("patch_size"), "embed_dim": list(model.embed_dim),
-            "depth": depth, "num_heads": kwargs.get("num_heads"), "fusion_layers": cfg.fusion.layers}
+            "depth": depth, "num_heads": kwargs.get("num_heads"), "fusion_layers": cfg.fusion.layers,
+            "class_token": model.class_token, "num_branches": len(model.embed_dim)}
 
 
 def learning_rate(cfg) -> float:

@@ -91,24 +91,45 @@ def train_one_epoch(model: torch.nn.Module, loader, ctx: StepContext, epoch: int
     return {"train_loss": loss_sum / seen, "images_per_s": seen / elapsed, "step": step}
 
 
+def _branch_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``[branches, B, classes]`` from the model under any torch.compile / DDP wrapper (eager: it is eval)."""
+    core = model
+    while not hasattr(core, "forward_branches"):
+        core = core.module  # DistributedDataParallel; torch.compile's wrapper forwards attributes itself
+    return core.forward_branches(images)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device: torch.device, autocast_dtype=None) -> dict:
-    """Top-1 / top-5 (percent) and cross-entropy on the hard labels, timm's ``accuracy``."""
+    """Top-1 / top-5 (percent) and cross-entropy on the hard labels (timm's ``accuracy``) of the averaged
+    logits, each branch head's top-1 alone (``top1_branch``, S first), and the per-image ``predictions``
+    (``target``, ``pred``, ``pred_branch`` as int64 numpy arrays, in the loader's order)."""
     model.eval()
     loss_sum, top1_sum, top5_sum, seen = 0.0, 0.0, 0.0, 0
+    targets_seen, preds, branch_preds = [], [], []
     context = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
     for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with context:
-            logits = model(images)
-        logits = logits.float()
+            branch_logits = _branch_logits(model, images)
+        branch_logits = branch_logits.float()
+        logits = branch_logits.mean(0)
         top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))
         count = images.shape[0]
         loss_sum += F.cross_entropy(logits, targets).item() * count
         top1_sum += top1.item() * count
         top5_sum += top5.item() * count
         seen += count
-    return {"loss": loss_sum / seen, "top1": top1_sum / seen, "top5": top5_sum / seen}
+        targets_seen.append(targets.cpu())
+        preds.append(logits.argmax(-1).cpu())
+        branch_preds.append(branch_logits.argmax(-1).cpu())
+    target = torch.cat(targets_seen)
+    pred_branch = torch.cat(branch_preds, dim=1)
+    top1_branch = [(row == target).double().mean().item() * 100 for row in pred_branch]
+    predictions = {"target": target.long().numpy(), "pred": torch.cat(preds).long().numpy(),
+                   "pred_branch": pred_branch.long().numpy()}
+    return {"loss": loss_sum / seen, "top1": top1_sum / seen, "top5": top5_sum / seen,
+            "top1_branch": top1_branch, "predictions": predictions}
 
 
 def use_progress_bar(setting: str) -> bool:

@@ -19,7 +19,7 @@ from src.models import count_flops, count_params, fusion_modules
 from . import distributed, resume
 from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
 from .engine import StepContext, evaluate, train_one_epoch, use_progress_bar
-from .results import now_iso, write_results
+from .results import now_iso, write_predictions, write_results
 from .resume import ResumableLoader
 from .signals import StopFlag, StopRequested
 from .state import TrainState
@@ -166,23 +166,25 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
             run.scheduler.step(epoch + 1)
             state.step = trained["step"]
             row = {"epoch": epoch, "train_loss": trained["train_loss"], "val_loss": metrics["loss"],
-                   "top1": metrics["top1"], "top5": metrics["top5"], "lr": lr,
-                   "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"]}
+                   "top1": metrics["top1"], "top5": metrics["top5"], "top1_branch": metrics["top1_branch"],
+                   "lr": lr, "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"]}
             if run.ema is not None:
                 ema_metrics = evaluate(run.ema.module, run.data.val_loader, run.device, run.autocast_dtype)
                 row["ema_top1"] = ema_metrics["top1"]
             is_best = state.record(row)
             # -- save -----------------------------------------------------------------------------------
             save_checkpoint(mid_epoch=False, best=is_best)
+            write_predictions(run_dir, metrics["predictions"])
             # -- log ------------------------------------------------------------------------------------
             log_epoch(logger, row, run.num_epochs, state.step)
             results.update(history=state.history, best=state.best(), wall_time_s=time.perf_counter() - started)
             write_results(run_dir, results)
         last = state.history[-1]
         results.update(status="completed", final={"top1": last["top1"], "top5": last["top5"],
-                                                  "loss": last["val_loss"]},
+                                                  "loss": last["val_loss"], "top1_branch": last["top1_branch"]},
                        best=state.best(), wall_time_s=time.perf_counter() - started, finished_at=now_iso())
         logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
+                        **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
                         "params_m": results["params_m"], "gmacs": results["gmacs"]})
         exit_code = 0
     finally:
@@ -192,12 +194,14 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
 
 
 def log_epoch(logger: WandbLogger, row: Dict[str, Any], num_epochs: int, step: int) -> None:
-    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.2f, top-5 %.2f, %.1f s, %.0f img/s",
-             row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], row["top1"], row["top5"],
-             row["epoch_time_s"], row["images_per_s"])
+    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.2f (branches %s), top-5 %.2f, %.1f s, "
+             "%.0f img/s", row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], row["top1"],
+             "/".join(f"{top1:.1f}" for top1 in row["top1_branch"]), row["top5"], row["epoch_time_s"],
+             row["images_per_s"])
     metrics = {"epoch": row["epoch"], "val/loss": row["val_loss"], "val/top1": row["top1"],
                "val/top5": row["top5"], "train/epoch_loss": row["train_loss"],
-               "train/epoch_time_s": row["epoch_time_s"]}
+               "train/epoch_time_s": row["epoch_time_s"],
+               **{f"val/top1_branch{i}": top1 for i, top1 in enumerate(row["top1_branch"])}}
     if "ema_top1" in row:
         metrics["val/ema_top1"] = row["ema_top1"]
     logger.log_epoch(metrics, step=step)

@@ -7,8 +7,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict
 
+import numpy as np
+
 SCHEMA = 1
 RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "val_predictions.npz"
 
 
 def now_iso() -> str:
@@ -20,23 +23,32 @@ def config_hash(resolved_config: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(resolved_config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def write_results(run_dir: Path, results: Dict[str, Any]) -> Path:
-    """Writes atomically (a temp file in the same folder, then os.replace): a reader never sees half a file."""
+def _write_atomic(path: Path, write) -> Path:
+    """A temp file in the same folder, then os.replace: a reader never sees half a file. Rank 0 only."""
     if int(os.environ.get("RANK", 0)) != 0:  # DDP (torchrun): only rank 0 writes
-        return Path(run_dir) / RESULTS_FILE
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RESULTS_FILE
-    handle, temp_path = tempfile.mkstemp(dir=run_dir, prefix=".results.", suffix=".json.tmp")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp")
     try:
-        with os.fdopen(handle, "w") as temp:
-            json.dump(results, temp, indent=2, default=str)
-            temp.write("\n")
+        with os.fdopen(handle, "wb") as temp:
+            write(temp)
         os.replace(temp_path, path)
     except BaseException:
         Path(temp_path).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_results(run_dir: Path, results: Dict[str, Any]) -> Path:
+    text = json.dumps(results, indent=2, default=str) + "\n"
+    return _write_atomic(Path(run_dir) / RESULTS_FILE, lambda file: file.write(text.encode()))
+
+
+def write_predictions(run_dir: Path, predictions: Dict[str, np.ndarray]) -> Path:
+    """``val_predictions.npz``: ``target``, ``pred`` (averaged logits) and ``pred_branch`` ([branches, N],
+    S first) as int64, in the validation loader's fixed order, so that runs on the same data pair image by
+    image (McNemar's test for single-seed comparisons)."""
+    return _write_atomic(Path(run_dir) / PREDICTIONS_FILE, lambda file: np.savez(file, **predictions))
 
 
 def read_results(run_dir: Path) -> Dict[str, Any]:

@@ -41,9 +41,15 @@ class Fusion(nn.Module):
         raise NotImplementedError
 
 
-def projection(dim_in: int, dim_out: int, options: FusionOptions) -> nn.Sequential:
-    """f^{j->i} / g^i of the paper: LayerNorm -> GELU -> Linear, as in the official code (always present,
-    even when the widths match)."""
+def projection(dim_in: int, dim_out: int, options: FusionOptions, identity_when_equal: bool = False) -> nn.Module:
+    """f^{j->i} / g^i of the paper: LayerNorm -> GELU -> Linear, as in the official code.
+
+    ``identity_when_equal`` makes it the identity between equal widths. The released code has that path but
+    switches it off (``if dim[d] == dim[d + 1] and False``), so its models always project; the paper's
+    parameter counts for class-token and pairwise fusion (24.2M) and for the S-width-384 row (31.4M) were
+    measured with the identity path on."""
+    if identity_when_equal and dim_in == dim_out:
+        return nn.Identity()
     return nn.Sequential(options.norm_layer(dim_in), options.act_layer(), nn.Linear(dim_in, dim_out))
 
 
@@ -55,3 +61,19 @@ def widest(branches: Sequence[BranchSpec]) -> BranchSpec:
 
 def split_cls(tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :1], tokens[:, 1:]
+
+
+def fuse_with_mean_agents(fusion: Fusion, patch_tokens: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Runs a CLS-based fusion on branches that have no CLS token (the paper's "without CLS" model, Sec. 4.3).
+
+    The paper: "the model averages the patch tokens of one branch as the CLS token for cross attention with
+    the other branch". It does not say where the fused agent goes; our choice: it becomes the branch's new
+    mean, each patch keeping its deviation from the mean, ``z_patch + (z_agent - mean(z_patch))``. So every
+    strategy works unchanged, and one that leaves the agent alone (``none``) leaves the patches alone."""
+    agents = [patches.mean(dim=1, keepdim=True) for patches in patch_tokens]
+    fused = fusion([torch.cat([agent, patches], dim=1) for agent, patches in zip(agents, patch_tokens)])
+    outputs = []
+    for tokens in fused:
+        agent, patches = split_cls(tokens)
+        outputs.append(patches + (agent - patches.mean(dim=1, keepdim=True)))
+    return outputs

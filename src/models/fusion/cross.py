@@ -37,7 +37,8 @@ class CrossAttention(nn.Module):
 
 
 class CrossAttentionLayer(nn.Module):
-    """``cls' = cls + CA(LN([cls ; patches]))``; no FFN (paper Eq. 7-8)."""
+    """``cls' = cls + CA(LN([cls ; patches]))``; no FFN (paper Eq. 6-7). With no patches, CA attends over
+    the CLS alone (the released code's later layers)."""
 
     def __init__(self, dim: int, num_heads: int, options: FusionOptions):
         super().__init__()
@@ -50,9 +51,12 @@ class CrossAttentionLayer(nn.Module):
         return cls_token + self.drop_path(self.attn(self.norm(tokens)))
 
 
+STACKINGS = ("released", "reattend")
+
+
 @register_fusion("cross")
 class CrossAttentionFusion(Fusion):
-    """Cross-attention fusion (paper Sec. 3.3, Eq. 5-8, Fig. 3e), CrossViT's own.
+    """Cross-attention fusion (paper Sec. 3.3, Eq. 5-7, Fig. 3d), CrossViT's own.
 
     For branch i with partner j (the next branch, cyclically):
 
@@ -61,21 +65,33 @@ class CrossAttentionFusion(Fusion):
         z^i   = [ g^i(y^i) || x^i_patch ]
 
     ``f^i`` projects to branch j's width, the attention uses branch j's head count, and the branch's
-    own patch tokens pass through untouched. ``layers`` (L) stacks CA steps, each over
-    ``[current CLS ; x^j_patch]`` as the paper describes; the official code instead feeds later layers the
-    CLS token alone, which only matters for L > 1 (no released model has it).
+    own patch tokens pass through untouched.
+
+    ``layers`` (L) stacks CA steps. ``stacking="released"`` (default) is the released code and timm: a layer
+    returns the CLS token alone, so layers after the first attend over that one token (logits equal timm's
+    ``CrossVit`` with depth ``(N, M, L)``; the paper's L = 2 row, 5.6 G like L = 1, measured this).
+    ``"reattend"`` feeds every layer ``[current CLS ; x^j_patch]``, as the paper's text reads (5.88 G on
+    CrossViT-S with L = 2); the paper never compared the two. ``identity_when_equal`` (default on) makes f/g
+    the identity between equal widths: the paper's S-width-384 row (Table 7 B, 31.4M) counts that; no
+    released model has equal widths, so they are unaffected.
     """
 
-    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1):
+    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1,
+                 identity_when_equal: bool = True, stacking: str = "released"):
         super().__init__(branches, options)
         if layers < 1:
             raise ValueError(f"fusion.layers must be >= 1 for cross, got {layers}")
+        if stacking not in STACKINGS:
+            raise ValueError(f"fusion.options.stacking={stacking!r} for cross: pick one of {', '.join(STACKINGS)}")
+        self.stacking = stacking
         partners = [branches[(i + 1) % len(branches)] for i in range(len(branches))]
-        self.projs = nn.ModuleList([projection(b.dim, p.dim, options) for b, p in zip(branches, partners)])
+        self.projs = nn.ModuleList([projection(b.dim, p.dim, options, identity_when_equal)
+                                    for b, p in zip(branches, partners)])
         self.layers = nn.ModuleList([
             nn.ModuleList([CrossAttentionLayer(p.dim, p.num_heads, options) for _ in range(layers)])
             for p in partners])
-        self.revert_projs = nn.ModuleList([projection(p.dim, b.dim, options) for b, p in zip(branches, partners)])
+        self.revert_projs = nn.ModuleList([projection(p.dim, b.dim, options, identity_when_equal)
+                                           for b, p in zip(branches, partners)])
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
         outputs = []
@@ -83,7 +99,8 @@ class CrossAttentionFusion(Fusion):
             own_cls, own_patches = split_cls(tokens[i])
             partner_patches = tokens[(i + 1) % len(tokens)][:, 1:]
             cls_token = proj(own_cls)
-            for layer in layers:
-                cls_token = layer(cls_token, partner_patches)
+            for depth, layer in enumerate(layers):
+                context = partner_patches if depth == 0 or self.stacking == "reattend" else partner_patches[:, :0]
+                cls_token = layer(cls_token, context)
             outputs.append(torch.cat([revert(cls_token), own_patches], dim=1))
         return outputs
