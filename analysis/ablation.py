@@ -85,7 +85,7 @@ def compare_over_images(reference: pd.DataFrame, row: pd.DataFrame, predictions:
     ref_pred, row_pred = predictions(ref_dir), predictions(row_dir)
     for run_dir, loaded in ((ref_dir, ref_pred), (row_dir, row_pred)):
         if isinstance(loaded, str):
-            return Comparison(note=f"one run per row and no usable predictions: {loaded}")
+            return Comparison(note=f"one run per row and no usable predictions: {run_dir}: {loaded}")
     problem = pairing_problem(ref_pred, row_pred)
     if problem:
         predictions.warn(f"runs {ref_dir} and {row_dir} cannot be compared over images: {problem}")
@@ -111,7 +111,7 @@ def mean_interval(group: pd.DataFrame, predictions: PredictionCache):
 
 def legend_line(table: pd.DataFrame, reference: str, why: str) -> str:
     tests = [test for test in dict.fromkeys(table["test"]) if test != REFERENCE_TEST]
-    compared = int((table["test"] != REFERENCE_TEST).sum())
+    compared = int(table["p_value"].notna().sum())
     used = "; ".join(f"{TEST_LEGENDS[test]}" + (f" [{int((table['test'] == test).sum())} rows]"
                                                  if len(tests) > 1 else "") for test in tests)
     intervals = sorted({"t-interval over seeds" if n >= 2 else "Clopper-Pearson over images" for n in table["n"]})

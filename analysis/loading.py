@@ -219,7 +219,7 @@ def wandb_run_to_row(run) -> Dict[str, Any]:
 
     src.run logs the flattened config (``model.patch_size``, ...) with the Hydra choices as plain keys
     (``fusion``, ``model``, ...), and ``final/top1``, ``final/top5``, ``best/top1``, ``params_m``, ``gmacs``
-    in the summary; the history comes from ``val/top1`` per ``epoch``.
+    in the summary (and ``final/top1_branch<i>`` per branch); the history comes from ``val/top1`` per ``epoch``.
     """
     flat = {key: value for key, value in dict(run.config).items() if not key.startswith("_")}
     config = unflatten(flat)
@@ -241,10 +241,18 @@ def wandb_run_to_row(run) -> Dict[str, Any]:
                   "depth": model.get("depth"), "fusion_layers": config.get("fusion", {}).get("layers")},
         "params_m": summary.get("params_m"), "gmacs": summary.get("gmacs"),
         "final": {"top1": summary.get("final/top1"), "top5": summary.get("final/top5"),
-                  "loss": summary.get("val/loss")},
+                  "loss": summary.get("val/loss"), "top1_branch": wandb_branch_top1(summary)},
         "best": {"top1": summary.get("best/top1")}, "history": history, "wall_time_s": summary.get("_runtime"),
     }
     return results_to_row(results)
+
+
+def wandb_branch_top1(summary: Dict[str, Any]) -> List[float]:
+    """``final/top1_branch0``, ``final/top1_branch1``, ... (S first) as src.run logs them; [] when absent."""
+    values = []
+    while f"final/top1_branch{len(values)}" in summary:
+        values.append(summary[f"final/top1_branch{len(values)}"])
+    return values
 
 
 def load_wandb_runs(path: str, api=None, warn=log.warning) -> Collection:

@@ -25,14 +25,14 @@ def read_predictions(run_dir: Union[str, Path]) -> Union[Predictions, str]:
     """The run's predictions, or why they cannot be used (missing, unreadable, malformed)."""
     path = Path(str(run_dir)) / PREDICTIONS_FILE
     if not path.is_file():
-        return f"{path} is missing"
+        return f"{PREDICTIONS_FILE} is missing"
     try:
         with np.load(path, allow_pickle=False) as saved:
             target, pred = np.asarray(saved["target"]), np.asarray(saved["pred"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        return f"{path} is unreadable ({type(error).__name__}: {error})"
+        return f"{PREDICTIONS_FILE} is unreadable ({type(error).__name__}: {error})"
     if target.ndim != 1 or target.shape != pred.shape or target.size == 0:
-        return f"{path} is malformed (target {target.shape}, pred {pred.shape})"
+        return f"{PREDICTIONS_FILE} is malformed (target {target.shape}, pred {pred.shape})"
     return Predictions(target=target.astype(np.int64), pred=pred.astype(np.int64))
 
 

@@ -201,13 +201,14 @@ def test_wandb_run_becomes_the_same_columns_as_a_results_file(tmp_path):
                 "fusion.layers": 1, "seed": 1, "model": "micro_32", "fusion": "all_attn", "data": "digits",
                 "logger": "wandb"},
         summary={"final/top1": 77.0, "final/top5": 99.0, "best/top1": 77.0, "params_m": 0.58, "gmacs": 0.012,
-                 "_runtime": 11.0},
+                 "_runtime": 11.0, "final/top1_branch0": 60.0, "final/top1_branch1": 70.0},
         history=lambda keys, pandas: [{"epoch": 0, "val/top1": 38.5}, {"epoch": 1, "val/top1": 77.0}])
     from_wandb = wandb_run_to_row(fake)
     for column in ("status", "seed", "fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "top1",
                    "top5", "best_top1", "params_m", "gmacs", "wall_time_s"):
         assert from_wandb[column] == from_file[column], column
     assert [epoch["top1"] for epoch in from_wandb["history"]] == [38.5, 77.0]
+    assert (from_wandb["top1_branch0"], from_wandb["top1_branch1"]) == (60.0, 70.0)
 
 
 def load_runs_row(run_dir: Path, payload: dict) -> dict:
