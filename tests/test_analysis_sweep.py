@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis import analyse, load_runs, varying_factors
 
@@ -87,3 +89,25 @@ def test_the_sweep_collated_from_two_copies_gives_the_same_table_plus_warnings(s
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "once" / "ablation.csv"),
                                   pd.read_csv(tmp_path / "twice" / "ablation.csv"))
     assert twice.stderr.count("the same run") == 4 and "the same run" not in once.stderr
+
+
+def test_one_seed_per_fusion_is_compared_over_the_images_src_run_saved(sweep, tmp_path):
+    """Seed 0 alone: n = 1 per row, so the rows are compared with McNemar over the real val_predictions.npz."""
+    single = tmp_path / "seed0"
+    for run_dir in sweep.glob("*seed=0*"):
+        shutil.copytree(run_dir, single / run_dir.name, ignore=shutil.ignore_patterns("*.pt", "wandb"))
+    collection = load_runs([single])
+    ablation = analyse(collection.runs, ["fusion"])
+    row = ablation.table.set_index("fusion").loc["all_attn"]
+    saved = {fusion: np.load(next(single.glob(f"*fusion={fusion},*")) / "val_predictions.npz")
+             for fusion in ("cross", "all_attn")}
+    assert np.array_equal(saved["cross"]["target"], saved["all_attn"]["target"])
+    assert saved["cross"]["pred_branch"].shape == (2, len(saved["cross"]["target"]))
+    right = {fusion: files["pred"] == files["target"] for fusion, files in saved.items()}
+    table = [[np.sum(right["cross"] & right["all_attn"]), np.sum(right["cross"] & ~right["all_attn"])],
+             [np.sum(~right["cross"] & right["all_attn"]), np.sum(~right["cross"] & ~right["all_attn"])]]
+    assert row["test"] == "McNemar exact"
+    assert row["p_value"] == pytest.approx(mcnemar(table, exact=True).pvalue)
+    assert row["diff_vs_ref"] == pytest.approx(100 * (right["all_attn"].mean() - right["cross"].mean()))
+    results_top1 = collection.runs.set_index("fusion").loc["all_attn", "top1"]
+    assert 100 * right["all_attn"].mean() == pytest.approx(results_top1)  # the file agrees with results.json
