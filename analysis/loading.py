@@ -61,6 +61,10 @@ def format_depth(depth: Optional[Sequence[Sequence[int]]], fusion_layers: Option
     return "+".join(stages)
 
 
+def first_set(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
 def lookup(config: Dict[str, Any], dotted_key: str) -> Any:
     value: Any = config
     for part in dotted_key.split("."):
@@ -103,7 +107,8 @@ def results_to_row(results: Dict[str, Any]) -> Dict[str, Any]:
            "patch_size": format_pair(model.get("patch_size") or model_config.get("patch_size")),
            "embed_dim": format_pair(model.get("embed_dim") or model_config.get("embed_dim")),
            "depth": format_depth(depth, fusion_layers),
-           "K": len(depth) if depth else None, "img_size": model.get("img_size") or model_config.get("img_size")}
+           "K": len(depth) if depth else None, "img_size": model.get("img_size") or model_config.get("img_size"),
+           "class_token": first_set(model.get("class_token"), model_config.get("class_token"), True)}
     for key in swept_keys(results.get("overrides") or [], choices):
         row[key] = readable(lookup(config, key))
     images_per_s = [epoch["images_per_s"] for epoch in history if epoch.get("images_per_s")]
@@ -189,7 +194,9 @@ def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], 
 
 def candidate_factors(frame: pd.DataFrame) -> List[str]:
     """Columns that may describe an ablation, the most readable first (see stats.varying_factors)."""
-    readable_first = ["fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size"]
+    # arch (a conf/arch paper row) last: it names a row only where the architecture columns cannot
+    readable_first = ["fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size", "class_token",
+                      "arch"]
     choices = [c for c in frame.columns if c in ("optim", "sched")]
     swept = sorted({key for keys in frame.get("swept", []) for key in keys})
     ordered = readable_first + choices + swept

@@ -14,7 +14,8 @@ from .ablation import REFERENCE_TEST, Ablation, significance_mark
 from .stats import BRANCH_COLUMN
 
 FACTOR_TITLES = {"fusion": "fusion", "model": "model", "data": "data", "patch_size": "patch sizes (S/L)",
-                 "embed_dim": "widths (S/L)", "depth": "K x (N,M,L)", "K": "K", "img_size": "image size"}
+                 "embed_dim": "widths (S/L)", "depth": "K x (N,M,L)", "K": "K", "img_size": "image size",
+                 "class_token": "CLS token", "arch": "paper row (conf/arch)"}
 LATEX = {"\\": r"\textbackslash{}", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "±": r"$\pm$",
          "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "≥": r"$\geq$"}
 

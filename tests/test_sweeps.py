@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*_ablation*.yaml"))
 SWEEP_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
-ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders")
+ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token")
 register_configs()
 
 
