@@ -8,7 +8,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-PREDICTIONS_FILE = "val_predictions.npz"
+from src.train.results import PREDICTIONS_FILE  # the writer's name: one source
+
 
 
 @dataclass

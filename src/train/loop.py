@@ -167,7 +167,8 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
             state.step = trained["step"]
             row = {"epoch": epoch, "train_loss": trained["train_loss"], "val_loss": metrics["loss"],
                    "top1": metrics["top1"], "top5": metrics["top5"], "top1_branch": metrics["top1_branch"],
-                   "lr": lr, "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"]}
+                   "lr": lr, "epoch_time_s": time.perf_counter() - epoch_started,
+                   "images_per_s": trained["images_per_s"]}
             if run.ema is not None:
                 ema_metrics = evaluate(run.ema.module, run.data.val_loader, run.device, run.autocast_dtype)
                 row["ema_top1"] = ema_metrics["top1"]

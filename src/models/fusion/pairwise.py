@@ -46,17 +46,13 @@ class PairwiseFusion(ClassTokenFusion):
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
         cls_tokens, patch_tokens = zip(*(split_cls(t) for t in tokens))
         fused_cls = self.sum_projected_cls(cls_tokens)
-        if self.order == "project_first":  # each branch projected once, not once per target grid
+        if self.order == "project_first":  # each branch projected once, at its own grid
             patch_tokens = [proj(patches) for proj, patches in zip(self.projs, patch_tokens)]
         outputs = []
         for target, revert in zip(self.branches, self.revert_projs):
-            fused_patches = self._sum_on_grid(patch_tokens, target)
-            outputs.append(revert(torch.cat([fused_cls, fused_patches], dim=1)))
+            aligned = [resize_patch_grid(patches, source.grid_size, target.grid_size)
+                       for patches, source in zip(patch_tokens, self.branches)]
+            if self.order == "resample_first":
+                aligned = [proj(patches) for proj, patches in zip(self.projs, aligned)]
+            outputs.append(revert(torch.cat([fused_cls, sum(aligned)], dim=1)))
         return outputs
-
-    def _sum_on_grid(self, patch_tokens, target) -> torch.Tensor:
-        if self.order == "project_first":
-            return sum(resize_patch_grid(patches, source.grid_size, target.grid_size)
-                       for patches, source in zip(patch_tokens, self.branches))
-        return sum(proj(resize_patch_grid(patches, source.grid_size, target.grid_size))
-                   for proj, patches, source in zip(self.projs, patch_tokens, self.branches))
