@@ -3,8 +3,7 @@ torch's FlopCounterMode (reported as GMACs, like ``src.models.count_flops``) and
 
 Each strategy is built with ``build_fusion`` for two branches (by default micro_32's widths 48/96, heads 3,
 patches 4/8) and fed ``[B=1, 1 + N_i, C_i]`` zeros for image sizes 32..256, so N = N_s + N_l runs from
-80 to 5,120 tokens. The slope of log(cost) on log(N) is fitted over the larger half of the sizes, where the
-costs that do not grow with N (the CLS projections) no longer matter: cross-attention (one CLS query per
+80 to 5,120 tokens. How each cost grows is one number, ``cost_slope``: cross-attention (one CLS query per
 branch) grows linearly (slope ~1), all-attention (every token attends to every token) quadratically (~2).
 """
 import time
@@ -73,19 +72,29 @@ def measure_all(image_sizes: Sequence[int] = (32, 64, 96, 128, 160, 192, 224, 25
     return pd.DataFrame([measure(name, size, branches, repeats) for name in fusions for size in image_sizes])
 
 
+def cost_slope(tokens: Sequence[float], cost: Sequence[float]) -> float:
+    """The fusion-cost slope: the least-squares slope of log(cost) on log(tokens), fitted over the larger half
+    of the measured sizes (of four sizes that double, the last two: the last doubling). 1 is linear, 2
+    quadratic. The small sizes are left out because there the costs that grow more slowly than
+    the strategy's own term (CLS projections, per-token linear layers) still dominate. NaN with fewer than two
+    positive costs in that half (the identity costs nothing)."""
+    tokens, cost = np.asarray(tokens, dtype=float), np.asarray(cost, dtype=float)
+    larger_half = np.argsort(tokens)[len(tokens) // 2:]
+    x, y = tokens[larger_half], cost[larger_half]
+    positive = y > 0
+    if positive.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[positive]), np.log(y[positive]), 1)[0])
+
+
 def slopes(costs: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy: slope of log(GMACs) and log(time) on log(tokens), over the larger half of the sizes.
-    Time is the fastest of ``repeats`` forward passes on one thread (the least disturbed by other work).
-    A strategy that costs no FLOPs (``none``, the identity) has no slope."""
+    """Per strategy: ``cost_slope`` of GMACs and of time (the fastest of ``repeats`` forward passes on one
+    thread, the least disturbed by other work). A strategy that costs no FLOPs (``none``) has no slope."""
     rows = []
     for name, group in costs.groupby("fusion", sort=True):
-        tail = group.sort_values("tokens").iloc[len(group) // 2:]
-        row = {"fusion": name}
-        for column in ("gmacs", "time_ms"):
-            positive = tail[(tail[column] > 0) & (tail["gmacs"] > 0)]
-            row[f"{column}_slope"] = (np.polyfit(np.log(positive["tokens"]), np.log(positive[column]), 1)[0]
-                                      if len(positive) >= 2 else np.nan)
-        rows.append(row)
+        counted = group[group["gmacs"] > 0]
+        rows.append({"fusion": name, **{f"{column}_slope": cost_slope(counted["tokens"], counted[column])
+                                        for column in ("gmacs", "time_ms")}})
     return pd.DataFrame(rows)
 
 

@@ -1,1 +1,1 @@
-"""Benchmarks (issue 6): our CrossViT vs timm's, hardware ceiling, fusion cost scaling, harness overhead."""
+"""Benchmarks: our CrossViT vs timm's, hardware ceiling, fusion cost scaling, harness overhead."""

@@ -1,17 +1,11 @@
 """Fusion cost scaling: each fusion module alone at fixed widths, image size doubling, tokens growing.
 
-The measurement itself is ``analysis.fusion_cost.measure`` (FlopCounterMode FLOPs, fastest of ``repeats``
-single-thread forward passes); here the sizes double ``steps`` times and the log-log slope is fitted over
-all of them, and over the last step alone (where the strategy is heading once tokens outnumber the width).
+The measurement is ``analysis.fusion_cost.measure`` (FlopCounterMode FLOPs, fastest of ``repeats``
+single-thread forward passes) and the slope is ``analysis.fusion_cost.cost_slope``, the same number
+``python -m analysis.fusion_cost`` prints; here the sizes double ``steps`` times.
 """
-import numpy as np
-
-from analysis.fusion_cost import Branches, measure_all
+from analysis.fusion_cost import Branches, cost_slope, measure_all
 from src.models import fusion_names
-
-
-def log_slope(x, y) -> float:
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def bench_fusion(base_img: int = 32, steps: int = 4, branches: Branches = Branches(), repeats: int = 3) -> dict:
@@ -25,7 +19,5 @@ def bench_fusion(base_img: int = 32, steps: int = 4, branches: Branches = Branch
                 for r in group.itertuples()]
         tokens, flops, times = ([row[k] for row in rows] for k in ("tokens", "flops", "time_s"))
         out[name] = {"widths": list(branches.dims), "patch_sizes": list(branches.patch_sizes), "rows": rows,
-                     "flops_slope": log_slope(tokens, flops), "time_slope": log_slope(tokens, times),
-                     "flops_slope_last": log_slope(tokens[-2:], flops[-2:]),
-                     "time_slope_last": log_slope(tokens[-2:], times[-2:])}
+                     "flops_slope": cost_slope(tokens, flops), "time_slope": cost_slope(tokens, times)}
     return out

@@ -100,7 +100,7 @@ def bench_models(variant="9_240", batch=32, repeats=5, warmup=2, compile_=False,
         pair_ratios = sorted(t / o for o, t in zip(times["ours"], times["timm"]))
         quartiles = statistics.quantiles(pair_ratios, n=4) if len(pair_ratios) > 1 else pair_ratios * 3
         out[mode] = {"ours_img_s": res["ours"], "timm_img_s": res["timm"], "ratio": res["ours"] / res["timm"],
-                     "ratio_iqr": [quartiles[0], quartiles[2]]}
+                     "ratio_iqr": [quartiles[0], quartiles[2]], "times_s": times}
         flops_per_img = 2 * gmacs * 1e9 * (3 if mode == "train" else 1)
         out[mode]["ours_gflops"] = flops_per_img * res["ours"] / 1e9
     out["peak_memory_mb"] = peak_memory_mb(device)
