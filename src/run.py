@@ -18,7 +18,7 @@ from src.config import register_configs
 from src.train.loop import train
 from src.train import distributed
 from src.train.build import resolve_device
-from src.train.resume import AlreadyCompleted, check_run_dir
+from src.train.checkpoint import AlreadyCompleted, check_run_dir
 from src.train.results import SCHEMA, config_hash, now_iso, write_results
 from src.train.wandb_logger import flatten
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.train import checkpoint as ckpt
-from src.train.resume import check_run_dir, identity_hash, AlreadyCompleted
+from src.train.checkpoint import check_run_dir, identity_hash, AlreadyCompleted
 from src.train.results import write_results
 
 

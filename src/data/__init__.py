@@ -18,7 +18,6 @@ DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefold
 class Data:
     train_loader: DataLoader
     val_loader: DataLoader
-    num_classes: int
     mixup: Optional[Mixup]  # None when mixup and cutmix are off
     num_train: int
     num_val: int
@@ -94,4 +93,4 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
                               persistent_workers=data_cfg.num_workers > 0)
     val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=data_cfg.num_workers,
                             pin_memory=torch.cuda.is_available())
-    return Data(train_loader, val_loader, found_classes, mixup, len(train), len(val))
+    return Data(train_loader, val_loader, mixup, len(train), len(val))

@@ -1,1 +1,2 @@
-"""Training: ``loop.train`` drives ``engine`` (one epoch, evaluation) and writes ``results``."""
+"""Training: ``loop.train`` drives ``engine`` (one epoch, evaluation), saves and resumes through ``checkpoint``
+and writes ``results``."""

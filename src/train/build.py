@@ -84,7 +84,8 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def build_scheduler(cfg, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Tuple[object, int]:
-    """(scheduler, number of epochs to run): timm's count includes warm-up prefix and cooldown (NOTES)."""
+    """(scheduler, number of epochs to run): timm's count, which adds ``sched.cooldown_epochs`` to
+    ``train.epochs`` (warm-up stays inside them), so that the cooldown is trained too."""
     if cfg.train.epochs < 1:
         raise ValueError(f"train.epochs={cfg.train.epochs} must be >= 1")
     return create_scheduler_v2(optimizer, sched=cfg.sched.name, num_epochs=cfg.train.epochs,

@@ -1,34 +1,107 @@
-"""Checkpoints that survive crashes: atomic writes, ``weights_only`` loads, a fallback to the previous one.
+"""Checkpoints, resume and run state, in one place.
 
-``last.pt`` is written at the end of every epoch; the one it replaces is kept as ``last.prev.pt``, so a
-corrupt or truncated ``last.pt`` (a crash inside the filesystem, a bad copy) falls back to the epoch before.
-``best.pt`` is written on a better top-1. Everything in a checkpoint is tensors, numbers, strings, lists and
-dicts, so ``torch.load(weights_only=True)`` reads it: loading a checkpoint never runs code from it.
+A checkpoint holds model, optimizer, scheduler, EMA, AMP scaler, ``TrainState``, RNG states (python, numpy,
+torch, CUDA, the train loader's generator), the position inside the epoch, the W&B run id and the config
+hash. ``last.pt`` is written at the end of every epoch (and every ``train.ckpt_every_steps`` steps, and on a
+stop signal); the one it replaces is kept as ``last.prev.pt``, so a corrupt or truncated ``last.pt`` falls
+back to the one before. ``best.pt`` is written on a better top-1. Everything in a checkpoint is tensors,
+numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it: loading never runs code.
+
+A mid-epoch resume restores the loader's generator as it was when the epoch started and skips the batches
+already trained on, so the data order is the uninterrupted one.
 """
 import logging
 import os
 import random
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 
+from .results import RESULTS_FILE, config_hash, read_results
+
 log = logging.getLogger(__name__)
 
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
+# Keys that say how to run, not what to train: they never change a job's identity.
+NON_IDENTITY_KEYS = ("force", "resume", "threads", "progress", "save_checkpoints", "ckpt_every_steps")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read; the message names the file."""
+@dataclass
+class TrainState:
+    """A run's progress, as plain data."""
+    epoch: int = 0  # the epoch being run (the next one, between epochs)
+    step: int = 0  # optimizer updates so far; ``engine.train_one_epoch`` is the only place that counts them
+    best_top1: float = -1.0
+    best_top5: float = -1.0
+    best_epoch: Optional[int] = None
+    best_top1_branch: Optional[List[float]] = None  # each branch head alone at the best epoch, S first
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+    def record(self, row: Dict[str, Any]) -> bool:
+        """Appends an epoch's row; returns True when it is the best top-1 so far."""
+        self.history.append(row)
+        self.epoch = row["epoch"] + 1
+        if row["top1"] > self.best_top1:
+            self.best_top1, self.best_top5, self.best_epoch = row["top1"], row["top5"], row["epoch"]
+            self.best_top1_branch = row.get("top1_branch")
+            return True
+        return False
+
+    def best(self) -> Optional[Dict[str, Any]]:
+        if self.best_epoch is None:
+            return None
+        return {"top1": self.best_top1, "top5": self.best_top5, "epoch": self.best_epoch,
+                "top1_branch": self.best_top1_branch}
 
 
+# -- the run dir: idempotent sweeps --------------------------------------------------------------------------
+def identity_hash(config: Dict[str, Any]) -> str:
+    """The config hash without the ``train`` keys that say how to run (force, resume, threads, ...)."""
+    train = {k: v for k, v in config.get("train", {}).items() if k not in NON_IDENTITY_KEYS}
+    return config_hash({**config, "train": train})
+
+
+class AlreadyCompleted(Exception):
+    """The run dir already holds a completed result for this exact config: nothing to do."""
+
+
+def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> Optional[Dict[str, Any]]:
+    """Decides what to do with an existing ``results.json``: returns it (to resume or retry), None when there
+    is none, raises ``AlreadyCompleted`` to skip a finished job, and ``ValueError`` when it belongs to another
+    config (two jobs sharing one folder would overwrite each other's checkpoints)."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        previous = read_results(run_dir)
+    except ValueError as error:
+        log.warning("%s is unreadable (%s); starting the job over", path, error)
+        return None
+    same_config = identity_hash(previous.get("config", {})) == identity_hash(config)
+    if not same_config and not force:
+        raise ValueError(f"{path} holds results of another config (overrides {previous.get('overrides')}); "
+                         f"use another output dir (hydra.run.dir / hydra.sweep.dir), delete that folder, "
+                         f"or pass train.force=true to overwrite it")
+    if previous.get("status") == "completed" and same_config and not force:
+        raise AlreadyCompleted(f"{path} is already completed for this config: skipped (train.force=true re-runs)")
+    if force:  # a forced run starts from scratch: another config's or a finished run's checkpoints must not load
+        for name in (LAST, PREVIOUS, BEST):
+            (Path(run_dir) / name).unlink(missing_ok=True)
+        log.info("train.force=true: running the job in %s from scratch", run_dir)
+        return None
+    return previous
+
+
+# -- files ---------------------------------------------------------------------------------------------------
 def save_atomic(obj: Dict[str, Any], path: Union[str, Path], keep_previous: Optional[Path] = None) -> Path:
     """Writes ``obj`` to a temp file in ``path``'s folder, fsyncs it, then renames it over ``path``.
 
     Any failure (disk full, a kill) before the rename leaves ``path`` as it was and removes the temp file.
-    With ``keep_previous``, the current ``path`` is first hard-linked (or copied) there.
+    With ``keep_previous``, the current ``path`` is moved there (``os.replace``) just before the rename.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +132,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
 def load(path: Union[str, Path]) -> Dict[str, Any]:
     """Reads a checkpoint with ``weights_only=True``; raises ``CheckpointError`` naming the file."""
     path = Path(path)
@@ -77,10 +154,8 @@ def load(path: Union[str, Path]) -> Dict[str, Any]:
 def load_latest(run_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
     """The newest readable checkpoint in ``run_dir``: ``last.pt``, else ``last.prev.pt``; None when neither
     exists. A corrupt ``last.pt`` with no readable fallback raises ``CheckpointError``."""
-    run_dir = Path(run_dir)
-    candidates = [run_dir / LAST, run_dir / PREVIOUS]
     errors = []
-    for path in candidates:
+    for path in (Path(run_dir) / LAST, Path(run_dir) / PREVIOUS):
         if not path.exists():
             continue
         try:
@@ -96,7 +171,19 @@ def load_latest(run_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
     return None
 
 
-# -- RNG states as tensors and numbers (weights_only can load those) -------------------------------------------
+def find_checkpoint(resume: str, run_dir: Path) -> Optional[Dict[str, Any]]:
+    """``train.resume``: ``never`` -> None, ``auto`` -> the run dir's newest good checkpoint (or None),
+    anything else is a path that must exist."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return load_latest(run_dir)
+    checkpoint = load(resume)
+    checkpoint["path"] = str(resume)
+    return checkpoint
+
+
+# -- RNG states as tensors and numbers (weights_only can load those) -----------------------------------------
 def capture_rng(generators: Optional[Dict[str, torch.Generator]] = None) -> Dict[str, Any]:
     version, state, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -122,3 +209,85 @@ def restore_rng(rng: Dict[str, Any], generators: Optional[Dict[str, torch.Genera
             gen.set_state(rng["generators"][key])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# -- the train loader, resumable mid-epoch -------------------------------------------------------------------
+class ResumableBatches:
+    """The train loader's batches one epoch at a time. Each epoch remembers the generator state its order was
+    drawn from, so that a mid-epoch checkpoint can bring the same order back; a resumed epoch skips the
+    batches it already trained on."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.epoch_order: Optional[torch.Tensor] = None  # the generator state the current epoch started from
+        self.resume_point: Optional[Dict[str, Any]] = None  # {"order", "skip", "rng"} for the next epoch
+
+    def __len__(self) -> int:
+        """Batches left in the next (or current) epoch."""
+        return len(self.loader) - (self.resume_point["skip"] if self.resume_point else 0)
+
+    def epoch(self, epoch: int) -> Iterator:
+        if hasattr(self.loader.sampler, "set_epoch"):  # DistributedSampler, repeated augmentation
+            self.loader.sampler.set_epoch(epoch)
+        resume, self.resume_point = self.resume_point, None
+        if resume is not None:
+            self.loader.generator.set_state(resume["order"])
+        self.epoch_order = self.loader.generator.get_state()
+        batches = iter(self.loader)
+        if resume is not None:
+            for _ in range(resume["skip"]):
+                next(batches)
+            restore_rng(resume["rng"])  # loading the skipped batches may draw (augmentation): undo that
+        yield from batches
+
+
+# -- save and restore a run ----------------------------------------------------------------------------------
+@dataclass
+class Saver:
+    """Where this run's checkpoints go, whether it writes any (rank 0 only), and the config they belong to."""
+    run_dir: Path
+    config_identity: str
+    enabled: bool
+
+    def save(self, run, state: TrainState, wandb_id: Optional[str], mid_epoch: bool, best: bool = False) -> None:
+        if not self.enabled:
+            return
+        # mid-epoch: resume epoch ``state.epoch`` after ``batches_done`` batches, in the same data order
+        batches_done = state.step - state.epoch * len(run.batches.loader) if mid_epoch else 0
+        payload = {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "ema": run.ema.module.state_dict() if run.ema is not None else None,
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            "state": asdict(state),
+            "rng": capture_rng({"train": run.batches.loader.generator}),
+            "batches_done": batches_done,
+            "epoch_generator": run.batches.epoch_order if mid_epoch else None,
+            "wandb_run_id": wandb_id,
+            "config_hash": self.config_identity,
+        }
+        save_atomic(payload, Path(self.run_dir) / LAST, keep_previous=Path(self.run_dir) / PREVIOUS)
+        if best:
+            save_atomic(payload, Path(self.run_dir) / BEST)
+
+
+def restore(run, checkpoint: Dict[str, Any], config_identity: str) -> TrainState:
+    """Puts ``run`` back where the checkpoint left it; returns its ``TrainState``."""
+    if checkpoint.get("config_hash") not in (None, config_identity):
+        raise ValueError(f"checkpoint {checkpoint.get('path')} was written for another config: "
+                         f"set train.resume=never or use another output dir")
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    if run.ema is not None and checkpoint.get("ema") is not None:
+        run.ema.module.load_state_dict(checkpoint["ema"])
+    if run.scaler.is_enabled() and checkpoint.get("scaler") is not None:
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng(checkpoint["rng"], {"train": run.batches.loader.generator})
+    if checkpoint.get("epoch_generator") is not None:
+        run.batches.resume_point = {"order": checkpoint["epoch_generator"], "skip": checkpoint["batches_done"],
+                                    "rng": checkpoint["rng"]}
+    state = TrainState(**checkpoint["state"])
+    log.info("resumed from %s: epoch %d, step %d", checkpoint.get("path"), state.epoch, state.step)
+    return state

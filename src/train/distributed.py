@@ -8,6 +8,7 @@ from typing import Dict, Optional
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DistributedSampler
 
 log = logging.getLogger(__name__)
@@ -83,15 +84,20 @@ def teardown() -> None:
 
 def shard_loader(loader, seed: int):
     """The same loader, each rank drawing its 1/world_size of every epoch (``train.batch_size`` is the global
-    batch, split across ranks); unchanged when not distributed."""
+    batch, split across ranks); unchanged when not distributed. Repeated augmentation stays on: timm's
+    ``RepeatAugSampler`` is rebuilt for this rank."""
     if not is_distributed():
         return loader
     world = world_size()
     if loader.batch_size % world:
         raise ValueError(f"train.batch_size={loader.batch_size} is the global batch and must split evenly across "
                          f"{world} processes: use a multiple of {world}")
-    return type(loader)(loader.dataset, batch_size=loader.batch_size // world,
-                        sampler=sampler(loader.dataset, shuffle=True, seed=seed, drop_last=loader.drop_last),
+    if isinstance(loader.sampler, RepeatAugSampler):
+        rank_sampler = RepeatAugSampler(loader.dataset, num_replicas=world, rank=rank(), shuffle=True,
+                                        num_repeats=loader.sampler.num_repeats)
+    else:
+        rank_sampler = sampler(loader.dataset, shuffle=True, seed=seed, drop_last=loader.drop_last)
+    return type(loader)(loader.dataset, batch_size=loader.batch_size // world, sampler=rank_sampler,
                         drop_last=loader.drop_last, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
                         generator=torch.Generator().manual_seed(seed),
                         persistent_workers=loader.num_workers > 0)

@@ -3,9 +3,8 @@ import logging
 import math
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,80 +14,71 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """Mixed precision for training and evaluation alike; ``dtype`` None is full precision."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 @dataclass
-class StepContext:
-    """What a training step needs besides the model and the batch."""
-    optimizer: torch.optim.Optimizer
-    scheduler: object  # timm scheduler (step_update per step when not stepping on epochs)
-    criterion: Callable
-    mixup: Optional[Callable]
-    device: torch.device
-    autocast_dtype: Optional[torch.dtype]  # None: full precision
-    scaler: Optional[torch.amp.GradScaler]  # fp16 only
-    clip_grad: Optional[float]
-    ema: Optional[object]
-    progress: bool  # tqdm bar, else a log line every log_every steps
-    log_every: int
-    on_step: Callable[[dict, int], None]  # (metrics, global step): per-step logging
+class EpochMeter:
+    """The epoch's training loss and speed as sums (loss x images, images), which add up across ranks."""
+    loss_sum: float = 0.0
+    images: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def images_per_s(self) -> float:
+        return self.images / max(time.perf_counter() - self.started, 1e-9)
 
 
-def _autocast(ctx: StepContext):
-    if ctx.autocast_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=ctx.device.type, dtype=ctx.autocast_dtype)
+def train_step(run, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int) -> float:
+    """One optimizer update on one batch; returns its loss."""
+    if run.data.mixup is not None:
+        images, targets = run.data.mixup(images, targets)
+    with autocast(run.device, run.amp_dtype):
+        loss = run.criterion(run.train_model(images), targets)
+    loss_value = loss.item()  # the step's one host sync
+    if not math.isfinite(loss_value):  # raised before the update: the last good checkpoint stays as it is
+        raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step} (loss is {loss_value}): lower "
+                                 f"the lr (optim.lr / optim.base_lr), add warm-up (sched.warmup_epochs) or clip "
+                                 f"gradients (optim.clip_grad=1.0)")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()  # the scaler is a pass-through unless fp16
+    if run.clip_grad:
+        run.scaler.unscale_(run.optimizer)
+        dispatch_clip_grad(run.train_model.parameters(), run.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss_value
 
 
-def _backward_step(loss: torch.Tensor, model: torch.nn.Module, ctx: StepContext) -> None:
-    ctx.optimizer.zero_grad(set_to_none=True)
-    if ctx.scaler is not None:
-        ctx.scaler.scale(loss).backward()
-        if ctx.clip_grad:
-            ctx.scaler.unscale_(ctx.optimizer)
-            dispatch_clip_grad(model.parameters(), ctx.clip_grad)
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
-        return
-    loss.backward()
-    if ctx.clip_grad:
-        dispatch_clip_grad(model.parameters(), ctx.clip_grad)
-    ctx.optimizer.step()
-
-
-def train_one_epoch(model: torch.nn.Module, loader, ctx: StepContext, epoch: int, start_step: int) -> dict:
-    """Trains one pass over ``loader``; returns the mean loss, images/s and the global step reached."""
-    model.train()
-    step, loss_sum, seen, started = start_step, 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True, disable=not ctx.progress)
+def train_one_epoch(run, state, epoch: int, meter: EpochMeter, logger, progress: bool,
+                    log_every: int) -> Iterator[None]:
+    """Trains one pass over ``run.batches``, one optimizer step per batch, counting the global step in
+    ``state.step`` (the only place that does). Yields after every step, so that the driver can save a
+    checkpoint or stop between steps; ``meter`` sums the epoch's loss and images."""
+    run.train_model.train()
+    bar = tqdm(run.batches.epoch(epoch), total=len(run.batches), desc=f"epoch {epoch}", leave=False,
+               dynamic_ncols=True, disable=not progress)
     for images, targets in bar:
-        images = images.to(ctx.device, non_blocking=True)
-        targets = targets.to(ctx.device, non_blocking=True)
-        if ctx.mixup is not None:
-            images, targets = ctx.mixup(images, targets)
-        with _autocast(ctx):
-            loss = ctx.criterion(model(images), targets)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}: lower the lr "
-                                     f"(optim.lr / optim.base_lr), add warm-up (sched.warmup_epochs) or clip "
-                                     f"gradients (optim.clip_grad=1.0)")
-        _backward_step(loss, model, ctx)
-        step += 1
-        if ctx.ema is not None:
-            ctx.ema.update(model, step=step)
-        ctx.scheduler.step_update(num_updates=step)
-        loss_sum += loss.item() * images.shape[0]
-        seen += images.shape[0]
-        lr = ctx.optimizer.param_groups[0]["lr"]
-        speed = seen / max(time.perf_counter() - started, 1e-9)
-        if ctx.progress:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}")
-        elif step % ctx.log_every == 0:
-            log.info("epoch %d step %d loss %.4f lr %.3e %.0f img/s", epoch, step, loss.item(), lr, speed)
-        if step % ctx.log_every == 0:
-            ctx.on_step({"train/loss": loss.item(), "train/lr": lr, "train/images_per_s": speed}, step)
-    elapsed = time.perf_counter() - started
-    if seen == 0:
+        images = images.to(run.device, non_blocking=True)
+        targets = targets.to(run.device, non_blocking=True)
+        loss = train_step(run, images, targets, epoch, state.step)
+        state.step += 1
+        if run.ema is not None:
+            run.ema.update(run.train_model, step=state.step)
+        run.scheduler.step_update(num_updates=state.step)
+        meter.loss_sum += loss * images.shape[0]
+        meter.images += images.shape[0]
+        lr, speed = run.optimizer.param_groups[0]["lr"], meter.images_per_s()
+        if progress:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}")
+        elif state.step % log_every == 0:
+            log.info("epoch %d step %d loss %.4f lr %.3e %.0f img/s", epoch, state.step, loss, lr, speed)
+        if state.step % log_every == 0:
+            logger.log_step({"train/loss": loss, "train/lr": lr, "train/images_per_s": speed}, state.step)
+        yield
+    if meter.images == 0:
         raise ValueError("the training loader gave no batches: lower train.batch_size or add data")
-    return {"train_loss": loss_sum / seen, "images_per_s": seen / elapsed, "step": step}
 
 
 def _branch_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -100,17 +90,16 @@ def _branch_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, device: torch.device, autocast_dtype=None) -> dict:
+def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype: Optional[torch.dtype]) -> dict:
     """Top-1 / top-5 (percent) and cross-entropy on the hard labels (timm's ``accuracy``) of the averaged
     logits, each branch head's top-1 alone (``top1_branch``, S first), and the per-image ``predictions``
     (``target``, ``pred``, ``pred_branch`` as int64 numpy arrays, in the loader's order)."""
     model.eval()
     loss_sum, top1_sum, top5_sum, seen = 0.0, 0.0, 0.0, 0
     targets_seen, preds, branch_preds = [], [], []
-    context = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
     for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        with context:
+        with autocast(device, amp_dtype):
             branch_logits = _branch_logits(model, images)
         branch_logits = branch_logits.float()
         logits = branch_logits.mean(0)

@@ -16,13 +16,11 @@ from timm.utils import ModelEmaV3
 from src.data import Data, build_data
 from src.models import count_flops, count_params, fusion_modules
 
-from . import distributed, resume
+from . import checkpoint as ckpt, distributed
 from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
-from .engine import StepContext, evaluate, train_one_epoch, use_progress_bar
+from .engine import EpochMeter, evaluate, train_one_epoch, use_progress_bar
 from .results import now_iso, write_predictions, write_results
-from .resume import ResumableLoader
-from .signals import StopFlag, StopRequested
-from .state import TrainState
+from .signals import StopFlag
 from .wandb_logger import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -30,17 +28,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Run:
-    """Everything one run trains with: what a checkpoint saves and restores, besides ``state``."""
+    """Everything one run trains with; a checkpoint saves and restores it, besides the ``TrainState``."""
     model: torch.nn.Module
-    train_model: torch.nn.Module  # ``model``, or its torch.compile wrapper
+    train_model: torch.nn.Module  # ``model``, or its torch.compile / DDP wrapper
     data: Data
+    batches: ckpt.ResumableBatches  # the train loader, resumable mid-epoch
+    criterion: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     num_epochs: int
     ema: Optional[ModelEmaV3]
-    scaler: Optional[torch.amp.GradScaler]
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
     device: torch.device
-    autocast_dtype: Optional[torch.dtype]
+    amp_dtype: Optional[torch.dtype]  # None: full precision
+    clip_grad: Optional[float]
 
 
 def seed_everything(seed: int) -> None:
@@ -70,7 +71,7 @@ def build_run(cfg) -> Run:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    autocast_dtype = resolve_amp(cfg.train.amp, device)
+    amp_dtype = resolve_amp(cfg.train.amp, device)
     model = build_model(cfg)
     image_size = cfg.data.image_size or model.img_size
     if image_size != model.img_size:
@@ -83,115 +84,94 @@ def build_run(cfg) -> Run:
     model.to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler, num_epochs = build_scheduler(cfg, optimizer, len(data.train_loader))
-    train_model = distributed.wrap(torch.compile(model) if cfg.train.compile else model, device)
-    return Run(model=model, train_model=train_model, data=data,
-               optimizer=optimizer, scheduler=scheduler, num_epochs=num_epochs,
-               ema=ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None,
-               scaler=torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None,
-               device=device, autocast_dtype=autocast_dtype)
-
-
-def step_context(cfg, run: Run, logger: WandbLogger) -> StepContext:
-    return StepContext(optimizer=run.optimizer, scheduler=run.scheduler, mixup=run.data.mixup,
-                       criterion=build_criterion(cfg.data, run.data.mixup), device=run.device,
-                       autocast_dtype=run.autocast_dtype, scaler=run.scaler, clip_grad=cfg.optim.clip_grad,
-                       ema=run.ema, progress=use_progress_bar(cfg.train.progress),
-                       log_every=cfg.logger.log_every_n_steps, on_step=logger.log_step)
+    return Run(model=model, train_model=distributed.wrap(torch.compile(model) if cfg.train.compile else model, device),
+               data=data, batches=ckpt.ResumableBatches(data.train_loader),
+               criterion=build_criterion(cfg.data, data.mixup), optimizer=optimizer, scheduler=scheduler,
+               num_epochs=num_epochs, ema=ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None,
+               scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+               device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad)
 
 
 def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, Any], group: Optional[str],
           name: str) -> Dict[str, Any]:
     """Trains ``cfg``, keeping ``results`` and ``run_dir/results.json`` up to date; returns ``results``."""
     started = time.perf_counter()
-    # -- build --------------------------------------------------------------------------------------------
     run = build_run(cfg)
     results.update(model=model_summary(cfg, run.model), **measure_costs(run.model))
-    state = TrainState()
-    # -- resume -------------------------------------------------------------------------------------------
-    stop = StopFlag()
-    loader = ResumableLoader(run.data.train_loader, stop)
-    identity = resume.identity_hash(OmegaConf.to_container(cfg, resolve=True))
-    checkpoint = resume.find_checkpoint(cfg.train.resume, run_dir)
-    if checkpoint is not None:
-        state = resume.restore(run, checkpoint, loader, identity)
+    identity = ckpt.identity_hash(OmegaConf.to_container(cfg, resolve=True))
+    checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
+    state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()
+    saver = ckpt.Saver(run_dir, identity, enabled=cfg.train.save_checkpoints and distributed.is_main())
+    stop, exit_code = StopFlag(), 1  # before W&B's start, which can take a while
     logger = WandbLogger(cfg.logger if distributed.is_main() else SimpleNamespace(name="none"), run_dir,
-                         wandb_config, group, name,
-                         run_id=checkpoint.get("wandb_run_id") if checkpoint else None)
+                         wandb_config, group, name, run_id=checkpoint.get("wandb_run_id") if checkpoint else None)
     results["wandb"] = logger.info
     write_results(run_dir, results)
-    log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d epochs on %s",
-             cfg.model.name, cfg.fusion.name, cfg.data.name, results["params_m"], results["gmacs"],
-             run.data.num_train, run.data.num_val, run.num_epochs, run.device)
-    context = step_context(cfg, run, logger)
-    exit_code = 1
-
-    def save_checkpoint(mid_epoch: bool, best: bool = False) -> None:
-        if cfg.train.save_checkpoints and distributed.is_main():
-            wandb_id = logger.info["run_id"] if logger.info else None
-            resume.save(run_dir, resume.checkpoint_payload(run, state, loader, mid_epoch, wandb_id, identity), best)
-
-    def periodic_save(epoch_first_step: int):
-        def between_steps() -> None:
-            step = epoch_first_step + loader.done
-            if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0:
-                state.step = step
-                save_checkpoint(mid_epoch=True)
-        return between_steps
-
+    log_start(cfg, run, results)
+    progress, steps_per_epoch = use_progress_bar(cfg.train.progress), len(run.batches.loader)
     try:
         for epoch in range(state.epoch, run.num_epochs):
-            epoch_first_step = state.step - loader.skip  # a resumed epoch skips the batches already trained on
-            loader.between_steps = periodic_save(epoch_first_step)
-            epoch_started, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-            if hasattr(run.data.train_loader.sampler, "set_epoch"):  # repeated augmentation
-                run.data.train_loader.sampler.set_epoch(epoch)
-            # -- train, evaluate ------------------------------------------------------------------------
-            try:
-                trained = train_one_epoch(run.train_model, loader, context, epoch, state.step)
-            except StopRequested as signal_name:
-                state.step = epoch_first_step + loader.done
-                save_checkpoint(mid_epoch=True)
-                results.update(status="interrupted", reason=f"{signal_name} at epoch {epoch} step {state.step}: "
-                               f"checkpoint saved, run the same command again to resume",
-                               wall_time_s=time.perf_counter() - started, finished_at=now_iso())
-                return results
-            except FloatingPointError as error:  # the last good checkpoint stays as it is
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step "
-                                         f"{epoch_first_step + loader.done - 1} ({error})") from error
-            if distributed.is_distributed():  # equal shards (DistributedSampler pads): the mean of rank means
-                sums = distributed.reduce_sums({"loss": trained["train_loss"], "speed": trained["images_per_s"]},
-                                               run.device)
-                trained.update(train_loss=sums["loss"] / distributed.world_size(), images_per_s=sums["speed"])
-            metrics = evaluate(run.train_model, run.data.val_loader, run.device, run.autocast_dtype)
+            epoch_started, lr, meter = time.perf_counter(), run.optimizer.param_groups[0]["lr"], EpochMeter()
+            for _ in train_one_epoch(run, state, epoch, meter, logger, progress, cfg.logger.log_every_n_steps):
+                if mid_epoch_save_due(cfg, state, stop, steps_per_epoch):
+                    saver.save(run, state, logger.run_id, mid_epoch=True)
+                    if stop.requested:
+                        return interrupted(results, stop, epoch, state, started)
+            trained = distributed.reduce_sums({"loss_sum": meter.loss_sum, "images": meter.images,
+                                               "images_per_s": meter.images_per_s()}, run.device)
+            metrics = evaluate(run.train_model, run.data.val_loader, run.device, run.amp_dtype)
             run.scheduler.step(epoch + 1)
-            state.step = trained["step"]
-            row = {"epoch": epoch, "train_loss": trained["train_loss"], "val_loss": metrics["loss"],
-                   "top1": metrics["top1"], "top5": metrics["top5"], "top1_branch": metrics["top1_branch"],
-                   "lr": lr, "epoch_time_s": time.perf_counter() - epoch_started,
-                   "images_per_s": trained["images_per_s"]}
+            row = {"epoch": epoch, "train_loss": trained["loss_sum"] / trained["images"],
+                   "val_loss": metrics["loss"], "top1": metrics["top1"], "top5": metrics["top5"],
+                   "top1_branch": metrics["top1_branch"], "lr": lr,
+                   "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"]}
             if run.ema is not None:
-                ema_metrics = evaluate(run.ema.module, run.data.val_loader, run.device, run.autocast_dtype)
-                row["ema_top1"] = ema_metrics["top1"]
+                row["ema_top1"] = evaluate(run.ema.module, run.data.val_loader, run.device, run.amp_dtype)["top1"]
             is_best = state.record(row)
-            # -- save -----------------------------------------------------------------------------------
-            save_checkpoint(mid_epoch=False, best=is_best)
+            saver.save(run, state, logger.run_id, mid_epoch=False, best=is_best)
             write_predictions(run_dir, metrics["predictions"])
-            # -- log ------------------------------------------------------------------------------------
             log_epoch(logger, row, run.num_epochs, state.step)
             results.update(history=state.history, best=state.best(), wall_time_s=time.perf_counter() - started)
             write_results(run_dir, results)
-        last = state.history[-1]
-        results.update(status="completed", final={"top1": last["top1"], "top5": last["top5"],
-                                                  "loss": last["val_loss"], "top1_branch": last["top1_branch"]},
-                       best=state.best(), wall_time_s=time.perf_counter() - started, finished_at=now_iso())
-        logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
-                        **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
-                        "params_m": results["params_m"], "gmacs": results["gmacs"]})
+            if stop.requested and state.epoch < run.num_epochs:  # came after the last step: last.pt is here
+                return interrupted(results, stop, state.epoch, state, started)
+        completed(results, state, logger, started)
         exit_code = 0
     finally:
         stop.close()
         logger.finish(exit_code)
     return results
+
+
+def mid_epoch_save_due(cfg, state: ckpt.TrainState, stop: StopFlag, steps_per_epoch: int) -> bool:
+    """On a stop signal, and every ``train.ckpt_every_steps`` steps; never after an epoch's last step, which
+    the end-of-epoch save follows (every epoch is ``steps_per_epoch`` steps, so ``state.step`` says where)."""
+    every = cfg.train.ckpt_every_steps
+    periodic = bool(every) and state.step % every == 0
+    return (stop.requested or periodic) and state.step % steps_per_epoch != 0
+
+
+def interrupted(results, stop: StopFlag, epoch: int, state: ckpt.TrainState, started: float) -> Dict[str, Any]:
+    results.update(status="interrupted", reason=f"{stop.signal_name} at epoch {epoch} step {state.step}: "
+                   f"checkpoint saved, run the same command again to resume",
+                   wall_time_s=time.perf_counter() - started, finished_at=now_iso())
+    return results
+
+
+def completed(results, state: ckpt.TrainState, logger: WandbLogger, started: float) -> None:
+    last = state.history[-1]
+    results.update(status="completed", final={"top1": last["top1"], "top5": last["top5"],
+                                              "loss": last["val_loss"], "top1_branch": last["top1_branch"]},
+                   best=state.best(), wall_time_s=time.perf_counter() - started, finished_at=now_iso())
+    logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
+                    **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
+                    "params_m": results["params_m"], "gmacs": results["gmacs"]})
+
+
+def log_start(cfg, run: Run, results: Dict[str, Any]) -> None:
+    log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d epochs on %s",
+             cfg.model.name, cfg.fusion.name, cfg.data.name, results["params_m"], results["gmacs"],
+             run.data.num_train, run.data.num_val, run.num_epochs, run.device)
 
 
 def log_epoch(logger: WandbLogger, row: Dict[str, Any], num_epochs: int, step: int) -> None:

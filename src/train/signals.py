@@ -1,4 +1,4 @@
-"""Graceful stop: SIGTERM (what SLURM sends before preemption) and SIGINT set a flag; the loop checks it
+"""Graceful stop: SIGTERM (what SLURM sends before preemption) and SIGINT set a flag; the loop reads it
 between steps, saves a checkpoint and exits with status ``interrupted``. A second signal stops at once."""
 import logging
 import signal
@@ -6,10 +6,6 @@ import threading
 from typing import Optional
 
 log = logging.getLogger(__name__)
-
-
-class StopRequested(Exception):
-    """Raised by the training loop when a stop signal arrived; carries the signal's name."""
 
 
 class StopFlag:
@@ -32,17 +28,7 @@ class StopFlag:
     def requested(self) -> bool:
         return self.signal_name is not None
 
-    def check(self) -> None:
-        if self.requested:
-            raise StopRequested(self.signal_name)
-
     def close(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-    def __enter__(self) -> "StopFlag":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

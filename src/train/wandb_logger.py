@@ -1,7 +1,7 @@
 """Weights & Biases, so that it never hangs and never kills training.
 
-The mode is decided before ``wandb.init`` (NOTES: an online init without a key waits at a login prompt, and
-with a key but no network blocks ~90 s): ``auto`` is online only when ``wandb.login(prompt=False,
+The mode is decided before ``wandb.init``, because an online init without a key waits at a login prompt, and
+with a key but no network blocks ~90 s: ``auto`` is online only when ``wandb.login(prompt=False,
 verify=False)`` finds a key. A failing online init falls back to offline, a failing offline init to no W&B,
 each with a warning. W&B's files live under the run dir (``dir=run_dir``).
 """
@@ -42,7 +42,7 @@ def resolve_mode(mode: str) -> str:
 
 
 class WandbLogger:
-    """``log_step`` / ``log_epoch`` / ``finish``; every call is a no-op once W&B is off or has failed."""
+    """``log_step`` / ``summary`` / ``finish``; every call is a no-op once W&B is off or has failed."""
 
     def __init__(self, logger_cfg, run_dir: Path, config: Dict[str, Any], group: Optional[str], name: str,
                  run_id: Optional[str] = None):
@@ -88,8 +88,11 @@ class WandbLogger:
     def log_step(self, metrics: Dict[str, float], step: int) -> None:
         self._safely(lambda: self.run.log(metrics, step=step))
 
-    def log_epoch(self, metrics: Dict[str, float], step: int) -> None:
-        self._safely(lambda: self.run.log(metrics, step=step))
+    log_epoch = log_step  # epoch rows go to the same W&B history, at the global step
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.info["run_id"] if self.info else None
 
     def summary(self, values: Dict[str, Any]) -> None:
         self._safely(lambda: self.run.summary.update(values))
