@@ -100,19 +100,21 @@ def test_unwritable_output_dir_raises(tmp_path):
 
 def test_run_dir_checks(tmp_path):
     config = {"seed": 0, "train": {"epochs": 1, "force": False, "resume": "auto"}}
-    assert check_run_dir(tmp_path, config, force=False) is None  # fresh folder
+    check_run_dir(tmp_path, config, force=False)  # fresh folder: runs
     write_results(tmp_path, {"status": "failed", "config": config, "overrides": []})
-    assert check_run_dir(tmp_path, config, force=False)["status"] == "failed"  # retried
+    (tmp_path / ckpt.LAST).write_bytes(b"x")
+    check_run_dir(tmp_path, config, force=False)  # a failed job of the same config is retried ...
+    assert (tmp_path / ckpt.LAST).exists()  # ... from its last checkpoint
     write_results(tmp_path, {"status": "completed", "config": config, "overrides": []})
     with pytest.raises(AlreadyCompleted, match="already completed"):
         check_run_dir(tmp_path, {**config, "train": {**config["train"], "resume": "never"}}, force=False)
     (tmp_path / ckpt.LAST).write_bytes(b"x")
-    assert check_run_dir(tmp_path, config, force=True) is None  # nothing to resume from
+    check_run_dir(tmp_path, config, force=True)
     assert not (tmp_path / ckpt.LAST).exists()  # a forced re-run starts from scratch
     other = {"seed": 1, "train": config["train"]}
     with pytest.raises(ValueError, match=f"{tmp_path / 'results.json'} holds results of another config.*train.force=true"):
         check_run_dir(tmp_path, other, force=False)
     (tmp_path / ckpt.BEST).write_bytes(b"x")
-    assert check_run_dir(tmp_path, other, force=True) is None  # force overwrites another config's folder
+    check_run_dir(tmp_path, other, force=True)  # force overwrites another config's folder
     assert not (tmp_path / ckpt.BEST).exists()
     assert identity_hash(config) != identity_hash(other)

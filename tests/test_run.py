@@ -193,7 +193,7 @@ def test_each_branch_top1_is_logged_to_wandb_every_epoch():
     from src.train.loop import log_epoch
 
     logged = []
-    logger = type("Recorder", (), {"log_epoch": lambda self, metrics, step: logged.append(metrics)})()
+    logger = type("Recorder", (), {"log_step": lambda self, metrics, step: logged.append(metrics)})()
     row = {"epoch": 2, "train_loss": 1.0, "val_loss": 0.9, "top1": 70.0, "top5": 95.0, "top1_branch": [40.0, 65.5],
            "epoch_time_s": 1.0, "images_per_s": 10.0}
     log_epoch(logger, row, num_epochs=3, step=30)

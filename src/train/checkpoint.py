@@ -69,18 +69,18 @@ class AlreadyCompleted(Exception):
     """The run dir already holds a completed result for this exact config: nothing to do."""
 
 
-def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> Optional[Dict[str, Any]]:
-    """Decides what to do with an existing ``results.json``: returns it (to resume or retry), None when there
-    is none, raises ``AlreadyCompleted`` to skip a finished job, and ``ValueError`` when it belongs to another
-    config (two jobs sharing one folder would overwrite each other's checkpoints)."""
+def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> None:
+    """Decides what to do with an existing ``results.json``: a job of the same config resumes or retries
+    (returns), a finished one raises ``AlreadyCompleted`` (skip it), another config's raises ``ValueError`` (two
+    jobs sharing one folder would overwrite each other's checkpoints); ``force`` deletes the checkpoints."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
-        return None
+        return
     try:
         previous = read_results(run_dir)
     except ValueError as error:
         log.warning("%s is unreadable (%s); starting the job over", path, error)
-        return None
+        return
     same_config = identity_hash(previous.get("config", {})) == identity_hash(config)
     if not same_config and not force:
         raise ValueError(f"{path} holds results of another config (overrides {previous.get('overrides')}); "
@@ -92,8 +92,6 @@ def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> Optiona
         for name in (LAST, PREVIOUS, BEST):
             (Path(run_dir) / name).unlink(missing_ok=True)
         log.info("train.force=true: running the job in %s from scratch", run_dir)
-        return None
-    return previous
 
 
 # -- files ---------------------------------------------------------------------------------------------------

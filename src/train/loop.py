@@ -185,4 +185,4 @@ def log_epoch(logger: WandbLogger, row: Dict[str, Any], num_epochs: int, step: i
                **{f"val/top1_branch{i}": top1 for i, top1 in enumerate(row["top1_branch"])}}
     if "ema_top1" in row:
         metrics["val/ema_top1"] = row["ema_top1"]
-    logger.log_epoch(metrics, step=step)
+    logger.log_step(metrics, step=step)  # epoch rows share the W&B history, at the global step

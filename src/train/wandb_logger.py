@@ -88,8 +88,6 @@ class WandbLogger:
     def log_step(self, metrics: Dict[str, float], step: int) -> None:
         self._safely(lambda: self.run.log(metrics, step=step))
 
-    log_epoch = log_step  # epoch rows go to the same W&B history, at the global step
-
     @property
     def run_id(self) -> Optional[str]:
         return self.info["run_id"] if self.info else None
