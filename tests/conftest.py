@@ -1,7 +1,19 @@
+"""What every test shares: the repo's paths, the harness's command lines run in a real subprocess, and the real
+config tree composed with Hydra's compose API. Test files import these (``from conftest import ROOT``)."""
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+
+from src.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+register_configs()
 
 # Tests are sized for 2 CPU cores; more threads only add contention between pytest and subprocesses.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -10,3 +22,25 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+def cli_env(**extra: str) -> dict:
+    """The environment of a subprocess run: W&B quiet, Hydra's short errors (what a user sees)."""
+    return dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0", **extra)
+
+
+def command(module: str, *args: str) -> list:
+    return [sys.executable, "-m", module, *args]
+
+
+def run_module(module: str, *args: str, merge_stderr: bool = False, timeout: float = 300,
+               **env: str) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` from the repo root; ``merge_stderr`` puts stderr into ``stdout``."""
+    return subprocess.run(command(module, *args), cwd=ROOT, env=cli_env(**env), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True, timeout=timeout)
+
+
+def compose_config(overrides=(), hydra: bool = False):
+    """``conf/config.yaml`` with ``overrides``; ``hydra`` adds the ``hydra`` node (sweeper params, run dirs)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)

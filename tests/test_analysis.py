@@ -18,8 +18,8 @@ from statsmodels.stats.multitest import multipletests
 from analysis import analyse, load_runs, load_wandb_runs, paper_table, varying_factors, wandb_run_to_row
 from analysis.collate import main as collate_main
 from analysis.loading import NoRunsError, format_depth
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "completed", gmacs: float = 0.012,

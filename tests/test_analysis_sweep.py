@@ -4,7 +4,6 @@ results files by values computed here by hand, the paired test against scipy, an
 from two copies gives the same table."""
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,10 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
 from analysis import analyse, load_runs, varying_factors
+from conftest import ROOT, run_module
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # one real sweep in a subprocess, shared by the tests
+
 TINY = ["train.epochs=1", "data.limit_train=96", "data.limit_val=64", "train.batch_size=32", "logger=none",
         "train.threads=1"]  # one thread: on the shared 2-core CPU, two threads run ~10x slower
 
@@ -26,10 +27,8 @@ TINY = ["train.epochs=1", "data.limit_train=96", "data.limit_val=64", "train.bat
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     sweep_dir = tmp_path_factory.mktemp("sweep") / "fusion_ablation_cpu"
-    env = dict(os.environ, WANDB_SILENT="true")
-    process = subprocess.run([sys.executable, "-m", "src.run", "-m", "+experiment=fusion_ablation_cpu",
-                              "fusion=cross,all_attn", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep_dir}"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    process = run_module("src.run", "-m", "+experiment=fusion_ablation_cpu", "fusion=cross,all_attn", "seed=0,1",
+                         *TINY, f"hydra.sweep.dir={sweep_dir}", timeout=400)
     assert process.returncode == 0, process.stderr[-3000:]
     return sweep_dir
 

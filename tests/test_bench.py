@@ -4,6 +4,7 @@ import math
 import re
 import statistics
 
+import pytest
 import timm
 
 from src.bench.__main__ import main
@@ -19,6 +20,7 @@ def markdown_rows(md: str, heading: str) -> list:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
+@pytest.mark.slow
 def test_bench_tiny_end_to_end(tmp_path):
     main(["--variant", "micro_32", "--batch", str(BATCH), "--repeats", "3", "--warmup", "1",
           "--fusion-base-img", "24", "--overhead-train", "32", "--matmul-n", "256", "--out", str(tmp_path),

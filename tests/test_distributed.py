@@ -1,5 +1,6 @@
 """DDP on CPU with Gloo, two real processes: the same losses and weights as one process on the same global
 batch (no augmentation, mixup or dropout), and metrics reduced as sums of counts, not means of means."""
+import json
 import os
 import socket
 
@@ -10,6 +11,7 @@ import timm
 
 import src.models  # noqa: F401 - registers fusionvit_*
 from src.train import distributed
+from conftest import run_module
 
 GLOBAL_BATCH, STEPS = 16, 3
 
@@ -61,6 +63,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path):
     out = str(tmp_path / "ddp.pt")
@@ -87,17 +90,11 @@ def test_single_process_helpers_without_torchrun(monkeypatch):
     assert distributed.reduce_sums({"a": 1}, torch.device("cpu")) == {"a": 1}
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_through_src_run(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "src.run",
-                           "+experiment=smoke", "train.epochs=2", "train.threads=1", f"hydra.run.dir={tmp_path}"],
-                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    done = run_module("torch.distributed.run", "--nproc_per_node=2", "-m", "src.run", "+experiment=smoke",
+                      "train.epochs=2", "train.threads=1", f"hydra.run.dir={tmp_path}", merge_stderr=True,
+                      OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stdout[-3000:]
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["status"] == "completed" and len(record["history"]) == 2

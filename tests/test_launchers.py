@@ -1,22 +1,18 @@
 """hydra-submitit-launcher configs: ``hydra/launcher=local`` runs a real two-job sweep through submitit;
 ``hydra/launcher=slurm`` composes against the plugin's dataclass, every key overridable, typos rejected."""
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
+import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_module
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
-    return subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    return run_module("src.run", *args, merge_stderr=True)
 
 
+@pytest.mark.slow
 def test_submitit_local_two_job_sweep(tmp_path):
     done = run("-m", "hydra/launcher=local", "+experiment=smoke", "train.threads=1", "fusion=none,cross",
                f"hydra.sweep.dir={tmp_path}")

@@ -1,12 +1,11 @@
 """Every notebook is stored without outputs and runs top to bottom with no edits (nbclient, a real kernel),
 showing its table and plots."""
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
@@ -20,6 +19,7 @@ def test_the_four_notebooks_exist_and_are_stored_without_outputs():
             assert cell.cell_type != "code" or (not cell.outputs and cell.execution_count is None), path.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_runs_top_to_bottom_and_shows_table_and_plots(path, tmp_path, monkeypatch):
     monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))  # the kernel inherits it: no writes to the repo

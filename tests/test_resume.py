@@ -2,33 +2,28 @@
 mid-run then resume (exactly the uninterrupted metrics), non-finite loss, idempotent sweep re-runs, and the
 bad inputs (corrupt checkpoint, another config's results, unwritable output dir)."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, cli_env, command, run_module
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here trains in a subprocess
+
 # 3 epochs of 48 batches (about 2 s each on one thread): long enough to be killed in the middle of one.
 RUN = ["+experiment=smoke", "data.num_train=768", "data.num_val=64", "train.epochs=3", "train.threads=1",
        "sched.warmup_epochs=1"]
 
 
-def command(run_dir: Path, *extra: str):
-    return [sys.executable, "-m", "src.run", *RUN, f"hydra.run.dir={run_dir}", *extra]
-
-
-def env():
-    return dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0", WANDB_MODE="offline")
+def run_args(run_dir: Path, *extra: str) -> list:
+    return [*RUN, f"hydra.run.dir={run_dir}", *extra]
 
 
 def run_cli(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(run_dir, *extra), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    return run_module("src.run", *run_args(run_dir, *extra), merge_stderr=True, WANDB_MODE="offline")
 
 
 def results(run_dir: Path) -> dict:
@@ -37,8 +32,9 @@ def results(run_dir: Path) -> dict:
 
 def start_and_signal(run_dir: Path, sig: int, delay_s: float, *extra: str) -> subprocess.CompletedProcess:
     """Starts a run, waits until its first epoch's last.pt exists, then ``delay_s`` more, and sends ``sig``."""
-    process = subprocess.Popen(command(run_dir, *extra), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command("src.run", *run_args(run_dir, *extra)), cwd=ROOT,
+                               env=cli_env(WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     deadline = time.time() + 120
     while not (run_dir / "last.pt").exists():
         assert process.poll() is None, process.communicate()[0][-3000:]
@@ -141,10 +137,8 @@ def test_unwritable_output_dir_is_an_error(tmp_path):
 
 
 def test_sweep_rerun_executes_only_missing_and_failed_jobs(tmp_path):
-    sweep = [sys.executable, "-m", "src.run", "-m", "+experiment=smoke", "train.threads=1",
-             "fusion=none,cross,pairwise", f"hydra.sweep.dir={tmp_path}"]
-    first = subprocess.run(sweep, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, timeout=300)
+    sweep = ["-m", "+experiment=smoke", "train.threads=1", "fusion=none,cross,pairwise", f"hydra.sweep.dir={tmp_path}"]
+    first = run_module("src.run", *sweep, merge_stderr=True, WANDB_MODE="offline")
     assert first.returncode == 0, first.stdout[-3000:]
     stamps = {job: results(tmp_path / job)["started_at"] for job in "012"}
     failed = results(tmp_path / "1")
@@ -153,8 +147,7 @@ def test_sweep_rerun_executes_only_missing_and_failed_jobs(tmp_path):
     for name in ("results.json", "last.pt", "best.pt"):  # job 2 never ran
         (tmp_path / "2" / name).unlink()
     time.sleep(1.1)  # started_at has one-second resolution
-    second = subprocess.run(sweep, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=300)
+    second = run_module("src.run", *sweep, merge_stderr=True, WANDB_MODE="offline")
     assert second.returncode == 0, second.stdout[-3000:]
     assert results(tmp_path / "0")["started_at"] == stamps["0"]  # completed: skipped
     assert "already completed for this config: skipped" in second.stdout

@@ -1,35 +1,28 @@
 """``python -m src.run`` end to end: real one-epoch runs, a real multirun, W&B offline, reproducibility, and
 every bad input failing before training with a message that names the fix."""
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from src.config import register_configs
 from src.train.loop import train
 from src.train.results import config_hash
 from src.train.wandb_logger import WandbLogger
+from conftest import compose_config, run_module
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=1", "data.limit_train=128", "data.limit_val=64", "train.batch_size=32"]
 CONTRACT_KEYS = {"schema", "status", "reason", "config", "choices", "overrides", "config_hash", "seed", "model",
                  "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "final", "best", "history",
                  "wall_time_s", "run_dir", "wandb", "started_at", "finished_at"}
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "top1_branch", "lr", "epoch_time_s",
                 "images_per_s"}
-register_configs()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0")
-    return subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_module("src.run", *args)
 
 
 def read(run_dir: Path) -> dict:
@@ -110,13 +103,12 @@ def test_an_unknown_group_option_is_refused_with_the_known_ones():
     assert "Could not find 'fusion/crosss'" in done.stderr and "cls_token" in done.stderr
 
 
-def compose_config(overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["logger=none", *TINY, *overrides])
+def compose_tiny(overrides):
+    return compose_config(["logger=none", *TINY, *overrides])
 
 
 def train_in_process(tmp_path, overrides) -> dict:
-    return train(compose_config(overrides), tmp_path, {}, {}, None, "test")
+    return train(compose_tiny(overrides), tmp_path, {}, {}, None, "test")
 
 
 def strip_timings(history):
@@ -147,7 +139,7 @@ def test_bad_input_fails_before_training_and_names_the_fix(tmp_path, override, m
         pytest.skip("CUDA present: bf16 is valid here")
     results = {}
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        train(compose_config([override]), tmp_path, results, {}, None, "test")
+        train(compose_tiny([override]), tmp_path, results, {}, None, "test")
     assert not results.get("history")
 
 
@@ -155,7 +147,7 @@ def test_online_without_an_api_key_falls_back_to_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, so no key
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_config(["logger=wandb", "logger.mode=online", "logger.init_timeout=10"])
+    cfg = compose_tiny(["logger=wandb", "logger.mode=online", "logger.init_timeout=10"])
     with pytest.warns(UserWarning, match="W&B online start failed"):
         logger = WandbLogger(cfg.logger, tmp_path, {"fusion": "cross"}, None, "fallback")
     try:
@@ -172,7 +164,7 @@ def test_online_with_a_key_but_no_server_falls_back_to_offline_within_the_timeou
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_config(["logger=wandb", "logger.mode=online", "logger.init_timeout=5"])
+    cfg = compose_tiny(["logger=wandb", "logger.mode=online", "logger.init_timeout=5"])
     started = time.perf_counter()
     with pytest.warns(UserWarning, match=r"(?s)W&B online start failed .*trying offline"):
         logger = WandbLogger(cfg.logger, tmp_path, {}, None, "no-server")
