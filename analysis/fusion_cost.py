@@ -1,9 +1,9 @@
 """Cost of each fusion module alone as the image (so the number of tokens) grows: FLOPs counted with
 torch's FlopCounterMode (reported as GMACs, like ``src.models.count_flops``) and measured forward time.
 
-Each strategy is built with ``build_fusion`` for two branches (by default micro_32's widths 48/96, heads 3,
-patches 4/8) and fed ``[B=1, 1 + N_i, C_i]`` zeros for image sizes 32..256, so N = N_s + N_l runs from
-80 to 5,120 tokens. How each cost grows is one number, ``cost_slope``: cross-attention (one CLS query per
+Each strategy is built with ``build_fusion`` for two branches (by default fusionvit_micro_32's widths
+48/96, heads 3, patches 4/8) and fed ``[B=1, 1 + N_i, C_i]`` zeros for image sizes 32..256, so N = N_s + N_l
+runs from 80 to 5,120 tokens. How each cost grows is one number, ``cost_slope``: cross-attention (one CLS query per
 branch) grows linearly (slope ~1), all-attention (every token attends to every token) quadratically (~2).
 """
 import time

@@ -2,6 +2,9 @@
 
 ``conf/config.yaml`` lists ``schema`` first in its defaults, so every yaml file and every command-line
 override is checked against these fields: a misspelled key is an error, not a silently unused setting.
+The defaults here are the only place a default is stated: an option file under ``conf/`` holds only what
+differs from them. The ``model`` options are not files: ``register_configs`` makes one per
+``src.models.VARIANTS`` entry.
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -9,11 +12,14 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.models import VARIANTS
+
 
 @dataclass
 class ModelConfig:
-    """``conf/model/VARIANT.yaml``: the timm name and its architecture (the variant's values, made explicit
-    so that a sweep overrides a visible number); null keeps the variant's default."""
+    """``model=NAME``, one option per ``src.models.VARIANTS`` entry (its timm name): the variant's architecture
+    written out, so that ``--cfg job`` shows it and a sweep (``model.embed_dim=...``) overrides a visible
+    number; null keeps the variant's default."""
     name: str = MISSING
     img_size: Optional[int] = None
     img_scale: Optional[List[float]] = None
@@ -38,10 +44,12 @@ class FusionConfig:
 
 @dataclass
 class DataConfig:
+    """``conf/data/NAME.yaml``: what the images are and the augmentation suited to them; the training recipe
+    (epochs, batch, lr, warm-up) is ``conf/recipe``'s."""
     name: str = MISSING
     root: Optional[str] = None  # folder of the dataset (cifar, imagenet, imagefolder)
     download: bool = False  # torchvision download, where the network allows
-    num_classes: int = 10
+    num_classes: int = MISSING
     image_size: Optional[int] = None  # null: the model's img_size
     val_fraction: float = 0.2  # digits: held-out share, split once with split_seed
     split_seed: int = 0
@@ -126,12 +134,15 @@ class Config:
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for name, architecture in VARIANTS.items():
+        store.store(group="model", name=name, node=model_config(name, architecture))
 
 
-def model_option(variant: str) -> str:
-    """The ``conf/model`` option of a ``src.models.VARIANTS`` key. The paper's models carry timm's ``crossvit_``
-    prefix (``model=crossvit_9_240``): a bare ``9_240`` would reach Hydra as the integer 9240."""
-    from src.models import PAPER_VARIANTS
+def model_config(name: str, architecture: Dict[str, Any]) -> ModelConfig:
+    """A ``VARIANTS`` entry as the ``model`` node (tuples become lists, as in any yaml file)."""
+    def as_list(value):
+        return [as_list(item) for item in value] if isinstance(value, (tuple, list)) else value
 
-    return f"crossvit_{variant}" if variant in PAPER_VARIANTS else variant
+    return ModelConfig(name=name, **{key: as_list(value) for key, value in architecture.items()})

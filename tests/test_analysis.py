@@ -30,7 +30,7 @@ def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "c
     history = [{"epoch": 0, "top1": top1 / 2, "top5": 90.0, "val_loss": 1.0, "images_per_s": 100.0},
                {"epoch": 1, "top1": top1, "top5": 99.0, "val_loss": 0.5, "images_per_s": 120.0}]
     return {"schema": 1, "status": status, "reason": None if status == "completed" else "ValueError: boom",
-            "config": config, "choices": {"model": "micro_32", "fusion": fusion, "data": "digits", "logger": "none"},
+            "config": config, "choices": {"model": "fusionvit_micro_32", "fusion": fusion, "data": "digits", "logger": "none"},
             "overrides": [f"fusion={fusion}", f"seed={seed}", f"model.patch_size=[{patch_size[0]},{patch_size[1]}]"],
             "config_hash": f"{fusion}-{patch_size}-{seed}", "seed": seed,  # like src.run: seed is in the config
             "model": {"name": "fusionvit_micro_32", "fusion": fusion, "img_size": 32, "patch_size": list(patch_size),
@@ -198,7 +198,7 @@ def test_wandb_run_becomes_the_same_columns_as_a_results_file(tmp_path):
         id="abc", url="https://wandb.ai/e/p/runs/abc", state="finished",
         config={"model.name": "fusionvit_micro_32", "model.img_size": 32, "model.patch_size": [4, 8],
                 "model.embed_dim": [48, 96], "model.depth": [[1, 2, 0], [1, 2, 0]], "fusion.name": "all_attn",
-                "fusion.layers": 1, "seed": 1, "model": "micro_32", "fusion": "all_attn", "data": "digits",
+                "fusion.layers": 1, "seed": 1, "model": "fusionvit_micro_32", "fusion": "all_attn", "data": "digits",
                 "logger": "wandb"},
         summary={"final/top1": 77.0, "final/top5": 99.0, "best/top1": 77.0, "params_m": 0.58, "gmacs": 0.012,
                  "_runtime": 11.0, "final/top1_branch0": 60.0, "final/top1_branch1": 70.0},
@@ -220,7 +220,7 @@ def load_runs_row(run_dir: Path, payload: dict) -> dict:
 def test_wandb_project_loading_skips_running_runs_and_lists_failed_ones():
     def fake_run(run_id, state, fusion, top1):
         return SimpleNamespace(id=run_id, url=f"https://wandb.ai/e/p/runs/{run_id}", state=state,
-                               config={"fusion": fusion, "model": "micro_32", "seed": 0, "fusion.name": fusion},
+                               config={"fusion": fusion, "model": "fusionvit_micro_32", "seed": 0, "fusion.name": fusion},
                                summary={"final/top1": top1, "params_m": 0.5, "gmacs": 0.01, "_runtime": 3.0},
                                history=lambda keys, pandas: [])
     runs = [fake_run("a", "finished", "cross", 80.0), fake_run("b", "running", "cross", None),

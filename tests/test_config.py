@@ -1,18 +1,22 @@
-"""The config tree composes with Hydra's compose API: every group option, the experiments, and typo errors."""
+"""The config tree composes with Hydra's compose API: every group option, the experiments, and typo errors;
+each default is stated once (src/config.py) and the recipe is a group of its own."""
+import dataclasses
 from pathlib import Path
 
 import pytest
 import timm
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from src.config import model_option, register_configs
+from src import config as schema
+from src.config import register_configs
 from src.models import VARIANTS, count_params, fusion_names
 from src.train.build import build_model, learning_rate, model_kwargs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("model", "fusion", "data", "optim", "sched", "logger")
+GROUPS = ("model", "fusion", "data", "optim", "sched", "logger", "recipe", "arch")
 register_configs()
 
 
@@ -22,6 +26,8 @@ def compose_config(overrides=()):
 
 
 def options(group: str):
+    if group == "model":  # not files: one option per VARIANTS entry (src.config.register_configs)
+        return sorted(VARIANTS)
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
@@ -37,22 +43,31 @@ def test_every_experiment_composes(experiment):
     OmegaConf.to_container(compose_config([f"+experiment={experiment}"]), resolve=True)
 
 
-def test_groups_cover_every_variant_and_fusion():
-    assert set(options("model")) == {model_option(v) for v in VARIANTS}
-    assert all(not option[0].isdigit() for option in options("model"))  # Hydra would read 9_240 as 9240
+def test_groups_cover_every_fusion_and_the_model_options_are_the_timm_names():
     assert set(options("fusion")) == set(fusion_names())
+    assert not (CONF / "model").exists()
+    assert set(VARIANTS) == set(timm.list_models("fusionvit_*"))
+    for name in VARIANTS:
+        assert compose_config([f"model={name}"]).model.name == name
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_model_yaml_states_the_variants_architecture(variant):
-    cfg = compose_config([f"model={model_option(variant)}"])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_model_option_states_the_variants_whole_architecture(name):
+    cfg = compose_config([f"model={name}"])
     kwargs = model_kwargs(cfg)
-    expected = VARIANTS[variant]
-    for key in ("img_size", "patch_size", "embed_dim", "num_heads", "mlp_ratio"):
-        assert list(kwargs[key]) == list(expected[key]) if key != "img_size" else kwargs[key] == expected[key]
+    expected = VARIANTS[name]
+    assert set(expected) == {key for key, value in cfg.model.items() if key not in ("name", "drop_path_rate")
+                             and value is not None}  # every architecture value visible in --cfg job
+    for key in ("img_size", "multi_conv"):
+        assert kwargs[key] == expected[key]
+    for key in ("img_scale", "patch_size", "embed_dim", "num_heads", "mlp_ratio"):
+        assert list(kwargs[key]) == list(expected[key])
     assert [tuple(d) for d in kwargs["depth"]] == [tuple(d) for d in expected["depth"]]
-    assert list(kwargs["img_scale"]) == list(expected.get("img_scale", (1.0, 1.0)))
-    assert kwargs["multi_conv"] == expected.get("multi_conv", False)
+
+
+def test_an_override_of_a_model_value_reaches_the_model():
+    model = build_model(compose_config(["model=fusionvit_mini_32", "model.patch_size=[2,8]"]))
+    assert model.patch_embed[0].patch_size == (2, 2)
 
 
 @pytest.mark.parametrize("fusion", sorted(fusion_names()))
@@ -103,8 +118,52 @@ def test_a_typo_inside_a_yaml_file_is_an_error(tmp_path):
             compose("config", overrides=["+experiment=typo"])
 
 
-def test_a_dataset_preset_sets_its_recipe_over_the_group_defaults():
-    cfg = compose_config()  # data=digits comes after optim/sched in the defaults list
-    assert (cfg.optim.lr, cfg.sched.warmup_epochs, cfg.train.epochs) == (1e-3, 3, 15)
-    assert (compose_config(["optim.lr=null"]).optim.lr, compose_config(["data=imagenet"]).optim.lr) == (None, None)
-    assert learning_rate(compose_config(["data=imagenet"])) == pytest.approx(5e-4 * 4096 / 512)
+def test_the_recipe_is_a_group_of_its_own_and_a_dataset_leaves_it_alone():
+    cfg = compose_config()  # recipe=digits_cpu comes after optim/sched in the defaults list
+    assert (cfg.optim.lr, cfg.sched.warmup_epochs, cfg.train.epochs, cfg.train.batch_size) == (1e-3, 3, 15, 32)
+    for data in options("data"):
+        changed = compose_config([f"data={data}"])
+        assert (changed.train, changed.optim, changed.sched) == (cfg.train, cfg.optim, cfg.sched), data
+    paper = compose_config(["data=imagenet", "recipe=crossvit_imagenet"])
+    assert (paper.train.epochs, paper.train.batch_size, paper.sched.warmup_epochs) == (300, 4096, 30)
+    assert learning_rate(paper) == pytest.approx(5e-4 * 4096 / 512)
+    deit = compose_config(["recipe=deit"])
+    assert (deit.train, deit.optim, deit.sched) == (schema.TrainConfig(), schema.OptimConfig(), schema.SchedConfig())
+
+
+SCHEMA_OF_GROUP = {"model": schema.ModelConfig, "fusion": schema.FusionConfig, "data": schema.DataConfig,
+                   "optim": schema.OptimConfig, "sched": schema.SchedConfig, "logger": schema.LoggerConfig,
+                   "train": schema.TrainConfig}
+
+
+def schema_default(path):
+    """The src/config.py default of a dotted key, or a marker when it has none."""
+    node = schema.Config
+    for part in path[:-1]:
+        node = SCHEMA_OF_GROUP.get(part)
+        if node is None:
+            return "no default"
+    fields = {f.name: f for f in dataclasses.fields(node)}
+    field = fields.get(path[-1])
+    if field is None or field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        return "no default"
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def leaves(node, path=()):
+    if isinstance(node, dict) and path[-1:] != ("options",):
+        for key, value in node.items():
+            yield from leaves(value, (*path, key))
+    else:
+        yield path, node
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONF.rglob("*.yaml") if "hydra" not in p.parts),
+                         ids=lambda p: str(p.relative_to(CONF)))
+def test_a_yaml_value_never_repeats_its_schema_default(path):
+    text = path.read_text()
+    package = () if "# @package _global_" in text or path.parent == CONF else (path.parent.name,)
+    values = yaml.safe_load(text) or {}
+    values.pop("defaults", None), values.pop("hydra", None)
+    repeated = [".".join(key) for key, value in leaves(values, package) if value == schema_default(key)]
+    assert repeated == [], f"{path.name} restates src/config.py's default for {repeated}: drop the line"

@@ -13,7 +13,7 @@ from src.data.synthetic import SyntheticDataset
 
 
 def data_cfg(**overrides):
-    values = vars(DataConfig(name="digits"))
+    values = vars(DataConfig(name="digits", num_classes=10))
     values.update(auto_augment=None, mixup=0.0, cutmix=0.0, reprob=0.0)
     values.update(overrides)
     return SimpleNamespace(**values)

@@ -8,22 +8,29 @@ import src.models as models
 
 # Paper (arXiv 2103.14899) Tables 2 and 3: params (M) and FLOPs (G, i.e. GMACs) of the released models.
 PAPER = {
-    "tiny_240": (7.0, 1.6), "small_240": (26.7, 5.6), "base_240": (104.7, 21.2), "9_240": (8.6, 1.8),
-    "15_240": (27.4, 5.8), "18_240": (43.3, 9.0), "9_dagger_240": (8.8, 2.0), "15_dagger_240": (28.2, 6.1),
-    "18_dagger_240": (44.3, 9.5), "15_dagger_408": (28.5, 21.4), "18_dagger_408": (44.6, 32.4),
+    "fusionvit_tiny_240": (7.0, 1.6), "fusionvit_small_240": (26.7, 5.6), "fusionvit_base_240": (104.7, 21.2),
+    "fusionvit_9_240": (8.6, 1.8), "fusionvit_15_240": (27.4, 5.8), "fusionvit_18_240": (43.3, 9.0),
+    "fusionvit_9_dagger_240": (8.8, 2.0), "fusionvit_15_dagger_240": (28.2, 6.1),
+    "fusionvit_18_dagger_240": (44.3, 9.5), "fusionvit_15_dagger_408": (28.5, 21.4),
+    "fusionvit_18_dagger_408": (44.6, 32.4),
 }
+
+
+def timm_reference(name: str) -> str:
+    """The timm model a paper variant mirrors: crossvit_ with the same suffix."""
+    return name.replace("fusionvit_", "crossvit_", 1)
 
 
 def test_every_paper_variant_is_registered():
     assert sorted(models.PAPER_VARIANTS) == sorted(PAPER)
-    assert all(f"fusionvit_{v}" in timm.list_models("fusionvit_*") for v in PAPER)
+    assert set(PAPER) <= set(timm.list_models("fusionvit_*"))
 
 
 @pytest.fixture(scope="module", params=sorted(PAPER))
 def pair(request):
     torch.manual_seed(0)
-    reference = timm.create_model(models.timm_name(request.param)).eval()
-    ours = timm.create_model(f"fusionvit_{request.param}", fusion="cross").eval()
+    reference = timm.create_model(timm_reference(request.param)).eval()
+    ours = timm.create_model(request.param, fusion="cross").eval()
     return request.param, reference, ours
 
 
@@ -64,3 +71,12 @@ def test_official_release_checkpoint_file_loads(tmp_path):
 def test_defaults_equal_crossvit():
     ours, reference = models.FusionViT(), timm.models.crossvit.CrossVit()
     assert models.count_params(ours) == models.count_params(reference)
+
+
+def test_pretrained_cfg_names_the_same_modules_as_timms(pair):
+    name, _, ours = pair
+    cfg, reference = timm.models.get_pretrained_cfg(name), timm.models.get_pretrained_cfg(timm_reference(name))
+    assert (cfg.first_conv, cfg.classifier, cfg.input_size, cfg.crop_pct) == (
+        reference.first_conv, reference.classifier, reference.input_size, reference.crop_pct)
+    modules = dict(ours.named_modules())
+    assert all(isinstance(modules[conv], torch.nn.Conv2d) for conv in cfg.first_conv)

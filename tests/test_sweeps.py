@@ -1,6 +1,8 @@
-"""The ablation presets (conf/experiment/*_ablation*.yaml) and W&B sweep files (experiments/*.yaml): every
-combination they sweep composes with Hydra's compose API and builds a valid model; one W&B combination,
-expanded into a command line by wandb's own agent functions, trains for one epoch through src.run."""
+"""The ablation presets (conf/experiment/*_ablation*.yaml) and the W&B sweep files generated from them
+(experiments/*.yaml, ``python -m src.sweeps``): every combination a preset sweeps composes with Hydra's compose
+API and builds a valid model, every W&B grid point composes to the config of the preset's same point, the
+committed files are what the generator writes, and one W&B combination, expanded into a command line by
+wandb's own agent functions, trains for one epoch through src.run."""
 import itertools
 import json
 import os
@@ -13,14 +15,16 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from src.config import register_configs
+from src.sweeps import preset_names, stale_files
 from src.train.build import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*_ablation*.yaml"))
+PRESETS = preset_names()
 SWEEP_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
 ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token")
 register_configs()
@@ -71,11 +75,13 @@ def test_every_preset_combination_composes_and_builds(preset):
     architectures = set()
     for overrides in combinations:
         cfg = compose_config([f"+experiment={preset}", *overrides])
+        recipe = (cfg.train.epochs, cfg.train.batch_size, cfg.sched.warmup_epochs)
         if preset.endswith("_cpu"):
             assert cfg.model.name == "fusionvit_micro_32" and cfg.data.name == "digits"
+            assert recipe == (15, 32, 3) and cfg.optim.lr == 1e-3  # recipe=digits_cpu
         else:
             assert cfg.model.name == "fusionvit_small_240" and cfg.data.name == "imagenet"
-            assert cfg.train.epochs == 300
+            assert recipe == (300, 4096, 30) and cfg.optim.lr is None  # recipe=crossvit_imagenet
         key = json.dumps([str(o) for o in overrides if not o.startswith("seed=")])
         if key not in architectures:  # seeds share an architecture: build each one once
             architectures.add(key)
@@ -83,20 +89,27 @@ def test_every_preset_combination_composes_and_builds(preset):
     assert len(architectures) >= 2
 
 
-@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda path: path.stem)
-def test_every_sweep_file_combination_composes(path):
-    spec = yaml.safe_load(path.read_text())
-    assert spec["method"] == "grid"
-    assert spec["command"] == ["${env}", "python", "-m", "src.run", "${args_no_hyphens}"]
-    assert all("/" not in key and " " not in key for key in spec["parameters"])
-    built = set()
-    for _, argv in sweep_combinations(path):
-        cfg = compose_config(argv)
-        key = json.dumps(sorted(a for a in argv if not a.startswith("seed=")))
-        if key not in built:
-            built.add(key)
-            build_on_meta(cfg)
-    assert len(built) >= 2
+def job_config(overrides):
+    """The resolved config a job gets, less the logger (a W&B agent's run logs online)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+    config.pop("logger")
+    return config
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_wandb_grid_point_composes_to_the_config_of_the_presets_point(preset):
+    wandb_points = [argv for _, argv in sweep_combinations(ROOT / "experiments" / f"{preset}.yaml")]
+    preset_points = preset_combinations(preset)
+    swept = {override.split("=", 1)[0] for override in preset_points[0]}
+    assert len(wandb_points) == len(preset_points)
+    for argv, overrides in zip(wandb_points, preset_points):  # the same grid, in the same order
+        assert [arg for arg in argv if arg.split("=", 1)[0] in swept] == overrides
+        assert job_config(argv) == job_config([f"+experiment={preset}", *overrides]), argv
+
+
+def test_committed_sweep_files_are_what_src_sweeps_generates():
+    assert stale_files() == [], "experiments/ is stale: run `python -m src.sweeps`"
 
 
 def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
@@ -105,8 +118,8 @@ def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
     spec = yaml.safe_load((ROOT / "experiments" / "fusion_ablation_cpu.yaml").read_text())
     args, _ = next(sweep_combinations(ROOT / "experiments" / "fusion_ablation_cpu.yaml"))
     args.update({"data": {"value": "synthetic"}, "data.num_train": {"value": 32}, "data.num_val": {"value": 16},
-                 "train.batch_size": {"value": 16}, "logger": {"value": "none"}, "train.threads": {"value": 1},
-                 "hydra.run.dir": {"value": str(tmp_path / "run")}})
+                 "train.batch_size": {"value": 16}, "train.epochs": {"value": 1}, "logger": {"value": "none"},
+                 "train.threads": {"value": 1}, "hydra.run.dir": {"value": str(tmp_path / "run")}})
     sweep_vars = create_sweep_command_args({"args": args})
     sweep_vars["env"] = ["/usr/bin/env"]
     command = []

@@ -21,9 +21,9 @@ def _count_cpu_attention() -> None:
 _count_cpu_attention()
 
 
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+def count_params(module: nn.Module) -> int:
     """Parameters of any module: a whole model, or one fusion step (``model.encoders[0].fusion``)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+    return sum(p.numel() for p in module.parameters())
 
 
 def fusion_modules(model: nn.Module) -> Dict[str, nn.Module]:
