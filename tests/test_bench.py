@@ -22,7 +22,7 @@ def markdown_rows(md: str, heading: str) -> list:
 
 @pytest.mark.slow
 def test_bench_tiny_end_to_end(tmp_path):
-    main(["--variant", "micro_32", "--batch", str(BATCH), "--repeats", "3", "--warmup", "1",
+    main(["--variant", "fusionvit_micro_32", "--batch", str(BATCH), "--repeats", "3", "--warmup", "1",
           "--fusion-base-img", "24", "--overhead-train", "32", "--matmul-n", "256", "--out", str(tmp_path),
           "--name", "tiny", "--threads", "1", "--profile", "on"])
     r = json.loads((tmp_path / "tiny.json").read_text())
@@ -30,7 +30,7 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert r["matmul_gflops"] > 0 and r["device"] == "cpu"
 
     (m,) = r["models"]
-    assert m["variant"] == "micro_32" and m["batch"] == BATCH and m["compile"] is False
+    assert m["variant"] == "fusionvit_micro_32" and m["batch"] == BATCH and m["compile"] is False
     ours_model = timm.create_model("fusionvit_micro_32", fusion="cross", num_classes=1000)
     assert abs(m["gmacs_per_image"] - count_flops(ours_model, (3, 32, 32))) < 1e-9
     assert m["peak_memory_mb"] > 0

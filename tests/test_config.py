@@ -1,7 +1,6 @@
 """The config tree composes with Hydra's compose API: every group option, the experiments, and typo errors;
 each default is stated once (src/config.py) and the recipe is a group of its own."""
 import dataclasses
-from pathlib import Path
 
 import pytest
 import timm
@@ -11,18 +10,12 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from src import config as schema
-from src.config import register_configs
 from src.models import VARIANTS, count_params, fusion_names
 from src.train.build import build_model, learning_rate, model_kwargs
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from conftest import CONF, compose_config
+
 GROUPS = ("model", "fusion", "data", "optim", "sched", "logger", "recipe", "arch")
-register_configs()
-
-
-def compose_config(overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def options(group: str):

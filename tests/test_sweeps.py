@@ -13,21 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from src.config import register_configs
+from conftest import ROOT, cli_env, compose_config
 from src.sweeps import preset_names, stale_files
 from src.train.build import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 PRESETS = preset_names()
 SWEEP_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
 ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token")
-register_configs()
 
 
 def build_on_meta(cfg) -> None:
@@ -36,14 +32,9 @@ def build_on_meta(cfg) -> None:
         build_model(cfg)
 
 
-def compose_config(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 def preset_combinations(preset: str):
     """The job overrides Hydra's basic sweeper makes from the preset's hydra.sweeper.params."""
-    params = compose_config([f"+experiment={preset}"]).hydra.sweeper.params
+    params = compose_config([f"+experiment={preset}"], hydra=True).hydra.sweeper.params
     parsed = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
     choices = [[f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
                if override.is_sweep_override() else [f"{override.get_key_element()}={override.value()}"]
@@ -91,8 +82,7 @@ def test_every_preset_combination_composes_and_builds(preset):
 
 def job_config(overrides):
     """The resolved config a job gets, less the logger (a W&B agent's run logs online)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        config = OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+    config = OmegaConf.to_container(compose_config(overrides), resolve=True)
     config.pop("logger")
     return config
 
@@ -112,6 +102,7 @@ def test_committed_sweep_files_are_what_src_sweeps_generates():
     assert stale_files() == [], "experiments/ is stale: run `python -m src.sweeps`"
 
 
+@pytest.mark.slow
 def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
     """Mirrors wandb_agent.Agent._command_run: create_sweep_command, then each ``${macro}`` replaced by the
     lists create_sweep_command_args makes (``env`` is /usr/bin/env there)."""
@@ -127,7 +118,7 @@ def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
         chunk = str(chunk)
         command += sweep_vars.get(chunk[2:-1], []) if chunk.startswith("${") and chunk.endswith("}") else [chunk]
     assert command[:4] == ["/usr/bin/env", "python", "-m", "src.run"] and "fusion=none" in command
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = cli_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # `python` is ours
     process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -136,7 +127,7 @@ def test_one_sweep_combination_runs_through_wandbs_command_line(tmp_path):
 
 
 def job_folder(overrides) -> Path:
-    hydra_cfg = compose_config(overrides).hydra
+    hydra_cfg = compose_config(overrides, hydra=True).hydra
     return Path(hydra_cfg.sweep.dir) / hydra_cfg.sweep.subdir
 
 
@@ -149,6 +140,6 @@ def test_preset_jobs_get_the_same_folder_each_time_like_make_run(preset):
     assert job_folder(overrides) == first
     assert job_folder([*overrides, "train.threads=1", "train.force=true"]) == first  # excluded, as in make_run
     assert first.parent == Path("multirun") / preset and "seed=" in first.name
-    excluded = compose_config([f"+experiment={preset}"]).hydra.job.config.override_dirname.exclude_keys
-    make_run = compose_config(["+experiment=make_run"]).hydra.job.config.override_dirname.exclude_keys
+    excluded = compose_config([f"+experiment={preset}"], hydra=True).hydra.job.config.override_dirname.exclude_keys
+    make_run = compose_config(["+experiment=make_run"], hydra=True).hydra.job.config.override_dirname.exclude_keys
     assert list(excluded) == list(make_run)

@@ -21,7 +21,7 @@ def load_average() -> str:
 def to_markdown(r: dict) -> str:
     lines = [f"# Benchmark ({r['device']}, {r['threads']} threads, load {r['load_before']} -> {r['load_after']})", ""]
     for m in r.get("models", []):
-        lines += [f"## fusionvit_{m['variant']} vs timm crossvit, batch {m['batch']}, compile={m['compile']}", "",
+        lines += [f"## {m['variant']} vs timm crossvit, batch {m['batch']}, compile={m['compile']}", "",
                   "| step | ours img/s | timm img/s | ours/timm | per-repeat ratio IQR | ours GFLOP/s | / matmul |",
                   "|---|---|---|---|---|---|---|"]
         for mode in ("train", "infer"):
@@ -41,7 +41,7 @@ def to_markdown(r: dict) -> str:
     if "overhead" in r:
         o = r["overhead"]
         lines += ["## Harness overhead", "", f"`src.run` epoch {o['harness_img_s']:.1f} img/s vs bare step "
-                  f"{o['bare_img_s']:.1f} img/s (fusionvit_{o['variant']}, batch {o['batch']}): ratio {o['ratio']:.2f}", ""]
+                  f"{o['bare_img_s']:.1f} img/s ({o['variant']}, batch {o['batch']}): ratio {o['ratio']:.2f}", ""]
     if r.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['measured']:.2f} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
@@ -83,7 +83,7 @@ def check_targets(r: dict) -> list:
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__)
-    p.add_argument("--variant", default="9_240")
+    p.add_argument("--variant", default="fusionvit_9_240")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--warmup", type=int, default=2)
@@ -92,7 +92,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--parts", default="models,fusion,overhead")
     p.add_argument("--fusion-base-img", type=int, default=32, help="first image size; doubled 3 times")
-    p.add_argument("--overhead-variant", default="micro_32")
+    p.add_argument("--overhead-variant", default="fusionvit_micro_32")
     p.add_argument("--overhead-train", type=int, default=512)
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--out", default="bench_results")

@@ -10,12 +10,11 @@ import timm
 
 import src.models  # noqa: F401
 from src.bench.speed import make_steps, timed_seconds
-from src.config import model_option
 
 
 def bare_train_img_s(variant, batch, repeats=5, warmup=2, num_classes=10, device="cpu"):
     """Forward+backward+AdamW on one fixed batch, no data loading, no eval, median of repeats."""
-    model = timm.create_model(f"fusionvit_{variant}", fusion="cross", num_classes=num_classes).to(device)
+    model = timm.create_model(variant, fusion="cross", num_classes=num_classes).to(device)
     train, _ = make_steps(model, model.img_size, batch, device, device.startswith("cuda"), False, num_classes, lr=1e-3)
     times = [timed_seconds(train, device) for _ in range(warmup + repeats)][warmup:]
     return batch / statistics.median(times)
@@ -24,8 +23,8 @@ def bare_train_img_s(variant, batch, repeats=5, warmup=2, num_classes=10, device
 def harness_img_s(variant, batch, epochs=2, num_train=512, threads=None, device="cpu"):
     """Runs `python -m src.run` and reads images_per_s of its last epoch (training epoch as the harness times it)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "src.run", f"model={model_option(variant)}", "fusion=cross", "data=synthetic",
-               "logger=none", f"train.epochs={epochs}", f"train.batch_size={batch}", f"train.device={device}",
+        cmd = [sys.executable, "-m", "src.run", f"model={variant}", "fusion=cross", "data=synthetic",
+               "logger=none", "sched.warmup_epochs=0", f"train.epochs={epochs}", f"train.batch_size={batch}", f"train.device={device}",
                f"data.num_train={num_train}", f"hydra.run.dir={tmp}/run", "train.progress=log"]
         if threads:
             cmd.append(f"train.threads={threads}")
@@ -36,7 +35,7 @@ def harness_img_s(variant, batch, epochs=2, num_train=512, threads=None, device=
     return res["history"][-1]["images_per_s"], res["status"]
 
 
-def bench_overhead(variant="micro_32", batch=32, epochs=2, num_train=512, threads=None, device="cpu"):
+def bench_overhead(variant="fusionvit_micro_32", batch=32, epochs=2, num_train=512, threads=None, device="cpu"):
     harness, status = harness_img_s(variant, batch, epochs, num_train, threads, device)
     bare = bare_train_img_s(variant, batch, device=device)
     return {"variant": variant, "batch": batch, "threads": threads, "harness_status": status, "harness_img_s": harness,

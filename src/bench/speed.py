@@ -23,10 +23,10 @@ def peak_memory_mb(device: str) -> float:
 
 
 def build_pair(variant: str, num_classes: int = 1000):
-    """timm CrossVit and our fusionvit_<variant> (fusion='cross') with the same weights."""
+    """timm CrossVit and our ``variant`` (fusion='cross') with the same weights."""
     cfg = VARIANTS[variant]
     timm_model = CrossVit(num_classes=num_classes, **cfg)
-    ours = timm.create_model(f"fusionvit_{variant}", fusion="cross", num_classes=num_classes)
+    ours = timm.create_model(variant, fusion="cross", num_classes=num_classes)
     ours.load_state_dict(convert_crossvit_state_dict(timm_model.state_dict()))
     return ours, timm_model, cfg["img_size"]
 
@@ -78,7 +78,7 @@ def make_steps(model, img, batch, device, amp, compile_, num_classes=1000, lr=1e
     return train, infer
 
 
-def bench_models(variant="9_240", batch=32, repeats=5, warmup=2, compile_=False, device="cpu"):
+def bench_models(variant="fusionvit_9_240", batch=32, repeats=5, warmup=2, compile_=False, device="cpu"):
     ours, theirs, img = build_pair(variant)
     gmacs = count_flops(ours, (3, img, img))
     amp = device.startswith("cuda")
@@ -108,7 +108,7 @@ def bench_models(variant="9_240", batch=32, repeats=5, warmup=2, compile_=False,
     return out
 
 
-def profile_train_step(variant="9_240", batch=32, device="cpu", steps=2, rows=15) -> str:
+def profile_train_step(variant="fusionvit_9_240", batch=32, device="cpu", steps=2, rows=15) -> str:
     """torch.profiler's top operators (self time) of our eager training step: what limits a missed target."""
     from torch.profiler import ProfilerActivity, profile
 

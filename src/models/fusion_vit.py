@@ -1,7 +1,7 @@
 """The dual-branch multi-scale ViT: two patch embeddings, K multi-scale encoders each ending in a fusion
 step, a final norm and a linear head per branch, logits averaged (CrossViT, arXiv 2103.14899)."""
 from functools import partial
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
