@@ -40,9 +40,24 @@ def test_wrong_input_resolution_names_the_expected_one():
         model(torch.randn(1, 3, 64, 64))
 
 
-def test_pretrained_weights_point_to_the_converter():
-    with pytest.raises(ValueError, match="convert_crossvit_state_dict"):
-        timm.create_model("fusionvit_small_240", pretrained=True)
+def test_pretrained_without_a_file_names_what_to_give_for_a_variant_with_no_published_weights():
+    with pytest.raises(ValueError, match=r"fusionvit_micro_32 has no published weights: .*pretrained_cfg_overlay"):
+        timm.create_model("fusionvit_micro_32", pretrained=True)
+
+
+def test_missing_pretrained_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*missing\.pth"):
+        timm.create_model("fusionvit_micro_32", pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / "missing.pth")))
+
+
+@pytest.mark.parametrize("pool", ["max", ""])
+def test_unknown_global_pool_lists_the_choices(pool):
+    with pytest.raises(ValueError, match=r"global_pool=.*pick one of 'token' .* or 'avg'"):
+        timm.create_model("fusionvit_micro_32", global_pool=pool)
+    model = timm.create_model("fusionvit_micro_32")
+    with pytest.raises(ValueError, match=r"pick one of 'token'"):
+        model.reset_classifier(10, pool)
 
 
 def test_missing_checkpoint_file_is_named(tmp_path):

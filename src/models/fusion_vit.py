@@ -1,17 +1,19 @@
 """The dual-branch multi-scale ViT: two patch embeddings, K multi-scale encoders each ending in a fusion
 step, a final norm and a linear head per branch, logits averaged (CrossViT, arXiv 2103.14899)."""
 from functools import partial
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import calculate_drop_path_rates, trunc_normal_
+from timm.layers import calculate_drop_path_rates, get_device_dtype, trunc_normal_
+from timm.models import checkpoint
+from timm.models._features import feature_take_indices
 from timm.models.crossvit import PatchEmbed, scale_image
 from timm.models.vision_transformer import Block
 
 from .fusion import BranchSpec, FusionOptions, build_fusion, fusion_parameters
-from .fusion.base import fuse_with_mean_agents
-from .validation import check_architecture, check_input_size, normalise_depth
+from .fusion.base import from_mean_agents, with_mean_agents
+from .validation import check_architecture, check_global_pool, check_input_size, normalise_depth
 
 DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for these
 
@@ -33,8 +35,12 @@ class MultiScaleEncoder(nn.Module):
         self.fusion = fusion
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
-        tokens = [blocks(t) for blocks, t in zip(self.branches, tokens)]
-        return self.fusion(tokens) if self.class_token else fuse_with_mean_agents(self.fusion, tokens)
+        outputs = []
+        for i, blocks in enumerate(self.branches):  # indexed, so that TorchScript can unroll the ModuleList
+            outputs.append(blocks(tokens[i]))
+        if self.class_token:
+            return self.fusion(outputs)
+        return from_mean_agents(self.fusion(with_mean_agents(outputs)))
 
 
 class FusionViT(nn.Module):
@@ -47,6 +53,11 @@ class FusionViT(nn.Module):
     ``class_token=False`` (timm's name) is the paper's model without CLS tokens (Sec. 4.3): no CLS and no
     position embedding for it, the fusion uses each branch's mean patch token as its agent, and each head
     reads the mean of its branch's patch tokens.
+
+    The timm model API follows ``CrossVit``: ``global_pool`` ``'token'`` (each branch's CLS) or ``'avg'`` (its
+    mean patch token), ``reset_classifier``, ``forward_intermediates`` / ``prune_intermediate_layers`` with
+    features indexed branch-major (index ``b * K + k`` is branch b after encoder k), ``group_matcher`` (one
+    group per encoder, for layer-wise lr decay) and ``set_grad_checkpointing`` (per encoder).
     """
 
     def __init__(self, img_size: int = 224, img_scale: Sequence[float] = (1.0, 1.0),
@@ -57,9 +68,12 @@ class FusionViT(nn.Module):
                  multi_conv: bool = False, qkv_bias: bool = True, drop_rate: float = 0.0,
                  pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, fusion: str = "cross", fusion_layers: Optional[int] = None,
-                 fusion_options: Optional[dict] = None, class_token: bool = True,
-                 norm_layer=partial(nn.LayerNorm, eps=1e-6)):
+                 fusion_options: Optional[dict] = None, class_token: bool = True, global_pool: str = "token",
+                 norm_layer=partial(nn.LayerNorm, eps=1e-6), device=None, dtype=None):
         super().__init__()
+        self.global_pool = check_global_pool(global_pool)
+        self.in_chans = in_chans
+        self.grad_checkpointing = False
         self.img_size = int(img_size)
         self.img_size_scaled = [int(self.img_size * s) for s in img_scale]
         depth, fusion_layers = normalise_depth(depth, fusion_layers)
@@ -67,15 +81,16 @@ class FusionViT(nn.Module):
                            mlp_ratio, depth, multi_conv, DAGGER_PATCH_SIZES)
         self.num_classes = num_classes
         self.embed_dim = tuple(embed_dim)
-        self.num_features = sum(embed_dim)
+        self.num_features = self.head_hidden_size = sum(embed_dim)
         self.fusion_name = fusion
         self.class_token = bool(class_token)
-        prefix = 1 if self.class_token else 0
+        self.num_prefix_tokens = prefix = 1 if self.class_token else 0
 
         self.patch_embed = nn.ModuleList([
             PatchEmbed(img_size=size, patch_size=p, in_chans=in_chans, embed_dim=d, multi_conv=multi_conv)
             for size, p, d in zip(self.img_size_scaled, patch_size, embed_dim)])
         grids = [(size // p, size // p) for size, p in zip(self.img_size_scaled, patch_size)]
+        self.grid_sizes: List[Tuple[int, int]] = grids
         # ParameterLists give the official release's key layout (`cls_token.0`, `pos_embed.0`).
         self.cls_token = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, d)) for d in embed_dim]
                                           if self.class_token else [])
@@ -98,6 +113,10 @@ class FusionViT(nn.Module):
                                                    qkv_bias, proj_drop_rate, attn_drop_rate, norm_layer,
                                                    self.class_token))
 
+        self.num_feature_blocks = len(depth)
+        self.feature_info = [dict(num_chs=embed_dim[b], reduction=round(patch_size[b] / img_scale[b]),
+                                  module=f"encoders.{k}")
+                             for b in range(len(embed_dim)) for k in range(self.num_feature_blocks)]
         self.norm = nn.ModuleList([norm_layer(d) for d in embed_dim])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.ModuleList([nn.Linear(d, num_classes) if num_classes > 0 else nn.Identity()
@@ -105,6 +124,8 @@ class FusionViT(nn.Module):
         for param in [*self.cls_token, *self.pos_embed]:
             trunc_normal_(param, std=0.02)
         self.apply(self._init_weights)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
     @staticmethod
     def _drop_path_rates(depth, drop_path_rate) -> List[List[float]]:
@@ -133,39 +154,105 @@ class FusionViT(nn.Module):
     def no_weight_decay(self):
         return {f"{name}.{i}" for name in ("cls_token", "pos_embed") for i in range(len(getattr(self, name)))}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^cls_token|^pos_embed|^patch_embed",
+                    blocks=[(r"^encoders\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is not None:
+            self.global_pool = check_global_pool(global_pool)
         self.num_classes = num_classes
-        self.head = nn.ModuleList([nn.Linear(d, num_classes) if num_classes > 0 else nn.Identity()
+        factory = get_device_dtype(self)
+        self.head = nn.ModuleList([nn.Linear(d, num_classes, **factory) if num_classes > 0 else nn.Identity()
                                    for d in self.embed_dim])
+        self.head.train(self.training)
 
     def embed(self, images: torch.Tensor) -> List[torch.Tensor]:
         check_input_size(images, self.img_size)
+        cls_tokens = [cls_token for cls_token in self.cls_token]  # a list, which TorchScript can index
+        pos_embeds = [pos_embed for pos_embed in self.pos_embed]
         tokens = []
-        for i, (size, patch_embed, pos_embed) in enumerate(zip(self.img_size_scaled, self.patch_embed,
-                                                               self.pos_embed)):
+        for i, patch_embed in enumerate(self.patch_embed):
+            size = self.img_size_scaled[i]
             branch = patch_embed(scale_image(images, (size, size)))
             if self.class_token:
-                branch = torch.cat([self.cls_token[i].expand(images.shape[0], -1, -1), branch], dim=1)
-            tokens.append(self.pos_drop(branch + pos_embed))
+                branch = torch.cat([cls_tokens[i].expand(images.shape[0], -1, -1), branch], dim=1)
+            tokens.append(self.pos_drop(branch + pos_embeds[i]))
         return tokens
 
     def forward_features(self, images: torch.Tensor) -> List[torch.Tensor]:
         tokens = self.embed(images)
         for encoder in self.encoders:
-            tokens = encoder(tokens)
-        return [norm(t) for norm, t in zip(self.norm, tokens)]
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                tokens = checkpoint(encoder, tokens)
+            else:
+                tokens = encoder(tokens)
+        return [norm(tokens[i]) for i, norm in enumerate(self.norm)]
+
+    def forward_intermediates(self, images: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """timm's feature API, as ``CrossVit``: each branch's patch tokens after each encoder, branch-major
+        (``indices``: the last n if an int, all if None); ``norm`` applies the branch's final norm; NCHW maps
+        or NLC tokens. Returns ``intermediates``, or ``(final normed tokens per branch, intermediates)``."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt={output_fmt!r}: pick one of 'NCHW', 'NLC'")
+        blocks = self.num_feature_blocks
+        take_indices, _ = feature_take_indices(len(self.embed_dim) * blocks, indices)
+        last = max([index % blocks for index in take_indices])
+        encoders = self.encoders if torch.jit.is_scripting() or not stop_early else self.encoders[:last + 1]
+        tokens = self.embed(images)
+        taken: List[List[torch.Tensor]] = [[] for _ in self.embed_dim]
+        for k, encoder in enumerate(encoders):
+            tokens = checkpoint(encoder, tokens) if self.grad_checkpointing else encoder(tokens)
+            for b, norm_layer in enumerate(self.norm):
+                if b * blocks + k in take_indices:
+                    taken[b].append((norm_layer(tokens[b]) if norm else tokens[b])[:, self.num_prefix_tokens:])
+        intermediates = []
+        for (rows, cols), branch in zip(self.grid_sizes, taken):
+            if output_fmt == "NCHW":
+                branch = [t.reshape(t.shape[0], rows, cols, -1).permute(0, 3, 1, 2).contiguous() for t in branch]
+            intermediates.extend(branch)
+        if intermediates_only:
+            return intermediates
+        return [norm_layer(tokens[i]) for i, norm_layer in enumerate(self.norm)], intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Keeps the encoders up to the last one ``indices`` need. The fusion of the last kept encoder still
+        feeds the other branch even when only one branch's features are taken (DDP: find_unused_parameters)."""
+        blocks = self.num_feature_blocks
+        take_indices, _ = feature_take_indices(len(self.embed_dim) * blocks, indices)
+        self.encoders = self.encoders[:max([index % blocks for index in take_indices]) + 1]
+        if prune_norm:
+            self.norm = nn.ModuleList([nn.Identity() for _ in self.embed_dim])
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.class_token and self.global_pool == "token":
+            return tokens[:, 0]
+        return tokens[:, self.num_prefix_tokens:].mean(dim=1)
 
     def forward_head(self, tokens: List[torch.Tensor], pre_logits: bool = False,
                      per_branch: bool = False) -> torch.Tensor:
         """Averaged logits ``[B, classes]``; ``per_branch`` gives each branch's head alone, ``[branches, B,
-        classes]`` (S first), which the paper's single-branch accuracies (Table 6) are computed from."""
-        pooled = [self.head_drop(t[:, 0] if self.class_token else t.mean(dim=1)) for t in tokens]
+        classes]`` (S first), which the paper's single-branch accuracies (Table 6) are computed from. Without
+        a CLS token both poolings are the mean patch token."""
+        pooled = [self.head_drop(self._pool(t)) for t in tokens]
         if pre_logits or self.num_classes == 0:
             return torch.cat(pooled, dim=1)
-        branch_logits = torch.stack([head(p) for head, p in zip(self.head, pooled)])
+        branch_logits = torch.stack([head(pooled[i]) for i, head in enumerate(self.head)])
         return branch_logits if per_branch else branch_logits.mean(0)
 
     def forward_branches(self, images: torch.Tensor) -> torch.Tensor:

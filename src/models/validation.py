@@ -2,6 +2,7 @@
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from timm.layers import register_notrace_function
 
 
 def _divisors(n: int) -> List[int]:
@@ -57,8 +58,19 @@ def check_architecture(img_size: int, scaled_sizes: Sequence[int], patch_size: S
                              f"from {fits} or change embed_dim")
 
 
+GLOBAL_POOLS = ("token", "avg")
+
+
+def check_global_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool={global_pool!r}: pick one of 'token' (each branch's CLS) or 'avg' (its mean "
+                         f"patch token)")
+    return global_pool
+
+
+@register_notrace_function  # a leaf for FX: its branches depend on the input's shape
 def check_input_size(images: torch.Tensor, img_size: int) -> None:
-    if images.ndim != 4 or images.shape[-2:] != (img_size, img_size):
-        raise ValueError(f"input of shape {tuple(images.shape)} does not match the model: expected "
-                         f"[batch, channels, {img_size}, {img_size}]; resize the images or build the model "
-                         f"with img_size={images.shape[-1]}")
+    if images.ndim != 4 or images.shape[-2] != img_size or images.shape[-1] != img_size:
+        raise ValueError(f"input of shape {list(images.shape)} does not match the model: expected [batch, channels, "
+                         f"{img_size}, {img_size}]; resize the images or build the model with "
+                         f"img_size={images.shape[-1]}")

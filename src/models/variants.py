@@ -2,12 +2,14 @@
 registered with timm under their ``VARIANTS`` key (``fusionvit_*``), which is also their ``model=`` option and
 ``model.name``. Each takes any fusion strategy (``fusion=...``)."""
 import sys
-from typing import Dict
+from pathlib import Path
+from typing import Dict, Optional
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from .fusion_vit import FusionViT
+from .pretrained import adapt_crossvit_state_dict
 
 # Every entry states the whole architecture, so that the generated `model=` option shows every value.
 _240 = dict(img_size=240, img_scale=(1.0, 224 / 240), patch_size=(12, 16), multi_conv=False)
@@ -57,23 +59,47 @@ def _first_convs(config: dict) -> tuple:
     return tuple(f"patch_embed.{branch}.proj{suffix}" for branch in range(len(config["patch_size"])))
 
 
-def _default_cfg(config: dict) -> dict:
+def _default_cfg(name: str, config: dict) -> dict:
     size = config["img_size"]
     return dict(url="", num_classes=1000, input_size=(3, size, size), pool_size=None,
                 crop_pct=0.875 if size == 240 else 1.0, interpolation="bicubic", fixed_input_size=True,
                 mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=_first_convs(config),
-                classifier=("head.0", "head.1"))
+                classifier=("head.0", "head.1"), license="apache-2.0")
 
 
-default_cfgs = {name: _default_cfg(config) for name, config in VARIANTS.items()}
+def _hub_weights(name: str) -> str:
+    """timm's ImageNet-1k weights of the crossvit_* with the same suffix (loaded through the converter)."""
+    return "timm/" + name.replace("fusionvit_", "crossvit_", 1) + ".in1k"
+
+
+default_cfgs = generate_default_cfgs({
+    **{f"{name}.in1k": dict(_default_cfg(name, VARIANTS[name]), hf_hub_id=_hub_weights(name))
+       for name in PAPER_VARIANTS},
+    **{name: _default_cfg(name, config) for name, config in VARIANTS.items() if name not in PAPER_VARIANTS},
+})
+
+
+def _check_pretrained_source(name: str, overlay: Optional[dict]) -> None:
+    """timm's own errors here give no path (a missing file) or try the network; say what to give instead."""
+    overlay = overlay or {}
+    path = overlay.get("file")
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (pretrained_cfg_overlay file=): give the path of a "
+                                f"timm or official CrossViT .pth / .safetensors file")
+    if name not in PAPER_VARIANTS and not any(overlay.get(k) for k in ("file", "state_dict", "hf_hub_id", "url")):
+        raise ValueError(f"{name} has no published weights: give a CrossViT checkpoint with "
+                         f"pretrained_cfg_overlay=dict(file=PATH), converted on load")
 
 
 def _entrypoint(name: str):
     def create(pretrained: bool = False, **kwargs) -> FusionViT:
         if pretrained:
-            raise ValueError(f"{name} has no hub weights (nothing can be downloaded here): load a timm or "
-                             f"official CrossViT checkpoint with src.models.convert_crossvit_state_dict")
-        return build_model_with_cfg(FusionViT, name, pretrained=False, **dict(VARIANTS[name], **kwargs))
+            _check_pretrained_source(name, kwargs.get("pretrained_cfg_overlay"))
+        config = dict(VARIANTS[name], **kwargs)
+        blocks = len(config["depth"])  # features default to each branch's last encoder output, as CrossVit
+        out_indices = config.pop("out_indices", (blocks - 1, 2 * blocks - 1))
+        return build_model_with_cfg(FusionViT, name, pretrained, pretrained_filter_fn=adapt_crossvit_state_dict,
+                                    feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **config)
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__

@@ -65,6 +65,11 @@ class AllAttentionFusion(Fusion):
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
         lengths = [t.shape[1] for t in tokens]
-        joint = torch.cat([proj(t) for proj, t in zip(self.projs, tokens)], dim=1)
-        joint = self.layers(joint)
-        return [revert(part) for revert, part in zip(self.revert_projs, joint.split(lengths, dim=1))]
+        projected = []
+        for i, proj in enumerate(self.projs):
+            projected.append(proj(tokens[i]))
+        parts = self.layers(torch.cat(projected, dim=1)).split(lengths, dim=1)
+        outputs = []
+        for i, revert in enumerate(self.revert_projs):
+            outputs.append(revert(parts[i]))
+        return outputs

@@ -63,6 +63,20 @@ def split_cls(tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :1], tokens[:, 1:]
 
 
+def with_mean_agents(patch_tokens: List[torch.Tensor]) -> List[torch.Tensor]:
+    """``[mean(patches) ; patches]`` per branch: the agent a CLS-based fusion reads when there is no CLS."""
+    return [torch.cat([patches.mean(dim=1, keepdim=True), patches], dim=1) for patches in patch_tokens]
+
+
+def from_mean_agents(fused: List[torch.Tensor]) -> List[torch.Tensor]:
+    """The fused agent becomes the branch's new mean, each patch keeping its deviation from the mean."""
+    outputs = []
+    for tokens in fused:
+        agent, patches = tokens[:, :1], tokens[:, 1:]
+        outputs.append(patches + (agent - patches.mean(dim=1, keepdim=True)))
+    return outputs
+
+
 def fuse_with_mean_agents(fusion: Fusion, patch_tokens: List[torch.Tensor]) -> List[torch.Tensor]:
     """Runs a CLS-based fusion on branches that have no CLS token (the paper's "without CLS" model, Sec. 4.3).
 
@@ -70,10 +84,4 @@ def fuse_with_mean_agents(fusion: Fusion, patch_tokens: List[torch.Tensor]) -> L
     the other branch". It does not say where the fused agent goes; our choice: it becomes the branch's new
     mean, each patch keeping its deviation from the mean, ``z_patch + (z_agent - mean(z_patch))``. So every
     strategy works unchanged, and one that leaves the agent alone (``none``) leaves the patches alone."""
-    agents = [patches.mean(dim=1, keepdim=True) for patches in patch_tokens]
-    fused = fusion([torch.cat([agent, patches], dim=1) for agent, patches in zip(agents, patch_tokens)])
-    outputs = []
-    for tokens in fused:
-        agent, patches = split_cls(tokens)
-        outputs.append(patches + (agent - patches.mean(dim=1, keepdim=True)))
-    return outputs
+    return from_mean_agents(fusion(with_mean_agents(patch_tokens)))

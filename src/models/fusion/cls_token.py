@@ -26,12 +26,16 @@ class ClassTokenFusion(Fusion):
         self.revert_projs = nn.ModuleList([projection(common.dim, b.dim, options, identity_when_equal)
                                            for b in branches])
 
-    def sum_projected_cls(self, cls_tokens) -> torch.Tensor:
+    def sum_projected_cls(self, tokens: List[torch.Tensor]) -> torch.Tensor:
         """``sum_j f^j(x^j_cls)`` at the common width, before any ``g^i``."""
-        return torch.stack([proj(c) for proj, c in zip(self.projs, cls_tokens)]).sum(0)
+        projected = []
+        for j, proj in enumerate(self.projs):
+            projected.append(proj(split_cls(tokens[j])[0]))
+        return torch.stack(projected).sum(0)
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
-        cls_tokens, patch_tokens = zip(*(split_cls(t) for t in tokens))
-        fused_cls = self.sum_projected_cls(cls_tokens)
-        return [torch.cat([revert(fused_cls), patches], dim=1)
-                for revert, patches in zip(self.revert_projs, patch_tokens)]
+        fused_cls = self.sum_projected_cls(tokens)
+        outputs = []
+        for i, revert in enumerate(self.revert_projs):
+            outputs.append(torch.cat([revert(fused_cls), split_cls(tokens[i])[1]], dim=1))
+        return outputs

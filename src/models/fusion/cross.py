@@ -3,20 +3,26 @@ from typing import List, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers import DropPath, use_fused_attn
 
 from .base import BranchSpec, Fusion, FusionOptions, projection, split_cls
 from .registry import register_fusion
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention whose only query is the first token (the CLS): O(N) instead of O(N^2)."""
+    """Multi-head attention whose only query is the first token (the CLS): O(N) instead of O(N^2).
+
+    ``fused_attn`` follows timm's switch (``timm.layers.set_fused_attn`` before the model is built, or the
+    attribute itself): off, the weights are computed explicitly, so ``timm.utils.AttentionExtract`` reads them
+    at ``...fusion.layers.I.J.attn.softmax``, ``[B, heads, 1, 1 + N]`` (the CLS query over [CLS ; patches])."""
 
     def __init__(self, dim: int, num_heads: int, options: FusionOptions):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"cross-attention width {dim} is not divisible by its {num_heads} heads")
         self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.fused_attn = use_fused_attn()
         self.wq = nn.Linear(dim, dim, bias=options.qkv_bias)
         self.wk = nn.Linear(dim, dim, bias=options.qkv_bias)
         self.wv = nn.Linear(dim, dim, bias=options.qkv_bias)
@@ -25,14 +31,18 @@ class CrossAttention(nn.Module):
         self.proj_drop = nn.Dropout(options.proj_drop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        return x.reshape(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads, x.shape[2] // self.num_heads).transpose(1, 2)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         query = self._heads(self.wq(tokens[:, :1]))
         key, value = self._heads(self.wk(tokens)), self._heads(self.wv(tokens))
-        attended = F.scaled_dot_product_attention(
-            query, key, value, dropout_p=self.attn_drop if self.training else 0.0)
+        dropout = self.attn_drop if self.training else 0.0
+        if self.fused_attn:
+            attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+        else:
+            attn = (query * self.scale) @ key.transpose(-2, -1)
+            attn = attn.softmax(dim=-1)
+            attended = F.dropout(attn, p=dropout) @ value
         return self.proj_drop(self.proj(attended.transpose(1, 2).flatten(2)))
 
 

@@ -1,4 +1,4 @@
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,13 +8,14 @@ from .cls_token import ClassTokenFusion
 from .registry import register_fusion
 
 
-def resize_patch_grid(patch_tokens: torch.Tensor, grid_from, grid_to) -> torch.Tensor:
+def resize_patch_grid(patch_tokens: torch.Tensor, grid_from: Tuple[int, int], grid_to: Tuple[int, int]
+                      ) -> torch.Tensor:
     """Bilinearly resamples ``[B, H*W, C]`` patch tokens from one grid to another."""
-    if tuple(grid_from) == tuple(grid_to):
+    if grid_from[0] == grid_to[0] and grid_from[1] == grid_to[1]:
         return patch_tokens
-    batch, _, channels = patch_tokens.shape
-    grid = patch_tokens.transpose(1, 2).reshape(batch, channels, *grid_from)
-    grid = F.interpolate(grid, size=tuple(grid_to), mode="bilinear", align_corners=False)
+    grid = patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], patch_tokens.shape[2], grid_from[0],
+                                                grid_from[1])
+    grid = F.interpolate(grid, size=[grid_to[0], grid_to[1]], mode="bilinear", align_corners=False)
     return grid.flatten(2).transpose(1, 2)
 
 
@@ -42,17 +43,25 @@ class PairwiseFusion(ClassTokenFusion):
         if order not in ORDERS:
             raise ValueError(f"fusion.options.order={order!r} for pairwise: pick one of {', '.join(ORDERS)}")
         self.order = order
+        self.grid_sizes: List[Tuple[int, int]] = [tuple(b.grid_size) for b in branches]
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
-        cls_tokens, patch_tokens = zip(*(split_cls(t) for t in tokens))
-        fused_cls = self.sum_projected_cls(cls_tokens)
+        fused_cls = self.sum_projected_cls(tokens)
+        patch_tokens = [split_cls(t)[1] for t in tokens]
         if self.order == "project_first":  # each branch projected once, at its own grid
-            patch_tokens = [proj(patches) for proj, patches in zip(self.projs, patch_tokens)]
+            projected = []
+            for j, proj in enumerate(self.projs):
+                projected.append(proj(patch_tokens[j]))
+            patch_tokens = projected
         outputs = []
-        for target, revert in zip(self.branches, self.revert_projs):
-            aligned = [resize_patch_grid(patches, source.grid_size, target.grid_size)
-                       for patches, source in zip(patch_tokens, self.branches)]
+        for i, revert in enumerate(self.revert_projs):
+            aligned = [resize_patch_grid(patch_tokens[j], self.grid_sizes[j], self.grid_sizes[i])
+                       for j in range(len(patch_tokens))]
             if self.order == "resample_first":
-                aligned = [proj(patches) for proj, patches in zip(self.projs, aligned)]
-            outputs.append(revert(torch.cat([fused_cls, sum(aligned)], dim=1)))
+                for j, proj in enumerate(self.projs):
+                    aligned[j] = proj(aligned[j])
+            summed = aligned[0]
+            for j in range(1, len(aligned)):
+                summed = summed + aligned[j]
+            outputs.append(revert(torch.cat([fused_cls, summed], dim=1)))
         return outputs
