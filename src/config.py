@@ -31,6 +31,10 @@ class ModelConfig:
     multi_conv: Optional[bool] = None
     class_token: Optional[bool] = None  # false: the paper's model without CLS tokens (mean patch token instead)
     drop_path_rate: float = 0.1
+    # Start from CrossViT weights: PATH of a timm or official checkpoint, or "hub" for timm's crossvit_* weights of
+    # the same variant (network); a new head, resampled position embeddings, a non-cross fusion started fresh.
+    # "required": a fine-tune preset's placeholder, an error until a PATH is given.
+    pretrained: Optional[str] = None
 
 
 @dataclass

@@ -9,7 +9,9 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.crossvit import CrossVit
 
 import src.models as models
+from conftest import compose_config
 from src.models.variants import PAPER_VARIANTS
+from src.train.build import build_model
 
 MICRO = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), embed_dim=(48, 96), depth=((1, 2, 0),) * 2,
              num_heads=(3, 3), mlp_ratio=(3, 3, 1))
@@ -82,3 +84,18 @@ def test_paper_variants_point_at_timms_crossvit_weights_through_the_converter(na
     theirs = timm.models.get_pretrained_cfg(name.replace("fusionvit_", "crossvit_"))
     assert (ours.hf_hub_id, ours.tag, ours.num_classes, ours.mean) == (
         theirs.hf_hub_id, theirs.tag, theirs.num_classes, theirs.mean)
+
+
+def test_the_finetune_preset_needs_a_checkpoint_and_starts_the_swapped_fusion_from_it(tmp_path):
+    with pytest.raises(ValueError, match=r"model.pretrained is required .*model.pretrained=PATH"):
+        build_model(compose_config(["+experiment=finetune_fusion_cpu"]))
+    reference = timm.create_model("crossvit_9_240")
+    torch.save(reference.state_dict(), tmp_path / "crossvit_9_240.pth")
+    cfg = compose_config(["+experiment=finetune_fusion_cpu", "fusion=cls_token",
+                          f"model.pretrained={tmp_path / 'crossvit_9_240.pth'}"])
+    model = build_model(cfg)
+    assert (model.fusion_name, model.img_size, model.num_classes) == ("cls_token", 48, 10)
+    torch.testing.assert_close(model.pos_embed[1], resample_abs_pos_embed(
+        reference.pos_embed_1, new_size=[3, 3], old_size=[14, 14], num_prefix_tokens=1))
+    torch.testing.assert_close(model.encoders[2].branches[1][2].attn.qkv.weight,
+                               reference.blocks[2].blocks[1][2].attn.qkv.weight)

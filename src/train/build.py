@@ -54,11 +54,26 @@ def model_kwargs(cfg) -> Dict[str, Any]:
     return kwargs
 
 
+def pretrained_kwargs(cfg) -> Dict[str, Any]:
+    """``model.pretrained``: null (random init), "hub" (the variant's pretrained_cfg) or a checkpoint path;
+    "required" is what a fine-tune preset sets until the command line gives one."""
+    source = cfg.model.pretrained
+    if source == "required":
+        raise ValueError(f"model.pretrained is required (fine-tuning {cfg.model.name}): give "
+                         f"model.pretrained=PATH of a timm or official CrossViT checkpoint of this variant, or "
+                         f"model.pretrained=hub where the network allows")
+    if source is None:
+        return {}
+    if source == "hub":
+        return {"pretrained": True}
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(source)}}
+
+
 def build_model(cfg) -> torch.nn.Module:
     if cfg.model.name not in timm.list_models("fusionvit_*"):
         known = ", ".join(timm.list_models("fusionvit_*"))
         raise ValueError(f"unknown model.name={cfg.model.name!r}: pick one of {known}")
-    return timm.create_model(cfg.model.name, **model_kwargs(cfg))
+    return timm.create_model(cfg.model.name, **model_kwargs(cfg), **pretrained_kwargs(cfg))
 
 
 def model_summary(cfg, model: torch.nn.Module) -> Dict[str, Any]:
