@@ -118,3 +118,7 @@ def test_run_dir_checks(tmp_path):
     check_run_dir(tmp_path, other, force=True)  # force overwrites another config's folder
     assert not (tmp_path / ckpt.BEST).exists()
     assert identity_hash(config) != identity_hash(other)
+    # a schema key added later with a null default (off) does not orphan older run dirs; a set value does
+    added = {**config, "model": {"pretrained": None}}
+    assert identity_hash(added) == identity_hash({**config, "model": {}})
+    assert identity_hash({**config, "model": {"pretrained": "w.pt"}}) != identity_hash(added)

@@ -60,9 +60,16 @@ class TrainState:
 
 # -- the run dir: idempotent sweeps --------------------------------------------------------------------------
 def identity_hash(config: Dict[str, Any]) -> str:
-    """The config hash without the ``train`` keys that say how to run (force, resume, threads, ...)."""
+    """The config hash without the ``train`` keys that say how to run (force, resume, threads, ...) and without
+    null values, so that a key added to the schema with a null default (off) leaves older run dirs valid."""
     train = {k: v for k, v in config.get("train", {}).items() if k not in NON_IDENTITY_KEYS}
-    return config_hash({**config, "train": train})
+    return config_hash(_without_nulls({**config, "train": train}))
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    return value
 
 
 class AlreadyCompleted(Exception):
