@@ -1,0 +1,54 @@
+"""``python -m analysis.sync DIR... [--dry-run] [-- WANDB_SYNC_ARGS]``: upload the W&B offline runs under DIRs.
+
+Finds every ``offline-run-*`` folder under the dirs (a run dir, a sweep folder such as ``multirun/NAME`` or
+``multirun/wandb/SWEEP_ID``), groups them by run id, prints each run with its halves (a killed and resumed run
+leaves one folder per launch, all with the run's id) oldest first, then hands them, in that order, to
+``wandb sync``, which uploads the folders of one id as one run. ``--dry-run`` passes ``--dry-run`` on. Exits 1,
+naming the dirs, when there is no offline run under them.
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .wandb_offline import by_run, find_offline_runs, read_offline_run
+
+
+def describe(run_id: str, folders: List[Path]) -> str:
+    halves = [read_offline_run(folder) for folder in folders]
+    epochs = sorted({epoch for half in halves for epoch in half.epochs})
+    span = f"epochs {epochs[0]}-{epochs[-1]}" if epochs else "no epochs"
+    return f"run {run_id}: {len(folders)} part(s), {span}: " + ", ".join(str(folder) for folder in folders)
+
+
+def wandb_command() -> List[str]:
+    """The ``wandb`` CLI of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("wandb")
+    return [str(beside)] if beside.exists() else [shutil.which("wandb") or "wandb"]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.sync", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep folders (searched recursively)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `wandb sync` options (-p, -e)")
+    args = parser.parse_args(argv)
+    runs = by_run(find_offline_runs(args.dirs))
+    if not runs:
+        looked = ", ".join(str(path) for path in args.dirs)
+        print(f"error: no W&B offline runs (offline-run-*/run-*.wandb) under {looked}: runs logged with "
+              f"logger=none or online have none to upload", file=sys.stderr)
+        return 1
+    for run_id, folders in runs.items():
+        print(describe(run_id, folders))
+    extra = [arg for arg in args.extra if arg != "--"]
+    command = wandb_command() + ["sync", *(["--dry-run"] if args.dry_run else []), *extra,
+                                 *[str(folder) for folders in runs.values() for folder in folders]]
+    print(" ".join(command), flush=True)
+    return subprocess.run(command).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
