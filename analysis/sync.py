@@ -1,4 +1,4 @@
-"""``python -m analysis.sync DIR... [--dry-run] [-- WANDB_SYNC_ARGS]``: upload the W&B offline runs under DIRs.
+"""``python -m analysis.sync DIR... [--dry-run] [-- WANDB_SYNC_OPTIONS]``: upload the W&B offline runs under DIRs.
 
 Finds every ``offline-run-*`` folder under the dirs (a run dir, a sweep folder such as ``multirun/NAME`` or
 ``multirun/wandb/SWEEP_ID``), groups them by run id, prints each run with its halves (a killed and resumed run
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from src.train.wandb_logger import api_key_configured
 from .wandb_offline import by_run, find_offline_runs, read_offline_run
 
 
@@ -33,8 +34,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.sync", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep folders (searched recursively)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `wandb sync` options (-p, -e)")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more `wandb sync` options (-p, -e)
+    args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
     runs = by_run(find_offline_runs(args.dirs))
     if not runs:
         looked = ", ".join(str(path) for path in args.dirs)
@@ -43,7 +45,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     for run_id, folders in runs.items():
         print(describe(run_id, folders))
-    extra = [arg for arg in args.extra if arg != "--"]
+    if not args.dry_run and not api_key_configured():  # wandb sync would otherwise prompt for a login
+        print("error: no W&B API key configured: run `wandb login` or set WANDB_API_KEY, then sync again "
+              "(--dry-run lists the runs without one)", file=sys.stderr)
+        return 1
     command = wandb_command() + ["sync", *(["--dry-run"] if args.dry_run else []), *extra,
                                  *[str(folder) for folders in runs.values() for folder in folders]]
     print(" ".join(command), flush=True)
