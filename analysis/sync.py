@@ -3,7 +3,7 @@
 Finds every ``offline-run-*`` folder under the dirs (a run dir, a sweep folder such as ``multirun/NAME`` or
 ``multirun/wandb/SWEEP_ID``), groups them by run id, prints each run with its halves (a killed and resumed run
 leaves one folder per launch, all with the run's id) oldest first, then hands them, in that order, to
-``wandb sync``, which uploads the folders of one id as one run. ``--dry-run`` passes ``--dry-run`` on. Exits 1,
+``wandb sync``, which uploads the folders of one id as one run. ``--dry-run`` prints that command and stops. Exits 1,
 naming the dirs, when there is no offline run under them.
 """
 import argparse
@@ -33,7 +33,7 @@ def wandb_command() -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.sync", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep folders (searched recursively)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and the wandb sync command only")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more `wandb sync` options (-p, -e)
     args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
@@ -45,13 +45,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     for run_id, folders in runs.items():
         print(describe(run_id, folders))
-    if not args.dry_run and not api_key_configured():  # wandb sync would otherwise prompt for a login
-        print("error: no W&B API key configured: run `wandb login` or set WANDB_API_KEY, then sync again "
-              "(--dry-run lists the runs without one)", file=sys.stderr)
-        return 1
-    command = wandb_command() + ["sync", *(["--dry-run"] if args.dry_run else []), *extra,
-                                 *[str(folder) for folders in runs.values() for folder in folders]]
+    command = wandb_command() + ["sync", *extra, *[str(folder) for folders in runs.values() for folder in folders]]
     print(" ".join(command), flush=True)
+    if args.dry_run:
+        return 0
+    if not api_key_configured():  # wandb sync would otherwise prompt for a login
+        print("error: no W&B API key configured: run `wandb login` or set WANDB_API_KEY, then sync again",
+              file=sys.stderr)
+        return 1
     return subprocess.run(command).returncode
 
 

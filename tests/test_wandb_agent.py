@@ -5,8 +5,10 @@ the tests read back its results.json, metrics.csv, both offline W&B files (the r
 ``analysis.wandb_offline`` with ``wandb.proto``), wandb's own ``wandb sync --dry-run`` listing, and the W&B API's
 ``Run`` objects built from the logged config and summary."""
 import csv
+import inspect
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,7 +62,8 @@ def agent_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(base)  # the agent runs the command in its own folder: multirun/wandb/... lands here
         for key, value in {"WANDB_SWEEP_ID": SWEEP_ID, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-                           "WANDB_DIR": str(base), "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT),
+                           "WANDB_DIR": str(base), "HYDRA_FULL_ERROR": "0",
+                           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}.items():
             patch.setenv(key, value)
         agent = Agent(api=None, queue=None, sweep_id=SWEEP_ID)
@@ -155,7 +158,8 @@ def api_run(offline_halves, run_id=RUN_ID, sweep=SWEEP_ID, seed=None, top1=None)
     attrs = {"state": "finished", "config": json.dumps(config), "summaryMetrics": json.dumps(summary),
              "group": offline_halves[-1].group, "tags": offline_halves[-1].tags, "sweepName": sweep,
              "displayName": run_id, "name": run_id}
-    run = ApiRun(None, "entity", "fusionvit", run_id, attrs=attrs, lazy=False)
+    lazy = {"lazy": False} if "lazy" in inspect.signature(ApiRun.__init__).parameters else {}  # wandb >= 0.21
+    run = ApiRun(None, "entity", "fusionvit", run_id, attrs=attrs, **lazy)
     rows = [row for half in offline_halves for row in half.history if "epoch" in row]
     run.history = lambda keys=None, pandas=False: rows
     return run
@@ -222,14 +226,27 @@ def test_collate_wandb_filters_dedupes_and_gives_the_local_table(agent_run, tmp_
 
 
 @pytest.mark.slow
-def test_sync_lists_the_halves_in_order_and_hands_them_to_wandb_sync(agent_run, capfd):
+def test_sync_lists_the_halves_in_order_and_hands_them_to_wandb_sync(agent_run, capsys):
     sweep_folder = agent_run.base / "multirun" / "wandb" / SWEEP_ID
-    assert sync_main([str(sweep_folder), "--dry-run"]) == 0
-    out, err = capfd.readouterr()
-    assert "Would sync 2 run(s)" in out + err  # wandb's own finder: both halves, one id
+    assert sync_main([str(sweep_folder), "--dry-run", "--", "-p", "fusionvit"]) == 0
+    out = capsys.readouterr().out
     halves = [str(folder) for folder in by_run(find_offline_runs([sweep_folder]))[RUN_ID]]
     assert f"run {RUN_ID}: 2 part(s), epochs 0-{EPOCHS - 1}: {halves[0]}, {halves[1]}" in out
-    assert f"sync --dry-run {halves[0]} {halves[1]}" in out
+    assert out.splitlines()[-1].endswith(f"wandb sync -p fusionvit {halves[0]} {halves[1]}")
+
+
+@pytest.mark.slow
+def test_wandb_sync_itself_finds_both_halves(agent_run):
+    """wandb's own finder (``wandb sync --dry-run``, where the installed wandb has it) lists both parts."""
+    from analysis.sync import wandb_command
+
+    help_text = subprocess.run([*wandb_command(), "sync", "--help"], capture_output=True, text=True, timeout=60).stdout
+    if "--dry-run" not in help_text:
+        pytest.skip(f"wandb {wandb.__version__}'s sync has no --dry-run")
+    halves = [str(folder) for folder in by_run(find_offline_runs([agent_run.run_dir]))[RUN_ID]]
+    done = subprocess.run([*wandb_command(), "sync", "--dry-run", *halves], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "WANDB_MODE": "offline"})
+    assert done.returncode == 0 and "Would sync 2 run(s)" in done.stdout + done.stderr
 
 
 def test_sync_of_a_folder_without_offline_runs_names_it_and_exits_1(tmp_path, capsys):
