@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast test-wandb-floor clean
 
 setup: $(STAMP)
 
@@ -28,5 +28,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# The W&B tests against the lowest wandb pyproject.toml allows, installed beside .venv (not into it).
+WANDB_FLOOR := $(shell sed -n 's/.*"wandb>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+test-wandb-floor: $(STAMP)
+	$(PIP) install -q --target .wandb-floor -c constraints.txt "wandb==$(WANDB_FLOOR)"
+	PYTHONPATH=$(CURDIR)/.wandb-floor $(PY) -m pytest -q tests/test_wandb_agent.py tests/test_run.py -k "wandb or online"
+
 clean:
-	rm -rf outputs multirun wandb .pytest_cache
+	rm -rf outputs multirun wandb .pytest_cache .wandb-floor

@@ -1,4 +1,4 @@
-"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT] [--out DIR] [--ref NAME]``
+"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT [--sweep ID] [--group G] [--tag T]] [--out DIR]``
 
 Loads every run under the dirs (or in the W&B project), each (config, seed) once, groups by the factors that
 vary, aggregates over seeds, compares every row with the reference row (``cross``, ``--ref NAME``, or the
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .loading import Collection, NoRunsError, load_runs, load_wandb_runs
+from .loading import Collection, NoRunsError, WandbFilter, load_runs, load_wandb_runs
 from .ablation import analyse
 from .plots import write_plots
 from .reference import UnknownReferenceError
@@ -24,6 +24,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m analysis.collate", description=__doc__.splitlines()[2])
     parser.add_argument("run_dirs", nargs="*", type=Path, help="Hydra run or multirun dirs (searched recursively)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead")
+    parser.add_argument("--sweep", metavar="ID", help="with --wandb: only the runs of this sweep")
+    parser.add_argument("--group", help="with --wandb: only the runs of this W&B group")
+    parser.add_argument("--tag", help="with --wandb: only the runs with this tag (e.g. an ablation preset)")
     parser.add_argument("--out", type=Path, help="output folder (default: <first RUN_DIR>/analysis)")
     parser.add_argument("--ref", metavar="NAME", help="reference row: its label (e.g. cross) or a factor value "
                         "only it has (default: cross when fusion varies, else the best row)")
@@ -31,12 +34,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.run_dirs and not args.wandb:
         parser.error("give at least one RUN_DIR (e.g. multirun/make_run) or --wandb ENTITY/PROJECT")
+    if not args.wandb and (args.sweep or args.group or args.tag):
+        parser.error("--sweep, --group and --tag filter W&B runs: add --wandb ENTITY/PROJECT")
     return args
 
 
 def collect(args: argparse.Namespace) -> Collection:
     if args.wandb:
-        return load_wandb_runs(args.wandb, warn=warn)
+        return load_wandb_runs(args.wandb, warn=warn, where=WandbFilter(args.sweep, args.group, args.tag))
     return load_runs(args.run_dirs, warn=warn)
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pandas as pd
+import yaml
 
+from src.train.metadata import format_depth, format_pair  # noqa: F401 - the names runs are tabulated under
 from .dedupe import drop_duplicate_runs
 
 log = logging.getLogger(__name__)
@@ -38,27 +40,6 @@ class Collection:
     failed: pd.DataFrame
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     candidate_factors: List[str] = field(default_factory=list)  # columns that may describe the ablation
-
-
-def format_pair(values: Optional[Sequence[Any]]) -> Optional[str]:
-    """[12, 16] -> "12/16" (one entry per branch)."""
-    if values is None:
-        return None
-    return "/".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values)
-
-
-def format_depth(depth: Optional[Sequence[Sequence[int]]], fusion_layers: Optional[int]) -> Optional[str]:
-    """[[1, 4, 0]] * 3 with L=1 -> "3x(1,4,1)": K encoders of N S-branch blocks, M L-branch blocks and L
-    fusion layers (CrossViT's 0 means one; ``fusion.layers`` overrides it)."""
-    if not depth:
-        return None
-    stages = []
-    for small_blocks, large_blocks, extra in depth:
-        layers = fusion_layers if fusion_layers is not None else max(1, extra)
-        stages.append(f"({small_blocks},{large_blocks},{layers})")
-    if len(set(stages)) == 1:
-        return f"{len(stages)}x{stages[0]}"
-    return "+".join(stages)
 
 
 def first_set(*values: Any) -> Any:
@@ -120,6 +101,8 @@ def results_to_row(results: Dict[str, Any]) -> Dict[str, Any]:
                epochs=len(history), history=history, swept=swept_keys(results.get("overrides") or [], choices))
     for branch, top1 in enumerate(final.get("top1_branch") or []):  # older results have none
         row[f"top1_branch{branch}"] = top1
+    provenance = results.get("provenance") or {}  # older results have none
+    row.update(device=provenance.get("device"), threads=provenance.get("threads"))
     return row
 
 
@@ -189,7 +172,20 @@ def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], 
     candidates = candidate_factors(frame)
     completed = drop_duplicate_runs(frame[frame["status"] == "completed"].reset_index(drop=True), warn)
     failed = drop_duplicate_runs(frame[frame["status"] != "completed"].reset_index(drop=True), warn)
+    warn_mixed_provenance(completed, warn)
     return Collection(runs=completed, failed=failed, skipped=skipped, candidate_factors=candidates)
+
+
+def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
+    """On the CPU the thread count changes the numbers (same config and seed): say when a table pools runs
+    from different devices or thread counts."""
+    for column, what in (("device", "devices"), ("threads", "thread counts")):
+        values = sorted({str(value) for value in runs.get(column, pd.Series(dtype=object)).dropna()})
+        if len(values) > 1:
+            counts = runs[column].astype(str).value_counts()
+            listed = ", ".join(f"{value} ({counts[value]} runs)" for value in values)
+            warn(f"the table pools runs from different {what}: {listed}; results can differ with them "
+                 f"(keep train.threads and the device fixed for runs you compare)")
 
 
 def candidate_factors(frame: pd.DataFrame) -> List[str]:
@@ -205,7 +201,9 @@ def candidate_factors(frame: pd.DataFrame) -> List[str]:
 
 # -- W&B ------------------------------------------------------------------------------------------------
 WANDB_STATES = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "interrupted",
-                "running": "running"}
+                "preempting": "running", "preempted": "interrupted", "running": "running"}
+HISTORY_KEYS = {"epoch": "epoch", "val/top1": "top1", "val/top5": "top5", "val/loss": "val_loss",
+                "train/epoch_loss": "train_loss", "train/epoch_images_per_s": "images_per_s"}
 
 
 def unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
@@ -221,37 +219,62 @@ def unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
     return nested
 
 
+def sweep_value(value: Any) -> Any:
+    """A W&B sweep locks the keys it sets to its raw value: a list the sweep file wrote as "[4,8]" comes back
+    as that string. Such strings are parsed back (as Hydra parsed them)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
 def wandb_run_to_row(run) -> Dict[str, Any]:
-    """A ``wandb.apis.public.Run`` -> the row ``results_to_row`` would give for its results.json.
+    """A ``wandb.apis.public.Run`` -> the row ``results_to_row`` gives for its results.json.
 
     src.run logs the flattened config (``model.patch_size``, ...) with the Hydra choices as plain keys
-    (``fusion``, ``model``, ...), and ``final/top1``, ``final/top5``, ``best/top1``, ``params_m``, ``gmacs``
-    in the summary (and ``final/top1_branch<i>`` per branch); the history comes from ``val/top1`` per ``epoch``.
+    (``fusion``, ``model``, ...) and readable ``arch/...`` keys; its summary holds ``final/*``, ``best/top1``,
+    costs, ``images_per_s``, ``wall_time_s``, ``config_hash``, ``overrides`` and ``provenance/*``; the history
+    comes from the per-epoch rows (``epoch``, ``val/top1``, ...).
     """
-    flat = {key: value for key, value in dict(run.config).items() if not key.startswith("_")}
+    flat = {key: sweep_value(value) for key, value in dict(run.config).items() if not key.startswith("_")}
     config = unflatten(flat)
     summary = dict(run.summary)
     model = config.get("model", {})
-    history = []
-    try:
-        for record in run.history(keys=["epoch", "val/top1", "val/top5", "val/loss"], pandas=False):
-            history.append({"epoch": record.get("epoch"), "top1": record.get("val/top1"),
-                            "top5": record.get("val/top5"), "val_loss": record.get("val/loss")})
-    except Exception as error:  # noqa: BLE001 - a run without history still has its final numbers
-        log.warning("W&B run %s: no history (%s)", getattr(run, "id", "?"), error)
     results = {
         "schema": SCHEMA, "status": WANDB_STATES.get(run.state, run.state), "reason": None, "config": config,
-        "choices": {key: value for key, value in flat.items() if "." not in key and isinstance(value, str)},
-        "overrides": [], "seed": flat.get("seed"), "config_hash": None, "run_dir": getattr(run, "url", run.id),
+        "choices": {key: value for key, value in flat.items()
+                    if "." not in key and "/" not in key and isinstance(value, str)},
+        "overrides": summary.get("overrides") or [], "seed": flat.get("seed"),
+        "config_hash": summary.get("config_hash"), "run_dir": getattr(run, "url", None) or run.id,
         "model": {"name": model.get("name"), "img_size": model.get("img_size"),
                   "patch_size": model.get("patch_size"), "embed_dim": model.get("embed_dim"),
-                  "depth": model.get("depth"), "fusion_layers": config.get("fusion", {}).get("layers")},
+                  "depth": model.get("depth"), "fusion_layers": config.get("fusion", {}).get("layers"),
+                  "class_token": model.get("class_token")},
         "params_m": summary.get("params_m"), "gmacs": summary.get("gmacs"),
+        "fusion_params_m": summary.get("fusion_params_m"), "fusion_gmacs": summary.get("fusion_gmacs"),
         "final": {"top1": summary.get("final/top1"), "top5": summary.get("final/top5"),
                   "loss": summary.get("val/loss"), "top1_branch": wandb_branch_top1(summary)},
-        "best": {"top1": summary.get("best/top1")}, "history": history, "wall_time_s": summary.get("_runtime"),
+        "best": {"top1": summary.get("best/top1")}, "history": wandb_history(run),
+        "wall_time_s": summary.get("wall_time_s", summary.get("_runtime")),
+        "provenance": {key.split("/", 1)[1]: value for key, value in summary.items() if key.startswith("provenance/")},
     }
-    return results_to_row(results)
+    row = results_to_row(results)
+    if summary.get("images_per_s") is not None:  # the run's own mean, as results_to_row takes it from history
+        row["images_per_s"] = summary["images_per_s"]
+    return row
+
+
+def wandb_history(run) -> List[Dict[str, Any]]:
+    """The per-epoch rows of a W&B run's history, under results.json's history names."""
+    history = []
+    try:
+        for record in run.history(keys=["epoch", "val/top1"], pandas=False):
+            history.append({name: record.get(key) for key, name in HISTORY_KEYS.items()})
+    except Exception as error:  # noqa: BLE001 - a run without history still has its final numbers
+        log.warning("W&B run %s: no history (%s)", getattr(run, "id", "?"), error)
+    return history
 
 
 def wandb_branch_top1(summary: Dict[str, Any]) -> List[float]:
@@ -262,21 +285,68 @@ def wandb_branch_top1(summary: Dict[str, Any]) -> List[float]:
     return values
 
 
-def load_wandb_runs(path: str, api=None, warn=log.warning) -> Collection:
-    """Every run of W&B project ``ENTITY/PROJECT`` (needs an API key and the network)."""
-    if api is None:
-        import wandb
+@dataclass
+class WandbFilter:
+    """Which runs of a project to read: a sweep id, a group, a tag (each optional)."""
+    sweep: Optional[str] = None
+    group: Optional[str] = None
+    tag: Optional[str] = None
 
-        api = wandb.Api(timeout=30)
+    def server_filters(self) -> Dict[str, Any]:
+        """The W&B API's (MongoDB-style) run filters."""
+        filters: Dict[str, Any] = {}
+        if self.sweep:
+            filters["sweep"] = self.sweep
+        if self.group:
+            filters["group"] = self.group
+        if self.tag:
+            filters["tags"] = {"$in": [self.tag]}
+        return filters
+
+    def keeps(self, run) -> bool:
+        """The same test on the client, so that a server that ignores a filter cannot widen the table."""
+        sweep = getattr(run, "sweep_name", None) or getattr(getattr(run, "sweep", None), "id", None)
+        return ((not self.sweep or sweep == self.sweep) and (not self.group or getattr(run, "group", None) == self.group)
+                and (not self.tag or self.tag in (getattr(run, "tags", None) or [])))
+
+    def describe(self, path: str) -> str:
+        parts = [f"{name} {value}" for name, value in (("sweep", self.sweep), ("group", self.group),
+                                                        ("tag", self.tag)) if value]
+        return f"W&B project {path}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def wandb_api(timeout: int = 30):
+    """``wandb.Api`` when an API key is configured; a missing key fails at once instead of prompting."""
+    import wandb
+
+    from src.train.wandb_logger import api_key_configured
+
+    if not api_key_configured():
+        raise NoRunsError("no W&B API key configured: run `wandb login` or set WANDB_API_KEY (runs logged "
+                          "offline are collated from their run dirs: python -m analysis.collate RUN_DIR)")
+    return wandb.Api(timeout=timeout)
+
+
+def load_wandb_runs(path: str, api=None, warn=log.warning, where: Optional[WandbFilter] = None) -> Collection:
+    """The runs of W&B project ``ENTITY/PROJECT`` that ``where`` keeps (needs an API key and the network)."""
+    where = where or WandbFilter()
+    api = api if api is not None else wandb_api()
     rows, skipped = [], []
-    for run in api.runs(path):
+    try:
+        runs = [run for run in api.runs(path, filters=where.server_filters()) if where.keeps(run)]
+    except NoRunsError:
+        raise
+    except Exception as error:  # noqa: BLE001 - an unreachable server or a wrong path: say which
+        raise NoRunsError(f"could not read {where.describe(path)} ({type(error).__name__}: {error})") from error
+    for run in runs:
         row = wandb_run_to_row(run)
         if row["status"] == "running":
-            skipped.append((row["run_dir"], "partial: W&B state 'running'"))
+            skipped.append((row["run_dir"], f"partial: W&B state {run.state!r}"))
             continue
         rows.append(row)
     for folder, why in skipped:
         warn(f"skipped {folder}: {why}")
     if not rows:
-        raise NoRunsError(f"no runs found in W&B project {path}")
+        raise NoRunsError(f"no runs found in {where.describe(path)}: looked for finished, failed, crashed or "
+                          f"killed runs ({len(skipped)} still running)")
     return split_by_status(rows, skipped, warn)

@@ -98,11 +98,12 @@ class SchedConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | none
-    mode: str = "auto"  # auto | online | offline | disabled
+    name: str = "wandb"  # wandb | tensorboard | none (metrics.csv in the run dir is written with any of them)
+    mode: str = "auto"  # auto | online | offline | disabled (W&B only)
     project: str = "fusionvit"
     entity: Optional[str] = None
     tags: List[str] = field(default_factory=list)
+    job_type: Optional[str] = None  # W&B job type and tag: the ablation preset (null: the +experiment choice)
     init_timeout: float = 30.0
     log_every_n_steps: int = 10
 

@@ -1,7 +1,8 @@
 """``python -m src.run``: train and evaluate one configuration; ``-m`` sweeps many (Hydra).
 
-Every job leaves ``results.json`` in its run dir. A failing job records ``status: failed`` with the reason
-and returns normally, so the other jobs of a sweep still run (a single run exits with status 1).
+Every job leaves ``results.json`` and ``metrics.csv`` in its run dir. A failing job records ``status: failed`` with the reason
+and returns normally, so the other jobs of a sweep still run (a single run exits with status 1). Under a W&B sweep agent the command line is first made fit for Hydra
+(``src.train.agent``).
 """
 import logging
 import sys
@@ -16,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import register_configs
 from src.train.loop import train
-from src.train import distributed
+from src.train import agent, distributed
 from src.train.build import resolve_device
 from src.train.checkpoint import AlreadyCompleted, check_run_dir
-from src.train.results import SCHEMA, config_hash, now_iso, write_results
+from src.train.metadata import group_name
+from src.train.results import RESULTS_FILE, SCHEMA, config_hash, now_iso, read_results, write_results
 from src.train.wandb_logger import flatten
 
 log = logging.getLogger(__name__)
@@ -32,22 +34,27 @@ def initial_results(cfg: DictConfig, hydra_cfg) -> Dict[str, Any]:
             "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")},
             "overrides": list(hydra_cfg.overrides.task), "config_hash": config_hash(config), "seed": cfg.seed,
             "model": None, "params_m": None, "gmacs": None, "fusion_params_m": None, "fusion_gmacs": None,
-            "final": None, "best": None, "history": [], "wall_time_s": None,
+            "final": None, "best": None, "history": [], "provenance": None, "wall_time_s": None,
             "run_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()), "wandb": None,
             "started_at": now_iso(), "finished_at": None}
 
 
 def wandb_identity(results: Dict[str, Any], hydra_cfg):
-    """(config, group, name): the flattened config with the Hydra choices as top-level keys, the sweep's
-    folder name as the group (multirun only) and a readable run name."""
+    """(config, group, name): the flattened config with the Hydra choices as top-level keys, the config
+    without its seed as the group (``src.train.metadata.group_name``) and a readable run name."""
     config = {**flatten(results["config"]), **results["choices"]}
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    group = Path(hydra_cfg.sweep.dir).name if multirun else None
     choices = results["choices"]
     name = f"{choices.get('model')}-{choices.get('fusion')}-s{results['seed']}"
-    if multirun:
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         name += f"-{hydra_cfg.job.num}"
-    return config, group, name
+    return config, group_name(results["config"]), name
+
+
+def keep_first_overrides(results: Dict[str, Any], run_dir: Path) -> None:
+    """A re-queued agent run passes its whole config; its overrides stay those of its first launch, so that
+    collate lists the keys the sweep set, not every key."""
+    if agent.requeued and (run_dir / RESULTS_FILE).is_file():
+        results["overrides"] = read_results(run_dir).get("overrides", results["overrides"])
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -63,6 +70,7 @@ def main(cfg: DictConfig) -> None:
     except AlreadyCompleted as done:
         log.info("%s", done)
         return
+    keep_first_overrides(results, run_dir)
     write_results(run_dir, results)
     try:
         results = train(cfg, run_dir, results, *wandb_identity(results, hydra_cfg))
@@ -91,6 +99,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = agent.agent_argv(sys.argv)  # under a W&B sweep agent; unchanged otherwise
     try:
         main()
     finally:

@@ -4,7 +4,8 @@ ablation presets ``conf/experiment/*_ablation*.yaml``, which are the one definit
 A preset's group choices (model, data, recipe, ...) become fixed ``value`` parameters and its
 ``hydra.sweeper.params`` the grid's ``values``, so that ``wandb agent`` runs ``python -m src.run`` with the
 same config as ``python -m src.run -m +experiment=<preset>``; the logger is left to the agent (W&B online).
-``--check`` writes nothing and exits 1 when a committed file differs from what the presets give.
+Each file also fixes ``logger.job_type`` to the preset's name, the runs' W&B job type and tag (a Hydra run
+gets it from its ``+experiment`` choice). ``--check`` writes nothing and exits 1 when a committed file differs from what the presets give.
 """
 import argparse
 import sys
@@ -45,8 +46,9 @@ def as_wandb_value(text: str) -> Any:
     return value if isinstance(value, (int, float, str)) else text
 
 
-def sweep_parameters(cfg) -> Dict[str, Dict[str, Any]]:
-    """The preset's fixed group choices, then its grid (``hydra.sweeper.params``) in the preset's order."""
+def sweep_parameters(cfg, name: str) -> Dict[str, Dict[str, Any]]:
+    """The preset's fixed group choices and job type, then its grid (``hydra.sweeper.params``) in the preset's
+    order."""
     params = cfg.hydra.sweeper.params or {}
     grid = {}
     for override in OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()]):
@@ -57,13 +59,13 @@ def sweep_parameters(cfg) -> Dict[str, Dict[str, Any]]:
               if isinstance(entry, dict)]  # conf/config.yaml's order
     fixed = {group: {"value": cfg.hydra.runtime.choices[group]} for group in groups
              if group not in NOT_PASSED and group not in grid}
-    return {**fixed, **grid}
+    return {**fixed, "logger.job_type": {"value": name}, **grid}
 
 
 def sweep_file(name: str) -> str:
     spec = {"program": "src/run.py", "method": "grid", "metric": {"name": "final/top1", "goal": "maximize"},
             "command": ["${env}", "python", "-m", "src.run", "${args_no_hyphens}"],
-            "parameters": sweep_parameters(compose_preset(name))}
+            "parameters": sweep_parameters(compose_preset(name), name)}
     return HEADER.format(name=name) + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=110)
 
 

@@ -225,7 +225,7 @@ def test_wandb_project_loading_skips_running_runs_and_lists_failed_ones():
                                history=lambda keys, pandas: [])
     runs = [fake_run("a", "finished", "cross", 80.0), fake_run("b", "running", "cross", None),
             fake_run("c", "crashed", "none", None), fake_run("d", "finished", "none", 70.0)]
-    api = SimpleNamespace(runs=lambda path: runs if path == "e/p" else [])
+    api = SimpleNamespace(runs=lambda path, filters: runs if path == "e/p" else [])
     warnings = []
     collection = load_wandb_runs("e/p", api=api, warn=warnings.append)
     assert sorted(collection.runs["fusion"]) == ["cross", "none"]
@@ -263,14 +263,17 @@ def test_a_duplicate_with_different_metrics_gets_a_louder_warning_and_the_first_
     assert str(run_a) in warnings[0] and str(run_b) in warnings[0]
 
 
-def test_wandb_rows_have_no_config_hash_and_are_never_merged():
-    def fake_run(run_id):
+def test_wandb_rows_without_a_config_hash_are_never_merged_and_with_one_are_counted_once():
+    def fake_run(run_id, summary):
         return SimpleNamespace(id=run_id, url=f"https://wandb.ai/e/p/runs/{run_id}", state="finished",
-                               config={"fusion": "cross", "seed": 0}, summary={"final/top1": 80.0},
+                               config={"fusion": "cross", "seed": 0}, summary={"final/top1": 80.0, **summary},
                                history=lambda keys, pandas: [])
-    api = SimpleNamespace(runs=lambda path: [fake_run("a"), fake_run("b")])
+    api = SimpleNamespace(runs=lambda path, filters: [fake_run("a", {}), fake_run("b", {})])
     warnings = []
     assert len(load_wandb_runs("e/p", api=api, warn=warnings.append).runs) == 2 and not warnings
+    hashed = SimpleNamespace(runs=lambda path, filters: [fake_run(name, {"config_hash": "h"}) for name in "ab"])
+    assert len(load_wandb_runs("e/p", api=hashed, warn=warnings.append).runs) == 1
+    assert len(warnings) == 1 and "runs/a" in warnings[0] and "runs/b" in warnings[0]
 
 
 def with_branches(payload: dict, top1_branch) -> dict:

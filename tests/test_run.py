@@ -16,7 +16,7 @@ from conftest import compose_config, run_module
 TINY = ["train.epochs=1", "data.limit_train=128", "data.limit_val=64", "train.batch_size=32"]
 CONTRACT_KEYS = {"schema", "status", "reason", "config", "choices", "overrides", "config_hash", "seed", "model",
                  "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "final", "best", "history",
-                 "wall_time_s", "run_dir", "wandb", "started_at", "finished_at"}
+                 "provenance", "wall_time_s", "run_dir", "wandb", "started_at", "finished_at"}
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "top1_branch", "lr", "epoch_time_s",
                 "images_per_s"}
 

@@ -19,8 +19,11 @@ from src.models import count_flops, count_params, fusion_modules
 from . import checkpoint as ckpt, distributed
 from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
 from .engine import EpochMeter, evaluate, train_one_epoch, use_progress_bar
+from .metadata import arch_keys, preset_tags
+from .provenance import peak_memory_mb, provenance
 from .results import now_iso, write_predictions, write_results
 from .signals import StopFlag
+from .trail import CsvTrail, Loggers, TensorboardTrail
 from .wandb_logger import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -97,14 +100,14 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
     """Trains ``cfg``, keeping ``results`` and ``run_dir/results.json`` up to date; returns ``results``."""
     started = time.perf_counter()
     run = build_run(cfg)
-    results.update(model=model_summary(cfg, run.model), **measure_costs(run.model))
+    results.update(model=model_summary(cfg, run.model), **measure_costs(run.model), provenance=provenance(run.device))
     identity = ckpt.identity_hash(OmegaConf.to_container(cfg, resolve=True))
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()
     saver = ckpt.Saver(run_dir, identity, enabled=cfg.train.save_checkpoints and distributed.is_main())
     stop, exit_code = StopFlag(), 1  # before W&B's start, which can take a while
-    logger = WandbLogger(cfg.logger if distributed.is_main() else SimpleNamespace(name="none"), run_dir,
-                         wandb_config, group, name, run_id=checkpoint.get("wandb_run_id") if checkpoint else None)
+    logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])}, group,
+                           name, checkpoint.get("wandb_run_id") if checkpoint else None)
     results["wandb"] = logger.info
     write_results(run_dir, results)
     log_start(cfg, run, results)
@@ -116,7 +119,7 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
                 if mid_epoch_save_due(cfg, state, stop, steps_per_epoch):
                     saver.save(run, state, logger.run_id, mid_epoch=True)
                     if stop.requested:
-                        return interrupted(results, stop, epoch, state, started)
+                        return interrupted(results, stop, epoch, state, started, logger)
             trained = distributed.reduce_sums({"loss_sum": meter.loss_sum, "images": meter.images,
                                                "images_per_s": meter.images_per_s()}, run.device)
             metrics = evaluate(run.train_model, run.data.val_loader, run.device, run.amp_dtype)
@@ -132,9 +135,10 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
             write_predictions(run_dir, metrics["predictions"])
             log_epoch(logger, row, run.num_epochs, state.step)
             results.update(history=state.history, best=state.best(), wall_time_s=time.perf_counter() - started)
+            results["provenance"]["peak_memory_mb"] = round(peak_memory_mb(run.device), 1)
             write_results(run_dir, results)
             if stop.requested and state.epoch < run.num_epochs:  # came after the last step: last.pt is here
-                return interrupted(results, stop, state.epoch, state, started)
+                return interrupted(results, stop, state.epoch, state, started, logger)
         completed(results, state, logger, started)
         exit_code = 0
     finally:
@@ -151,21 +155,48 @@ def mid_epoch_save_due(cfg, state: ckpt.TrainState, stop: StopFlag, steps_per_ep
     return (stop.requested or periodic) and state.step % steps_per_epoch != 0
 
 
-def interrupted(results, stop: StopFlag, epoch: int, state: ckpt.TrainState, started: float) -> Dict[str, Any]:
+def start_loggers(cfg, run_dir: Path, results: Dict[str, Any], state: ckpt.TrainState, wandb_config: Dict[str, Any],
+                  group: Optional[str], name: str, wandb_run_id: Optional[str]) -> Loggers:
+    """W&B (rank 0, ``logger=wandb``), ``metrics.csv`` (rank 0, always) and TensorBoard (``logger=tensorboard``)."""
+    if not distributed.is_main():
+        return Loggers(WandbLogger(SimpleNamespace(name="none"), run_dir, {}, None, name), [])
+    job_type, tags = preset_tags(cfg.logger, results.get("choices") or {})
+    wandb = WandbLogger(cfg.logger, run_dir, wandb_config, group, name, run_id=wandb_run_id, job_type=job_type,
+                        tags=tags)
+    # what collate --wandb needs to count each (config, seed) once and to list the swept keys
+    wandb.summary({"config_hash": results.get("config_hash"), "overrides": results.get("overrides") or []})
+    trails = [CsvTrail(run_dir, results["model"]["num_branches"], state.step, state.epoch)]
+    if cfg.logger.name == "tensorboard":
+        trails.append(TensorboardTrail(run_dir, state.step))
+    return Loggers(wandb, trails)
+
+
+def interrupted(results, stop: StopFlag, epoch: int, state: ckpt.TrainState, started: float,
+                logger: Loggers) -> Dict[str, Any]:
+    if stop.signal_name == "SIGTERM":  # preemption: a W&B sweep agent re-queues the run (it resumes last.pt)
+        logger.mark_preempting()
     results.update(status="interrupted", reason=f"{stop.signal_name} at epoch {epoch} step {state.step}: "
                    f"checkpoint saved, run the same command again to resume",
                    wall_time_s=time.perf_counter() - started, finished_at=now_iso())
     return results
 
 
-def completed(results, state: ckpt.TrainState, logger: WandbLogger, started: float) -> None:
+def completed(results, state: ckpt.TrainState, logger: Loggers, started: float) -> None:
     last = state.history[-1]
     results.update(status="completed", final={"top1": last["top1"], "top5": last["top5"],
                                               "loss": last["val_loss"], "top1_branch": last["top1_branch"]},
                    best=state.best(), wall_time_s=time.perf_counter() - started, finished_at=now_iso())
     logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
                     **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
-                    "params_m": results["params_m"], "gmacs": results["gmacs"]})
+                    "params_m": results["params_m"], "gmacs": results["gmacs"],
+                    "fusion_params_m": results["fusion_params_m"], "fusion_gmacs": results["fusion_gmacs"],
+                    "images_per_s": mean_images_per_s(state.history), "wall_time_s": results["wall_time_s"],
+                    **{f"provenance/{key}": value for key, value in results["provenance"].items()}})
+
+
+def mean_images_per_s(history) -> Optional[float]:
+    speeds = [row["images_per_s"] for row in history if row.get("images_per_s")]
+    return sum(speeds) / len(speeds) if speeds else None
 
 
 def log_start(cfg, run: Run, results: Dict[str, Any]) -> None:
@@ -174,14 +205,14 @@ def log_start(cfg, run: Run, results: Dict[str, Any]) -> None:
              run.data.num_train, run.data.num_val, run.num_epochs, run.device)
 
 
-def log_epoch(logger: WandbLogger, row: Dict[str, Any], num_epochs: int, step: int) -> None:
+def log_epoch(logger: Loggers, row: Dict[str, Any], num_epochs: int, step: int) -> None:
     log.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.2f (branches %s), top-5 %.2f, %.1f s, "
              "%.0f img/s", row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], row["top1"],
              "/".join(f"{top1:.1f}" for top1 in row["top1_branch"]), row["top5"], row["epoch_time_s"],
              row["images_per_s"])
     metrics = {"epoch": row["epoch"], "val/loss": row["val_loss"], "val/top1": row["top1"],
                "val/top5": row["top5"], "train/epoch_loss": row["train_loss"],
-               "train/epoch_time_s": row["epoch_time_s"],
+               "train/epoch_time_s": row["epoch_time_s"], "train/epoch_images_per_s": row["images_per_s"],
                **{f"val/top1_branch{i}": top1 for i, top1 in enumerate(row["top1_branch"])}}
     if "ema_top1" in row:
         metrics["val/ema_top1"] = row["ema_top1"]

@@ -45,16 +45,17 @@ class WandbLogger:
     """``log_step`` / ``summary`` / ``finish``; every call is a no-op once W&B is off or has failed."""
 
     def __init__(self, logger_cfg, run_dir: Path, config: Dict[str, Any], group: Optional[str], name: str,
-                 run_id: Optional[str] = None):
+                 run_id: Optional[str] = None, job_type: Optional[str] = None, tags: Optional[list] = None):
         self.run = None
         self.info: Optional[Dict[str, Any]] = None  # mode, run id and folder, for results.json
-        self.mode = "disabled" if logger_cfg.name == "none" else resolve_mode(logger_cfg.mode)
+        self.mode = resolve_mode(logger_cfg.mode) if logger_cfg.name == "wandb" else "disabled"
         if self.mode == "disabled":
             return
         attempts = [self.mode] + (["offline"] if self.mode == "online" else [])
         for mode in attempts:
             try:
-                self.run = self._init(logger_cfg, mode, Path(run_dir), config, group, name, run_id)
+                self.run = self._init(logger_cfg, mode, Path(run_dir), config, group, name, run_id, job_type,
+                                      list(logger_cfg.tags) if tags is None else tags)
                 self.mode = mode
                 self.info = {"mode": mode, "run_id": self.run.id, "dir": str(Path(self.run.dir).parent)}
                 return
@@ -65,14 +66,14 @@ class WandbLogger:
 
     @staticmethod
     def _init(logger_cfg, mode: str, run_dir: Path, config: Dict[str, Any], group: Optional[str], name: str,
-              run_id: Optional[str] = None):
+              run_id: Optional[str], job_type: Optional[str], tags: list):
         import wandb
 
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = wandb.Settings(init_timeout=logger_cfg.init_timeout, console="off", x_disable_stats=True,
                                   silent=True)
         return wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group, name=name,
-                          config=config, tags=list(logger_cfg.tags), dir=str(run_dir), mode=mode,
+                          config=config, tags=tags, job_type=job_type, dir=str(run_dir), mode=mode,
                           reinit="finish_previous", settings=settings,
                           id=run_id, resume="allow" if run_id else None)  # a resumed run continues its W&B run
 
@@ -94,6 +95,10 @@ class WandbLogger:
 
     def summary(self, values: Dict[str, Any]) -> None:
         self._safely(lambda: self.run.summary.update(values))
+
+    def mark_preempting(self) -> None:
+        """A sweep agent re-queues a run marked preempting instead of counting it as failed."""
+        self._safely(lambda: self.run.mark_preempting())
 
     def finish(self, exit_code: int = 0) -> None:
         self._safely(lambda: self.run.finish(exit_code=exit_code))

@@ -1,0 +1,149 @@
+"""W&B offline runs read back from their ``run-<id>.wandb`` files, with no server.
+
+The file is W&B's transaction log: a 7-byte ``:W&B`` header, then LevelDB log records (32 KiB blocks, each
+record a 7-byte header: checksum, length, type FULL/FIRST/MIDDLE/LAST), each one a protobuf ``Record`` of
+``wandb.proto.wandb_internal_pb2``. wandb releases that ship ``wandb.sdk.internal.datastore`` read it with
+that; newer ones (where the Go core writes it) only ship the protobuf, so the framing is read here.
+"""
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+BLOCK = 32768
+FILE_HEADER = 7  # b":W&B", magic 0xBEE1, version 0
+RECORD_HEADER = 7  # crc32c (4), length (2), type (1)
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-(\w+)$")
+
+
+@dataclass
+class OfflineRun:
+    """One ``offline-run-*`` folder: one launch of a run (a resumed run leaves one per launch)."""
+    folder: Path
+    run_id: str
+    started: str  # the folder's timestamp, YYYYMMDD_HHMMSS
+    sweep_id: str = ""
+    group: str = ""
+    job_type: str = ""
+    tags: List[str] = field(default_factory=list)
+    config: Dict[str, Any] = field(default_factory=dict)
+    summary: Dict[str, Any] = field(default_factory=dict)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    preempting: bool = False
+    exit_code: Optional[int] = None
+
+    @property
+    def epochs(self) -> List[int]:
+        return [int(row["epoch"]) for row in self.history if "epoch" in row]
+
+
+def _payloads(data: bytes) -> Iterator[bytes]:
+    """The LevelDB log's records, reassembled from their fragments."""
+    if data[:4] != b":W&B":
+        raise ValueError("not a W&B transaction log (no :W&B header)")
+    offset, pending = FILE_HEADER, b""
+    while offset + RECORD_HEADER <= len(data):
+        left_in_block = BLOCK - offset % BLOCK
+        if left_in_block < RECORD_HEADER:  # the block's tail is padding
+            offset += left_in_block
+            continue
+        _, length, kind = struct.unpack_from("<IHB", data, offset)
+        chunk = data[offset + RECORD_HEADER: offset + RECORD_HEADER + length]
+        offset += RECORD_HEADER + length
+        if kind == 0 and length == 0:  # zero padding (a preallocated or cut file)
+            continue
+        if kind == FULL:
+            yield chunk
+        elif kind == FIRST:
+            pending = chunk
+        elif kind == MIDDLE:
+            pending += chunk
+        elif kind == LAST:
+            yield pending + chunk
+            pending = b""
+
+
+def _raw_records(path: Path) -> Iterator[bytes]:
+    try:
+        from wandb.sdk.internal import datastore  # wandb releases with the Python reader
+    except ImportError:
+        yield from _payloads(Path(path).read_bytes())
+        return
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    while (data := store.scan_data()) is not None:
+        yield data
+
+
+def read_records(path: Path) -> Iterator[Any]:
+    """Every ``wandb_internal_pb2.Record`` of a ``.wandb`` file, in order."""
+    from wandb.proto import wandb_internal_pb2
+
+    for data in _raw_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        yield record
+
+
+def _value(item) -> Any:
+    """An item's value: JSON text, or (newer history items) one typed field of the ``value`` oneof."""
+    if item.value_json:
+        return json.loads(item.value_json)
+    kind = item.WhichOneof("value") if "value" in item.DESCRIPTOR.oneofs_by_name else None
+    if kind in (None, "none"):
+        return None
+    value = getattr(item, kind)
+    return json.loads(value) if kind == "json" else value
+
+
+def _items(items) -> Dict[str, Any]:
+    """Config, summary or history items -> {dotted key: value}."""
+    return {item.key or "/".join(item.nested_key): _value(item) for item in items}
+
+
+def read_offline_run(folder: Path) -> OfflineRun:
+    folder = Path(folder)
+    match = FOLDER.match(folder.name)
+    files = sorted(folder.glob("run-*.wandb"))
+    if not match or not files:
+        raise ValueError(f"{folder} is not a W&B offline run folder (offline-run-DATE_TIME-ID/run-ID.wandb)")
+    run = OfflineRun(folder=folder, run_id=match.group(2), started=match.group(1))
+    for record in read_records(files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.run_id, run.sweep_id, run.group = record.run.run_id, record.run.sweep_id, record.run.run_group
+            run.job_type, run.tags = record.run.job_type, list(record.run.tags)
+            run.config.update(_items(record.run.config.update))
+        elif kind == "config":
+            run.config.update(_items(record.config.update))
+        elif kind == "summary":
+            run.summary.update(_items(record.summary.update))
+        elif kind == "history":
+            row = _items(record.history.item)
+            run.history.append({"_step": record.history.step.num, **row})
+        elif kind == "preempting":
+            run.preempting = True
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
+    return run
+
+
+def find_offline_runs(paths: List[Path]) -> List[Path]:
+    """Every ``offline-run-*`` folder under ``paths`` (a run dir, a sweep folder, a ``wandb`` folder)."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        candidates = [path] if FOLDER.match(path.name) else sorted(path.rglob("offline-run-*"))
+        found += [folder for folder in candidates if folder.is_dir() and list(folder.glob("run-*.wandb"))]
+    return found
+
+
+def by_run(folders: List[Path]) -> Dict[str, List[Path]]:
+    """Folders grouped by run id, each group in start order (a resumed run's halves, oldest first)."""
+    groups: Dict[str, List[Path]] = {}
+    for folder in sorted(folders, key=lambda folder: FOLDER.match(folder.name).group(1)):
+        groups.setdefault(FOLDER.match(folder.name).group(2), []).append(folder)
+    return groups
