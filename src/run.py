@@ -1,8 +1,8 @@
 """``python -m src.run``: train and evaluate one configuration; ``-m`` sweeps many (Hydra).
 
-Every job leaves ``results.json`` and ``metrics.csv`` in its run dir. A failing job records ``status: failed`` with the reason
-and returns normally, so the other jobs of a sweep still run (a single run exits with status 1). Under a W&B sweep agent the command line is first made fit for Hydra
-(``src.train.agent``).
+Every job leaves ``results.json`` and ``metrics.csv`` in its run dir. A failing job records ``status: failed``
+with the reason and returns normally, so the other jobs of a sweep still run (a single run exits with status 1).
+Under a W&B sweep agent the command line is first made fit for Hydra (``src.train.agent``).
 """
 import logging
 import sys

@@ -5,7 +5,8 @@ A preset's group choices (model, data, recipe, ...) become fixed ``value`` param
 ``hydra.sweeper.params`` the grid's ``values``, so that ``wandb agent`` runs ``python -m src.run`` with the
 same config as ``python -m src.run -m +experiment=<preset>``; the logger is left to the agent (W&B online).
 Each file also fixes ``logger.job_type`` to the preset's name, the runs' W&B job type and tag (a Hydra run
-gets it from its ``+experiment`` choice). ``--check`` writes nothing and exits 1 when a committed file differs from what the presets give.
+gets it from its ``+experiment`` choice). ``--check`` writes nothing and exits 1 when a committed file differs
+from what the presets give.
 """
 import argparse
 import sys

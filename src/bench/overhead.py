@@ -24,7 +24,8 @@ def harness_img_s(variant, batch, epochs=2, num_train=512, threads=None, device=
     """Runs `python -m src.run` and reads images_per_s of its last epoch (training epoch as the harness times it)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "src.run", f"model={variant}", "fusion=cross", "data=synthetic",
-               "logger=none", "sched.warmup_epochs=0", f"train.epochs={epochs}", f"train.batch_size={batch}", f"train.device={device}",
+               "logger=none", "sched.warmup_epochs=0", f"train.epochs={epochs}", f"train.batch_size={batch}",
+               f"train.device={device}",
                f"data.num_train={num_train}", f"hydra.run.dir={tmp}/run", "train.progress=log"]
         if threads:
             cmd.append(f"train.threads={threads}")

@@ -32,7 +32,8 @@ def format_depth(depth: Optional[Sequence[Sequence[int]]], fusion_layers: Option
 def arch_keys(model: Dict[str, Any]) -> Dict[str, Any]:
     """results.json's ``model`` as readable ``arch/...`` W&B config keys (sweep-locked ``model.*`` keys keep the
     sweep's raw strings; these are always what was built)."""
-    return {"arch/patch_size": format_pair(model.get("patch_size")), "arch/embed_dim": format_pair(model.get("embed_dim")),
+    return {"arch/patch_size": format_pair(model.get("patch_size")),
+            "arch/embed_dim": format_pair(model.get("embed_dim")),
             "arch/depth": format_depth(model.get("depth"), model.get("fusion_layers")),
             "arch/K": len(model["depth"]) if model.get("depth") else None, "arch/img_size": model.get("img_size"),
             "arch/class_token": model.get("class_token"), "arch/fusion": model.get("fusion")}
