@@ -2,10 +2,11 @@
 without its seed, so that W&B's grouping shows mean and spread over seeds), job type and tags (the preset)."""
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .checkpoint import NON_IDENTITY_KEYS
 from .results import config_hash
 
-# Keys that never split a group: the seed, where the logs go, and how to run (not what to train).
-UNGROUPED_TRAIN_KEYS = ("force", "resume", "threads", "progress", "save_checkpoints", "ckpt_every_steps", "device")
+# Keys that never split a group: the seed, where the logs go, and how to run (not what to train), the device too.
+UNGROUPED_TRAIN_KEYS = NON_IDENTITY_KEYS + ("device",)
 
 
 def format_pair(values: Optional[Sequence[Any]]) -> Optional[str]:

@@ -23,7 +23,7 @@ def config_hash(resolved_config: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(resolved_config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _write_atomic(path: Path, write) -> Path:
+def write_atomic(path: Path, write) -> Path:
     """A temp file in the same folder, then os.replace: a reader never sees half a file. Rank 0 only."""
     if int(os.environ.get("RANK", 0)) != 0:  # DDP (torchrun): only rank 0 writes
         return path
@@ -41,14 +41,14 @@ def _write_atomic(path: Path, write) -> Path:
 
 def write_results(run_dir: Path, results: Dict[str, Any]) -> Path:
     text = json.dumps(results, indent=2, default=str) + "\n"
-    return _write_atomic(Path(run_dir) / RESULTS_FILE, lambda file: file.write(text.encode()))
+    return write_atomic(Path(run_dir) / RESULTS_FILE, lambda file: file.write(text.encode()))
 
 
 def write_predictions(run_dir: Path, predictions: Dict[str, np.ndarray]) -> Path:
     """``val_predictions.npz``: ``target``, ``pred`` (averaged logits) and ``pred_branch`` ([branches, N],
     S first) as int64, in the validation loader's fixed order, so that runs on the same data pair image by
     image (McNemar's test for single-seed comparisons)."""
-    return _write_atomic(Path(run_dir) / PREDICTIONS_FILE, lambda file: np.savez(file, **predictions))
+    return write_atomic(Path(run_dir) / PREDICTIONS_FILE, lambda file: np.savez(file, **predictions))
 
 
 def read_results(run_dir: Path) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .results import _write_atomic
+from .results import write_atomic
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.csv"
@@ -36,7 +36,7 @@ class CsvTrail:
         writer = csv.DictWriter(text, self.columns)
         writer.writeheader()
         writer.writerows(kept)
-        _write_atomic(self.path, lambda file: file.write(text.getvalue().encode()))
+        write_atomic(self.path, lambda file: file.write(text.getvalue().encode()))
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
         self.started = time.time()
