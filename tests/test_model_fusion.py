@@ -118,3 +118,21 @@ def test_a_new_strategy_is_one_registered_class(monkeypatch):
     model = timm.create_model("fusionvit_micro_32", fusion="swap_cls", fusion_options={"scale": 2.0})
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
     assert "swap_cls" in models.fusion_names()
+
+
+@pytest.mark.parametrize("fusion", ["all_attn", "cls_token", "pairwise"])
+def test_residual_option_adds_each_branchs_own_tokens_back(fusion):
+    """``residual=True`` (not the paper's) is ``x^i + fused^i`` with the very same weights; the default keeps
+    the paper's equation, whose output does not contain ``x^i``."""
+    branches = [BranchSpec(48, 3, (4, 4)), BranchSpec(96, 3, (2, 2))]
+    torch.manual_seed(0)
+    paper = build_fusion(fusion, branches, FusionOptions())
+    torch.manual_seed(0)
+    with_residual = build_fusion(fusion, branches, FusionOptions(), residual=True)
+    tokens = [torch.randn(2, 17, 48), torch.randn(2, 5, 96)]
+    for plain, added, x in zip(paper(tokens), with_residual(tokens), tokens):
+        if fusion == "cls_token":  # only the CLS token is fused; the patch tokens pass through either way
+            torch.testing.assert_close(added[:, 1:], plain[:, 1:])
+            torch.testing.assert_close(added[:, :1], x[:, :1] + plain[:, :1])
+        else:
+            torch.testing.assert_close(added, x + plain)

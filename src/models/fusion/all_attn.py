@@ -44,14 +44,15 @@ class AllAttentionFusion(Fusion):
     that attention step (the paper uses one).
 
     Options: ``identity_when_equal`` (default off) skips f/g between equal widths; ``mlp_ratio`` (default 0)
-    adds an FFN after the attention. The paper's row (Table 6: 27.7M, 7.6 G on CrossViT-S) is reproduced by
+    adds an FFN after the attention; ``residual`` (default off, not the paper's) returns ``x^i + g^i(o^i)``. The paper's row (Table 6: 27.7M, 7.6 G on CrossViT-S) is reproduced by
     no design we tried: the default gives 26.86M / 7.58 G (FLOPs match, params 3% short); an FFN of ratio 1
     (CrossViT's third ``mlp_ratio``) gives 27.74M but 8.11 G; identity f/g gives 25.96M / 7.41 G.
     """
 
     def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1,
-                 identity_when_equal: bool = False, mlp_ratio: float = 0.0):
+                 identity_when_equal: bool = False, mlp_ratio: float = 0.0, residual: bool = False):
         super().__init__(branches, options)
+        self.residual = residual
         if layers < 1:
             raise ValueError(f"fusion.layers must be >= 1 for all_attn, got {layers}")
         if mlp_ratio < 0:
@@ -71,5 +72,6 @@ class AllAttentionFusion(Fusion):
         parts = self.layers(torch.cat(projected, dim=1)).split(lengths, dim=1)
         outputs = []
         for i, revert in enumerate(self.revert_projs):
-            outputs.append(revert(parts[i]))
+            fused = revert(parts[i])
+            outputs.append(tokens[i] + fused if self.residual else fused)
         return outputs

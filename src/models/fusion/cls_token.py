@@ -17,10 +17,14 @@ class ClassTokenFusion(Fusion):
     back-projects. As in the equation there is no residual around the sum. ``identity_when_equal`` (default
     on) makes f/g the identity for the branch already at the common width: the paper's 24.2M for this row
     (Table 6, CrossViT-S) counts that; always projecting, as the released code does, gives 25.08M.
+    ``residual`` (default off, not the paper's) adds each branch's own tokens back: ``x^i + g^i(...)``, an
+    ablation of whether the missing residual is what makes a strategy hard to train.
     """
 
-    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, identity_when_equal: bool = True):
+    def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, identity_when_equal: bool = True,
+                 residual: bool = False):
         super().__init__(branches, options)
+        self.residual = residual
         common = widest(branches)
         self.projs = nn.ModuleList([projection(b.dim, common.dim, options, identity_when_equal) for b in branches])
         self.revert_projs = nn.ModuleList([projection(common.dim, b.dim, options, identity_when_equal)
@@ -37,5 +41,7 @@ class ClassTokenFusion(Fusion):
         fused_cls = self.sum_projected_cls(tokens)
         outputs = []
         for i, revert in enumerate(self.revert_projs):
-            outputs.append(torch.cat([revert(fused_cls), split_cls(tokens[i])[1]], dim=1))
+            cls_token, patch_tokens = split_cls(tokens[i])
+            fused = revert(fused_cls)
+            outputs.append(torch.cat([cls_token + fused if self.residual else fused, patch_tokens], dim=1))
         return outputs

@@ -35,11 +35,13 @@ class PairwiseFusion(ClassTokenFusion):
     the paper's 5.5 G. ``"resample_first"`` resamples the raw tokens, then projects on every target grid
     (``f^j(interp_{j->i}(x^j_patch))``): 5.57 G. ``f^j``/``g^i`` are shared between CLS and patch tokens and,
     as in ``cls_token`` (whose projections and CLS sum this class reuses), the identity for the branch
-    already at the common width (``identity_when_equal``, default on: the paper's 24.2M).
+    already at the common width (``identity_when_equal``, default on: the paper's 24.2M). ``residual`` (default
+    off, not the paper's) adds each branch's own tokens back, as in ``cls_token``.
     """
 
-    def __init__(self, branches, options, identity_when_equal: bool = True, order: str = "project_first"):
-        super().__init__(branches, options, identity_when_equal)
+    def __init__(self, branches, options, identity_when_equal: bool = True, order: str = "project_first",
+                 residual: bool = False):
+        super().__init__(branches, options, identity_when_equal, residual)
         if order not in ORDERS:
             raise ValueError(f"fusion.options.order={order!r} for pairwise: pick one of {', '.join(ORDERS)}")
         self.order = order
@@ -63,5 +65,6 @@ class PairwiseFusion(ClassTokenFusion):
             summed = aligned[0]
             for j in range(1, len(aligned)):
                 summed = summed + aligned[j]
-            outputs.append(revert(torch.cat([fused_cls, summed], dim=1)))
+            fused = revert(torch.cat([fused_cls, summed], dim=1))
+            outputs.append(tokens[i] + fused if self.residual else fused)
         return outputs
