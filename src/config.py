@@ -4,7 +4,7 @@
 override is checked against these fields: a misspelled key is an error, not a silently unused setting.
 The defaults here are the only place a default is stated: an option file under ``conf/`` holds only what
 differs from them. The ``model`` options are not files: ``register_configs`` makes one per
-``src.models.VARIANTS`` entry.
+``src.models.VARIANTS`` entry (read from ``src.variant_table``, which imports neither torch nor timm).
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from src.models import VARIANTS
+from src.variant_table import VARIANTS  # plain data: composing a config never imports torch
 
 
 @dataclass

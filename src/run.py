@@ -16,13 +16,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import register_configs
-from src.train.loop import train
-from src.train import agent, distributed
-from src.train.build import resolve_device
-from src.train.checkpoint import AlreadyCompleted, check_run_dir
-from src.train.metadata import group_name
+from src.train import agent
 from src.train.results import RESULTS_FILE, SCHEMA, config_hash, now_iso, read_results, write_results
-from src.train.wandb_logger import flatten
+from src.train.wandb_logger import flatten  # wandb itself loads only when a logger starts
+
+# Torch, timm and the training code load inside main(): Hydra answers --help and config errors before them.
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -42,6 +40,8 @@ def initial_results(cfg: DictConfig, hydra_cfg) -> Dict[str, Any]:
 def wandb_identity(results: Dict[str, Any], hydra_cfg):
     """(config, group, name): the flattened config with the Hydra choices as top-level keys, the config
     without its seed as the group (``src.train.metadata.group_name``) and a readable run name."""
+    from src.train.metadata import group_name
+
     config = {**flatten(results["config"]), **results["choices"]}
     choices = results["choices"]
     name = f"{choices.get('model')}-{choices.get('fusion')}-s{results['seed']}"
@@ -59,6 +59,11 @@ def keep_first_overrides(results: Dict[str, Any], run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from src.train import distributed
+    from src.train.build import resolve_device
+    from src.train.checkpoint import AlreadyCompleted, check_run_dir
+    from src.train.loop import train
+
     hydra_cfg = HydraConfig.get()
     started = time.perf_counter()
     if distributed.init(resolve_device(cfg.train.device)) and not distributed.is_main():
@@ -98,9 +103,16 @@ def main(cfg: DictConfig) -> None:
              run_dir / "results.json")
 
 
+def teardown_distributed() -> None:
+    """Leaves the process group a run joined; a process that never imported the training code joined none."""
+    distributed = sys.modules.get("src.train.distributed")
+    if distributed is not None:
+        distributed.teardown()
+
+
 if __name__ == "__main__":
     sys.argv = agent.agent_argv(sys.argv)  # under a W&B sweep agent; unchanged otherwise
     try:
         main()
     finally:
-        distributed.teardown()
+        teardown_distributed()

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from src.config import register_configs
+from src.train.agent import default_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -56,9 +57,7 @@ def sweep_parameters(cfg, name: str) -> Dict[str, Dict[str, Any]]:
         strings = (list(override.sweep_string_iterator()) if override.is_sweep_override()
                    else [override.get_value_element_as_str()])
         grid[override.get_key_element()] = {"values": [as_wandb_value(text) for text in strings]}
-    groups = [next(iter(entry)) for entry in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
-              if isinstance(entry, dict)]  # conf/config.yaml's order
-    fixed = {group: {"value": cfg.hydra.runtime.choices[group]} for group in groups
+    fixed = {group: {"value": cfg.hydra.runtime.choices[group]} for group in default_groups()
              if group not in NOT_PASSED and group not in grid}
     return {**fixed, "logger.job_type": {"value": name}, **grid}
 

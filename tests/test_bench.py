@@ -1,6 +1,7 @@
 """The benchmark runs end to end on a tiny configuration; checks the report's content, not the speed."""
 import json
 import math
+import operator
 import re
 import statistics
 
@@ -24,7 +25,7 @@ def markdown_rows(md: str, heading: str) -> list:
 def test_bench_tiny_end_to_end(tmp_path):
     main(["--variant", "fusionvit_micro_32", "--batch", str(BATCH), "--repeats", "3", "--warmup", "1",
           "--fusion-base-img", "24", "--overhead-train", "32", "--matmul-n", "256", "--out", str(tmp_path),
-          "--name", "tiny", "--threads", "1", "--profile", "on"])
+          "--name", "tiny", "--threads", "1", "--profile", "on", "--startup-repeats", "1"])
     r = json.loads((tmp_path / "tiny.json").read_text())
     md = (tmp_path / "tiny.md").read_text()
     assert r["matmul_gflops"] > 0 and r["device"] == "cpu"
@@ -65,18 +66,26 @@ def test_bench_tiny_end_to_end(tmp_path):
     o = r["overhead"]
     assert o["harness_status"] == "completed" and o["harness_img_s"] > 0 and o["bare_img_s"] > 0
 
+    s = r["startup"]
+    assert s["repeats"] == 1 and s["help_s"] == s["times_s"]["help"][0] > 0
+    assert s["beyond_torch_s"] == s["help_s"] - s["import_torch_s"] and s["import_torch_s"] > 0
+    startup_rows = {row[0]: row[1] for row in markdown_rows(md, "Start-up")}
+    assert startup_rows["difference"] == f"{s['beyond_torch_s']:.2f}"
+
     # Each target's `met` agrees with its measured value against the threshold written in its name, each measured
     # value is the figure of the report it names, and the Markdown table says the same.
     targets = {t["target"]: t for t in r["targets"]}
     for name, t in targets.items():
-        op, threshold = re.search(r"(>=|<=) ([0-9.]+)", name).groups()
-        assert t["met"] == (t["measured"] >= float(threshold) if op == ">=" else t["measured"] <= float(threshold))
+        op, threshold = re.search(r"(>=|<=|<) ([0-9.]+)", name).groups()
+        compare = {">=": operator.ge, "<=": operator.le, "<": operator.lt}[op]
+        assert t["met"] == compare(t["measured"], float(threshold))
     measured = {name.split(" (")[0]: t["measured"] for name, t in targets.items()}
     assert measured["train ours/timm >= 1.0"] == m["train"]["ratio"]
     assert measured["infer ours/timm >= 1.0"] == m["infer"]["ratio"]
     assert measured["cross fusion FLOPs slope <= 1.1"] == r["fusion"]["cross"]["flops_slope"]
     assert measured["all_attn fusion FLOPs slope >= 1.8"] == r["fusion"]["all_attn"]["flops_slope"]
     assert measured["harness overhead ratio >= 0.9"] == o["ratio"]
+    assert measured["src.run --help beyond torch import < 3 s"] == s["beyond_torch_s"]
     assert any(name.startswith("train achieved / matmul FLOP/s") for name in targets)
     md_targets = {row[0]: row for row in markdown_rows(md, "Targets")}
     assert set(md_targets) == set(targets)
@@ -84,5 +93,5 @@ def test_bench_tiny_end_to_end(tmp_path):
         assert md_targets[name][1:] == [f"{t['measured']:.2f}", "yes" if t["met"] else "NO"]
 
     assert "aten::" in r["profile"]
-    for section in ("Fusion cost scaling", "Harness overhead", "Profile"):
+    for section in ("Fusion cost scaling", "Harness overhead", "Start-up", "Profile"):
         assert f"## {section}" in md

@@ -62,8 +62,10 @@ def rewrite_value(text: str) -> str:
 
 
 def default_groups() -> List[str]:
+    """The groups ``conf/config.yaml``'s defaults choose, in its order (not its ``override hydra/...``)."""
     defaults = yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
-    return [next(iter(entry)) for entry in defaults if isinstance(entry, dict)]
+    keys = [next(iter(entry)) for entry in defaults if isinstance(entry, dict)]
+    return [key for key in keys if not key.startswith("override ")]
 
 
 def rewrite_argument(argument: str, groups: List[str]) -> Optional[str]:
