@@ -9,10 +9,13 @@ Per row, which test:
   a shared seed, else the first run of each row); predictions missing, unreadable, or over different images
   leave the interval and p-value NaN, with the reason in ``note`` and a warning naming the run.
 95% interval of a row's mean: t-interval over seeds (n >= 2), Clopper-Pearson over images (n = 1).
+
+A row flagged by ``flags`` (not converged, seeds disagree) is compared with nothing and is never the reference
+unless ``--ref`` names it; its own summary stays in the table (and ablation.csv), with the reason in ``flag``.
 """
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -20,6 +23,7 @@ import pandas as pd
 
 from . import compare
 from .compare import Comparison
+from .flags import Checks, check_rows, flag_notes
 from .power import seeds_needed_line
 from .predictions import Predictions, pairing_problem, read_predictions
 from .reference import choose_reference, reference_reason, row_labels
@@ -28,9 +32,11 @@ from .stats import keyed_by_factors, summarize_groups
 log = logging.getLogger(__name__)
 ALPHA = 0.05
 REFERENCE_TEST = "none (reference)"
+NOT_COMPARED = "none (flagged)"
 # ablation.csv leads with these (after the factors), under these names.
-FIRST_COLUMNS = ["label", "top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref", "diff_ci_low",
-                 "diff_ci_high", "p_value", "p_holm", "test", "note", "is_ref", "seeds"]
+FIRST_COLUMNS = ["label", "flag", "top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref",
+                 "diff_ci_low", "diff_ci_high", "p_value", "p_holm", "test", "note", "is_ref", "seeds", "converged",
+                 "last_epochs_span"]
 TEST_LEGENDS = {
     compare.PAIRED_T: "paired t-test over the seeds shared with the reference (scipy ttest_rel)",
     compare.WELCH: "Welch's unpaired t-test, rows share < 2 seeds (scipy ttest_ind)",
@@ -47,10 +53,11 @@ class Ablation:
     reference: str
     legend: str
     seeds_needed: str
+    flag_notes: List[str] = field(default_factory=list)  # one line per kind of flag in the table
 
     @property
     def notes(self) -> List[str]:
-        return [self.legend, self.seeds_needed]
+        return [self.legend, self.seeds_needed, *self.flag_notes]
 
 
 class PredictionCache:
@@ -110,33 +117,45 @@ def mean_interval(group: pd.DataFrame, predictions: PredictionCache):
 
 
 def legend_line(table: pd.DataFrame, reference: str, why: str) -> str:
-    tests = [test for test in dict.fromkeys(table["test"]) if test != REFERENCE_TEST]
+    tests = [test for test in dict.fromkeys(table["test"]) if test not in (REFERENCE_TEST, NOT_COMPARED)]
     compared = int(table["p_value"].notna().sum())
     used = "; ".join(f"{TEST_LEGENDS[test]}" + (f" [{int((table['test'] == test).sum())} rows]"
                                                  if len(tests) > 1 else "") for test in tests)
-    intervals = sorted({"t-interval over seeds" if n >= 2 else "Clopper-Pearson over images" for n in table["n"]})
+    no_test = "none (one row)" if len(table) == 1 else "none (flagged rows are not compared)"
+    shown = table[table["flag"] == ""]
+    intervals = sorted({"t-interval over seeds" if n >= 2 else "Clopper-Pearson over images" for n in shown["n"]})
     return (f"Reference: {reference} ({why}). Δ = row - reference (top-1 points) [95% CI]; "
-            f"test: {used or 'none (one row)'}; p Holm-adjusted over {compared} comparison(s), "
-            f"* p_holm < {ALPHA}. Mean ± std over seeds; 95% CI of the mean: {', '.join(intervals)}.")
+            f"test: {used or no_test}; p Holm-adjusted over {compared} comparison(s), "
+            f"* p_holm < {ALPHA}. Mean ± std over seeds; 95% CI of the mean: "
+            f"{', '.join(intervals) or 'none (every row is flagged)'}.")
+
+
+def not_compared(row_flagged: bool) -> Comparison:
+    whose = "this row" if row_flagged else "the reference row"
+    return Comparison(test=NOT_COMPARED, note=f"not compared: {whose} is flagged (see flag)")
 
 
 def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = None,
-            warn: Callable[[str], None] = log.warning) -> Ablation:
-    """The full table. Raises reference.UnknownReferenceError when ``ref`` names no row."""
+            warn: Callable[[str], None] = log.warning, checks: Checks = Checks()) -> Ablation:
+    """The full table; ``checks`` sets the thresholds of the flags. Raises reference.UnknownReferenceError when
+    ``ref`` names no row."""
     factors = list(factors)
     table = summarize_groups(runs, factors)
     labels = row_labels(table, factors)
-    ref_index = choose_reference(table, factors, ref)
     keyed = keyed_by_factors(runs, factors)
     groups = [group for _, group in keyed.groupby(factors, sort=True, dropna=False)]
+    table = table.join(check_rows(groups, checks))
+    flagged = table["flag"] != ""
+    ref_index = choose_reference(table, factors, ref, flagged)
     predictions = PredictionCache(warn)
     comparisons: Dict[int, Comparison] = {}
     for index in table.index:
-        if index != ref_index:
+        if index != ref_index and not flagged[index] and not flagged[ref_index]:
             comparisons[index] = compare_rows(groups[ref_index], groups[index], predictions)
     intervals = [mean_interval(group, predictions) for group in groups]
     reference_row = Comparison(diff=0.0, test=REFERENCE_TEST)
-    rows = [comparisons.get(index, reference_row) for index in table.index]
+    rows = [comparisons.get(index, reference_row if index == ref_index else not_compared(flagged[index]))
+            for index in table.index]
     table["label"] = labels
     table["top1_ci_low"], table["top1_ci_high"] = zip(*intervals)
     table["diff_vs_ref"] = [c.diff for c in rows]
@@ -150,9 +169,12 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
     table = table[factors + [column for column in FIRST_COLUMNS if column not in factors] +
                   [column for column in table.columns if column not in FIRST_COLUMNS + factors]]
     reference = labels[ref_index]
-    legend = legend_line(table, reference, reference_reason(table, factors, ref, ref_index))
+    legend = legend_line(table, reference, reference_reason(table, factors, ref, ref_index, flagged))
     seeds_line = seeds_needed_line([(labels[i], c) for i, c in comparisons.items()], reference)
-    return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line)
+    if not comparisons and len(table) > 1:
+        seeds_line = "Seeds needed: not computable: no comparison was made (flagged rows are not compared)."
+    return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line,
+                    flag_notes=flag_notes(table, checks))
 
 
 def significance_mark(p_holm: float) -> str:

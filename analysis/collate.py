@@ -5,6 +5,12 @@ vary, aggregates over seeds, compares every row with the reference row (``cross`
 best), prints the Markdown table with its legend and seeds-needed lines, and writes ablation.{md,tex,csv},
 runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1, saying where it looked,
 when there is no run at all; exits 2, listing the rows and writing nothing, when ``--ref`` matches no row.
+
+Rows that are not a result yet are flagged (``analysis/flags.py``): "not converged" when a run's validation
+top-1 spans more than --converge-tol points over its last --converge-epochs epochs, "seeds disagree" when the
+std over seeds exceeds --max-seed-std or a seed lies more than --collapse-gap points below the others'
+median. A flagged row shows the flag instead of its top-1, is compared with nothing and is never the best
+row; a line under the table says what each flag means and how to fix it.
 """
 import argparse
 import logging
@@ -14,6 +20,7 @@ from typing import List, Optional
 
 from .loading import Collection, NoRunsError, WandbFilter, load_runs, load_wandb_runs
 from .ablation import analyse
+from .flags import Checks
 from .plots import write_plots
 from .reference import UnknownReferenceError
 from .stats import varying_factors
@@ -29,14 +36,37 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--tag", help="with --wandb: only the runs with this tag (e.g. an ablation preset)")
     parser.add_argument("--out", type=Path, help="output folder (default: <first RUN_DIR>/analysis)")
     parser.add_argument("--ref", metavar="NAME", help="reference row: its label (e.g. cross) or a factor value "
-                        "only it has (default: cross when fusion varies, else the best row)")
+                        "only it has (default: cross when fusion varies, else the best row; flagged rows passed over)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    add_check_arguments(parser)
     args = parser.parse_args(argv)
     if not args.run_dirs and not args.wandb:
         parser.error("give at least one RUN_DIR (e.g. multirun/make_run) or --wandb ENTITY/PROJECT")
     if not args.wandb and (args.sweep or args.group or args.tag):
         parser.error("--sweep, --group and --tag filter W&B runs: add --wandb ENTITY/PROJECT")
+    try:
+        args.checks = Checks(args.converge_epochs, args.converge_tol, args.max_seed_std, args.collapse_gap)
+    except ValueError as error:
+        parser.error(str(error))
     return args
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Checks()
+    group = parser.add_argument_group(
+        "flags", "a flagged row shows the flag instead of its top-1, is compared with nothing and is never the "
+        "best row (docs/analysis.md)")
+    group.add_argument("--converge-epochs", type=int, default=defaults.converge_epochs, metavar="K",
+                       help="not converged: judge the last K epochs of each run's validation top-1 (default "
+                       "%(default)s; runs with fewer epochs are not judged)")
+    group.add_argument("--converge-tol", type=float, default=defaults.converge_tol, metavar="POINTS",
+                       help="not converged: those epochs span more than POINTS top-1 points, max - min "
+                       "(default %(default)s)")
+    group.add_argument("--max-seed-std", type=float, default=defaults.max_seed_std, metavar="POINTS",
+                       help="seeds disagree: std over seeds above POINTS (default %(default)s)")
+    group.add_argument("--collapse-gap", type=float, default=defaults.collapse_gap, metavar="POINTS",
+                       help="seeds disagree: a seed more than POINTS below the median of the row's other "
+                       "seeds (default %(default)s)")
 
 
 def collect(args: argparse.Namespace) -> Collection:
@@ -73,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        args.wandb.replace("/", "_"))
     factors = varying_factors(collection.runs, collection.candidate_factors)
     try:
-        ablation = analyse(collection.runs, factors, ref=args.ref, warn=warn)
+        ablation = analyse(collection.runs, factors, ref=args.ref, warn=warn, checks=args.checks)
     except UnknownReferenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .loading import load_runs
 from .ablation import analyse
+from .flags import Checks
 from .plots import write_plots
 from .stats import varying_factors
 from .tables import markdown_report, write_tables
@@ -49,14 +50,15 @@ def run_sweep(experiment: str, overrides: Sequence[str] = (), name: Optional[str
     return sweep_dir
 
 
-def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None) -> pd.DataFrame:
-    """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend and
-    seeds-needed lines) and plots inline; returns the table (the columns of ablation.csv)."""
+def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
+                  checks: Checks = Checks()) -> pd.DataFrame:
+    """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend,
+    seeds-needed and flag lines) and plots inline; returns the table (the columns of ablation.csv)."""
     from IPython.display import Image, Markdown, display
 
     collection = load_runs([sweep_dir], warn=print)
     factors = varying_factors(collection.runs, collection.candidate_factors)
-    ablation = analyse(collection.runs, factors, ref=ref, warn=print)
+    ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks)
     out = out or Path(sweep_dir) / "analysis"
     write_tables(ablation, out)
     plots = write_plots(collection.runs, ablation, out)

@@ -1,7 +1,8 @@
 """Plots (matplotlib, Agg backend), each saved as PNG and SVG: top-1 against GFLOPs and against params with
 95% confidence intervals of the mean as error bars (one marker per group, n in the legend; the interval is
 the one in the table: t over seeds, Clopper-Pearson over images for one run), and validation top-1 per epoch
-per group (mean over seeds, shaded 95% t-interval where a group has two or more seeds)."""
+per group (mean over seeds, shaded 95% t-interval where a group has two or more seeds). A flagged row (not
+converged, seeds disagree) is drawn with an open marker and its flag in the legend."""
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -14,6 +15,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from .ablation import Ablation  # noqa: E402
+from .flags import flag_kinds  # noqa: E402
 
 MARKERS = "osD^v<>pP*Xh"
 
@@ -43,9 +45,11 @@ def plot_tradeoff(ablation: Ablation, x: str, x_label: str, out_dir: Path, stem:
     figure, axes = plt.subplots(figsize=(5.5, 4))
     for index, row in ablation.table.iterrows():
         reference = " (ref)" if row["is_ref"] else ""
+        flag = f" [{flag_kinds(row['flag'])}]" if row["flag"] else ""
+        open_marker = {"markerfacecolor": "none"} if row["flag"] else {}  # flagged: not a result
         axes.errorbar(row[x], row["top1_mean"], yerr=interval_error(row), marker=MARKERS[index % len(MARKERS)],
-                      capsize=4, linestyle="none", markersize=8,
-                      label=f"{group_label(row, ablation.factors)}{reference} (n={row['n']})")
+                      capsize=4, linestyle="none", markersize=8, **open_marker,
+                      label=f"{group_label(row, ablation.factors)}{reference} (n={row['n']}){flag}")
     axes.set_xlabel(x_label)
     axes.set_ylabel("top-1 (%), mean with 95% CI")
     axes.grid(alpha=0.3)

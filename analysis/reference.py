@@ -1,7 +1,9 @@
 """Which row the others are compared with. ``cross`` (the paper's method) when fusion is a varying factor
 and exactly one row has it; otherwise the best mean top-1 (the first of a tie). ``--ref NAME`` picks another:
 NAME is a row's label (its factor values joined by ", ", e.g. ``cross`` or ``cross, 4/8``), the same with
-names (``fusion=cross, patch_size=4/8``, as the plots label rows), or a factor value only one row has."""
+names (``fusion=cross, patch_size=4/8``, as the plots label rows), or a factor value only one row has.
+Without ``--ref``, flagged rows (``flags``: not converged, seeds disagree) are passed over: cross when it is
+not flagged, else the best unflagged row (any row when all are flagged)."""
 from typing import List, Optional, Sequence
 
 import pandas as pd
@@ -29,8 +31,9 @@ def matching_rows(table: pd.DataFrame, factors: Sequence[str], name: str) -> Lis
     return [index for index, row in table.iterrows() if any(str(row[factor]) == name for factor in factors)]
 
 
-def choose_reference(table: pd.DataFrame, factors: Sequence[str], name: Optional[str] = None) -> int:
-    """Index of the reference row in ``table`` (from stats.summarize_groups)."""
+def choose_reference(table: pd.DataFrame, factors: Sequence[str], name: Optional[str] = None,
+                     flagged: Optional[pd.Series] = None) -> int:
+    """Index of the reference row in ``table`` (from stats.summarize_groups); ``flagged``: a bool per row."""
     if name is not None:
         found = matching_rows(table, factors, name)
         if len(found) != 1:
@@ -38,8 +41,9 @@ def choose_reference(table: pd.DataFrame, factors: Sequence[str], name: Optional
             why = "matches no row" if not found else f"matches {len(found)} rows"
             raise UnknownReferenceError(f"--ref {name!r} {why}; the rows are: {rows}")
         return found[0]
+    candidates = table if flagged is None or flagged.all() else table[~flagged]
     cross = paper_method_row(table, factors)
-    return cross if cross is not None else int(table["top1_mean"].idxmax())
+    return cross if cross in candidates.index else int(candidates["top1_mean"].idxmax())
 
 
 def paper_method_row(table: pd.DataFrame, factors: Sequence[str]) -> Optional[int]:
@@ -50,10 +54,14 @@ def paper_method_row(table: pd.DataFrame, factors: Sequence[str]) -> Optional[in
     return cross[0] if len(cross) == 1 else None
 
 
-def reference_reason(table: pd.DataFrame, factors: Sequence[str], name: Optional[str], index: int) -> str:
+def reference_reason(table: pd.DataFrame, factors: Sequence[str], name: Optional[str], index: int,
+                     flagged: Optional[pd.Series] = None) -> str:
     """Why this row is the reference, for the legend."""
     if name is not None:
         return "chosen with --ref"
-    if paper_method_row(table, factors) == index:
+    cross = paper_method_row(table, factors)
+    if cross == index:
         return "the paper's method"
-    return "the best mean top-1"
+    if flagged is None or not flagged.any() or flagged.all():
+        return "the best mean top-1"
+    return "the best mean top-1 of the unflagged rows" + (f"; {PAPER_METHOD} is flagged" if cross is not None else "")

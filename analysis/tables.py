@@ -3,14 +3,19 @@ as Markdown, LaTeX and CSV. Top-1 is mean ± std over seeds (the paper's convent
 the difference to the reference row with its 95% interval and the Holm-adjusted p-value (``*`` below 0.05);
 the legend line under the table names the tests. FLOPs are counted as multiply-accumulates (GMACs), the
 convention the paper's FLOPs follow (``src.models.count_flops`` gives CrossViT-S 5.62 GMACs; the paper
-lists 5.6 G)."""
+lists 5.6 G).
+
+A flagged row (``flags``: not converged, seeds disagree) keeps its labels, n and costs; its top-1 cell shows
+the flag and its other result cells (interval, Δ, p, branch top-1) "-", in Markdown and LaTeX alike. ablation.csv
+keeps every number the row's runs measured, for diagnosis, with the reason in its ``flag`` column (empty for
+a result) and its comparison columns empty: filter on ``flag`` before using the numbers."""
 import math
 from pathlib import Path
 from typing import Dict, List
 
 import pandas as pd
 
-from .ablation import REFERENCE_TEST, Ablation, significance_mark
+from .ablation import NOT_COMPARED, REFERENCE_TEST, Ablation, significance_mark
 from .stats import BRANCH_COLUMN
 
 FACTOR_TITLES = {"fusion": "fusion", "model": "model", "data": "data", "patch_size": "patch sizes (S/L)",
@@ -76,18 +81,31 @@ def paper_table(ablation: Ablation, plus_minus: str = "±") -> pd.DataFrame:
     shown = pd.DataFrame({FACTOR_TITLES.get(factor, factor): table[factor] for factor in factors})
     shown["top-1 (%)"] = [mean_std(m, s, plus_minus) for m, s in zip(table["top1_mean"], table["top1_std"])]
     shown["95% CI"] = [bracket(low, high) for low, high in zip(table["top1_ci_low"], table["top1_ci_high"])]
-    shown[f"Δ vs {ablation.reference} [95% CI]"] = [difference(row) for _, row in table.iterrows()]
+    delta = f"Δ vs {ablation.reference} [95% CI]"
+    shown[delta] = [difference(row) for _, row in table.iterrows()]
     shown["p (Holm)"] = table["p_holm"].map(p_value)
-    if table.loc[table["test"] != REFERENCE_TEST, "test"].nunique() > 1:
+    if table.loc[~table["test"].isin([REFERENCE_TEST, NOT_COMPARED]), "test"].nunique() > 1:
         shown["test"] = table["test"]
     shown["n"] = table["n"]
     branches = branch_mean_columns(table)
     for column in branches:
         shown[branch_title(column, len(branches))] = table[column].map(lambda value: f"{value:.2f}")
+    hide_flagged_results(shown, table, ["95% CI", delta, "p (Holm)",
+                                        *[branch_title(column, len(branches)) for column in branches]])
     shown["FLOPs (GMACs)"] = table["gmacs"].map(significant)
     shown["params (M)"] = table["params_m"].map(significant)
     shown["time/run (s)"] = table["wall_time_s"].map(lambda seconds: f"{seconds:.1f}")
     return shown
+
+
+def hide_flagged_results(shown: pd.DataFrame, table: pd.DataFrame, result_columns: List[str]) -> None:
+    """A flagged row's top-1 cell shows why, its other result cells "-" (a flagged reference keeps "ref")."""
+    flagged = table["flag"] != ""
+    if not flagged.any():
+        return
+    for column in result_columns:
+        shown.loc[flagged & (shown[column] != "ref"), column] = "-"
+    shown.loc[flagged, "top-1 (%)"] = table.loc[flagged, "flag"]
 
 
 def to_markdown(shown: pd.DataFrame) -> str:

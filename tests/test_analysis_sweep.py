@@ -15,13 +15,17 @@ import pytest
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
-from analysis import analyse, load_runs, varying_factors
+from analysis import Checks, analyse, load_runs, varying_factors
 from conftest import ROOT, run_module
 
 pytestmark = pytest.mark.slow  # one real sweep in a subprocess, shared by the tests
 
 TINY = ["train.epochs=1", "data.limit_train=96", "data.limit_val=64", "train.batch_size=32", "logger=none",
         "train.threads=1"]  # one thread: on the shared 2-core CPU, two threads run ~10x slower
+# One epoch on 64 images is about chance: two seeds can differ by several points, which the table rightly flags
+# ("seeds disagree", analysis/flags.py) instead of printing. These tests check the plumbing, so that check is off.
+SEEDS_UNCHECKED = Checks(max_seed_std=math.inf, collapse_gap=math.inf)
+SEEDS_UNCHECKED_ARGS = ["--max-seed-std", "inf", "--collapse-gap", "inf"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def test_real_two_fusion_two_seed_sweep_aggregates_to_hand_computed_values(sweep
     collection = load_runs([sweep])
     factors = varying_factors(collection.runs, collection.candidate_factors)
     assert factors == ["fusion"]
-    table = analyse(collection.runs, factors).table.set_index("fusion")
+    table = analyse(collection.runs, factors, checks=SEEDS_UNCHECKED).table.set_index("fusion")
     for fusion, scores in by_fusion.items():
         mean, std = hand_mean_std(scores)
         assert table.loc[fusion, "top1_mean"] == pytest.approx(mean)
@@ -62,7 +66,7 @@ def test_real_two_fusion_two_seed_sweep_aggregates_to_hand_computed_values(sweep
     if math.isfinite(paired.pvalue):  # two seeds can tie on a tiny validation set: then there is no spread
         assert table.loc["all_attn", "p_value"] == pytest.approx(paired.pvalue)
 
-    process = subprocess.run([sys.executable, "-m", "analysis.collate", str(sweep)], cwd=ROOT,
+    process = subprocess.run([sys.executable, "-m", "analysis.collate", str(sweep), *SEEDS_UNCHECKED_ARGS], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stderr
     mean, std = hand_mean_std(by_fusion["cross"])
