@@ -8,6 +8,7 @@ _240 = dict(img_size=240, img_scale=(1.0, 224 / 240), patch_size=(12, 16), multi
 _408 = dict(img_size=408, img_scale=(1.0, 384 / 408), patch_size=(12, 16), multi_conv=True)
 _DAGGER = dict(_240, multi_conv=True)
 _32 = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), multi_conv=False)
+_16 = dict(_32, img_size=16)
 
 # The timm name -> its configuration; the paper's mirror timm's ``crossvit_*`` of the same suffix.
 # Depth triples are CrossViT's (N, M, L).
@@ -41,5 +42,9 @@ VARIANTS: Dict[str, dict] = {
                               mlp_ratio=(3, 3, 1)),
     "fusionvit_small_32": dict(_32, embed_dim=(128, 256), depth=((1, 4, 0),) * 3, num_heads=(4, 4),
                                mlp_ratio=(3, 3, 1)),
+    # micro at 16x16: 4x4 and 2x2 patch grids, a quarter of micro_32's tokens, for the 8x8 digits (recipe=digits_cpu,
+    # `make run`): it trains every fusion to a flat, seed-stable top-1 where micro_32 did not (docs/training.md).
+    "fusionvit_micro_16": dict(_16, embed_dim=(48, 96), depth=((1, 2, 0),) * 2, num_heads=(3, 3),
+                               mlp_ratio=(3, 3, 1)),
 }
-PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith("_32")]
+PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith(("_16", "_32"))]

@@ -72,14 +72,14 @@ def test_every_fusion_option_builds_the_model(fusion):
 def test_defaults_are_the_cpu_digits_run():
     cfg = compose_config()
     assert (cfg.model.name, cfg.fusion.name, cfg.data.name, cfg.logger.name) == (
-        "fusionvit_micro_32", "cross", "digits", "wandb")
+        "fusionvit_micro_16", "cross", "digits", "wandb")
 
 
 def test_sweep_axes_are_plain_overrides():
     cfg = compose_config(["model.patch_size=[2,8]", "model.embed_dim=[48,192]", "fusion.layers=2",
                           "model.depth=[[2,2,0],[2,2,0]]", "seed=3"])
     model = build_model(cfg)
-    direct = timm.create_model("fusionvit_micro_32", fusion="cross", num_classes=10, patch_size=(2, 8),
+    direct = timm.create_model("fusionvit_micro_16", fusion="cross", num_classes=10, patch_size=(2, 8),
                                embed_dim=(48, 192), depth=((2, 2, 0),) * 2, fusion_layers=2)
     assert model.embed_dim == (48, 192) and cfg.seed == 3
     assert model.patch_embed[0].patch_size == (2, 2)
@@ -113,7 +113,7 @@ def test_a_typo_inside_a_yaml_file_is_an_error(tmp_path):
 
 def test_the_recipe_is_a_group_of_its_own_and_a_dataset_leaves_it_alone():
     cfg = compose_config()  # recipe=digits_cpu comes after optim/sched in the defaults list
-    assert (cfg.optim.lr, cfg.sched.warmup_epochs, cfg.train.epochs, cfg.train.batch_size) == (1e-3, 3, 15, 32)
+    assert (cfg.optim.lr, cfg.sched.warmup_epochs, cfg.train.epochs, cfg.train.batch_size) == (2e-3, 3, 16, 64)
     for data in options("data"):
         changed = compose_config([f"data={data}"])
         assert (changed.train, changed.optim, changed.sched) == (cfg.train, cfg.optim, cfg.sched), data

@@ -53,7 +53,7 @@ def assert_complete(results: dict, run_dir: Path) -> None:
     assert results["best"]["epoch"] == 0 and len(results["history"]) == 1
     assert HISTORY_KEYS <= set(results["history"][0])
     assert Path(results["run_dir"]) == run_dir.resolve() and results["wall_time_s"] > 0
-    assert results["model"]["name"] == "fusionvit_micro_32" and results["model"]["img_size"] == 32
+    assert results["model"]["name"] == "fusionvit_micro_16" and results["model"]["img_size"] == 16
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
     ("train.batch_size=0", r"train.batch_size=0 .* must be >= 1"),
     ("data.num_classes=7", r"data.num_classes=7 but digits has 10 classes: set data.num_classes=10"),
     ("data=cifar10", r"cifar10 not found: looked for .*data/cifar10/cifar-10-batches-py"),
-    ("data.image_size=64", r"data.image_size=64 but fusionvit_micro_32 takes 32x32"),
+    ("data.image_size=64", r"data.image_size=64 but fusionvit_micro_16 takes 16x16"),
     ("train.amp=bf16", r"train.amp=bf16 needs CUDA" if not __import__("torch").cuda.is_available() else "$^"),
 ])
 def test_bad_input_fails_before_training_and_names_the_fix(tmp_path, override, message):

@@ -68,8 +68,8 @@ def test_every_preset_combination_composes_and_builds(preset):
         cfg = compose_config([f"+experiment={preset}", *overrides])
         recipe = (cfg.train.epochs, cfg.train.batch_size, cfg.sched.warmup_epochs)
         if preset.endswith("_cpu"):
-            assert cfg.model.name == "fusionvit_micro_32" and cfg.data.name == "digits"
-            assert recipe == (15, 32, 3) and cfg.optim.lr == 1e-3  # recipe=digits_cpu
+            assert cfg.model.name == "fusionvit_micro_16" and cfg.data.name == "digits"
+            assert recipe == (16, 64, 3) and cfg.optim.lr == 2e-3  # recipe=digits_cpu
         else:
             assert cfg.model.name == "fusionvit_small_240" and cfg.data.name == "imagenet"
             assert recipe == (300, 4096, 30) and cfg.optim.lr is None  # recipe=crossvit_imagenet

@@ -117,7 +117,7 @@ def test_both_offline_halves_carry_the_run_id_hold_every_epoch_and_the_first_is_
 def test_wandb_metadata_group_job_type_tags_arch_keys_and_summary(agent_run):
     first, second = (read_offline_run(folder) for folder in by_run(find_offline_runs([agent_run.run_dir]))[RUN_ID])
     results = agent_run.results
-    assert second.group == group_name(results["config"]) and second.group.startswith("micro_32-cross-p4/8-w48/96-")
+    assert second.group == group_name(results["config"]) and second.group.startswith("micro_16-cross-p4/8-w48/96-")
     assert second.job_type == PRESET and PRESET in second.tags
     assert second.config["model.patch_size"] == "[4,8]"  # sweep-locked: the sweep's raw string
     assert {k: second.config[k] for k in arch_keys(results["model"])} == arch_keys(results["model"])
