@@ -2,6 +2,7 @@
 
 Every job leaves ``results.json`` and ``metrics.csv`` in its run dir. A failing job records ``status: failed``
 with the reason and returns normally, so the other jobs of a sweep still run (a single run exits with status 1).
+Each job starts from a clean process state (``src.train.isolation``): a sweep may run several jobs in one process.
 Under a W&B sweep agent the command line is first made fit for Hydra (``src.train.agent``).
 """
 import logging
@@ -59,12 +60,18 @@ def keep_first_overrides(results: Dict[str, Any], run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from src.train.isolation import isolated_job
+
+    with isolated_job():  # the basic launcher and hydra/launcher=parallel run several jobs in one process
+        run_job(cfg, HydraConfig.get())
+
+
+def run_job(cfg: DictConfig, hydra_cfg) -> None:
     from src.train import distributed
     from src.train.build import resolve_device
     from src.train.checkpoint import AlreadyCompleted, check_run_dir
     from src.train.loop import train
 
-    hydra_cfg = HydraConfig.get()
     started = time.perf_counter()
     if distributed.init(resolve_device(cfg.train.device)) and not distributed.is_main():
         logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 logs, the others only warn

@@ -8,7 +8,8 @@ import statistics
 import pytest
 import timm
 
-from src.bench.__main__ import main
+from src.bench.__main__ import check_targets, main, to_markdown
+from src.bench.sweep import epoch_numbers, summary
 from src.models import count_flops
 
 BATCH = 4
@@ -25,7 +26,8 @@ def markdown_rows(md: str, heading: str) -> list:
 def test_bench_tiny_end_to_end(tmp_path):
     main(["--variant", "fusionvit_micro_32", "--batch", str(BATCH), "--repeats", "3", "--warmup", "1",
           "--fusion-base-img", "24", "--overhead-train", "32", "--matmul-n", "256", "--out", str(tmp_path),
-          "--name", "tiny", "--threads", "1", "--profile", "on", "--startup-repeats", "1"])
+          "--name", "tiny", "--threads", "1", "--profile", "on", "--startup-repeats", "1",
+          "--parts", "models,fusion,overhead,startup"])
     r = json.loads((tmp_path / "tiny.json").read_text())
     md = (tmp_path / "tiny.md").read_text()
     assert r["matmul_gflops"] > 0 and r["device"] == "cpu"
@@ -95,3 +97,28 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert "aten::" in r["profile"]
     for section in ("Fusion cost scaling", "Harness overhead", "Start-up", "Profile"):
         assert f"## {section}" in md
+
+
+def test_sweep_section_reports_throughput_ratio_and_same_numbers():
+    """The sweep part's figures from two sweeps' results (tests/test_launchers.py runs the launchers for real)."""
+    def job(fusion, seed, top1, wall_time_s):
+        return {"run_dir": f"/tmp/sweep/fusion={fusion},seed={seed}", "wall_time_s": wall_time_s,
+                "provenance": {"threads": 1}, "history": [{"train_loss": 1.5, "val_loss": 1.25, "top1": top1}]}
+    serial_runs = [job("none", 0, 50.0, 10.0), job("cross", 0, 60.0, 14.0)]
+    serial, parallel = summary(60.0, serial_runs, 1), summary(40.0, [dict(run) for run in serial_runs], 2)
+    assert (serial["jobs_per_min"], parallel["jobs_per_min"], serial["mean_job_s"]) == (2.0, 3.0, 12.0)
+    same = epoch_numbers(serial_runs) == epoch_numbers([job("cross", 0, 60.0, 1.0), job("none", 0, 50.0, 1.0)])
+    assert same and epoch_numbers(serial_runs) != epoch_numbers([job("none", 0, 50.1, 10.0), serial_runs[1]])
+    sweep = {"grid": "fusion=none,cross", "epochs": 1, "cores": 2, "serial": serial, "parallel": parallel,
+             "ratio": parallel["jobs_per_min"] / serial["jobs_per_min"], "same_numbers": same}
+    r = {"device": "cpu", "threads": 1, "load_before": "0", "load_after": "0", "sweep": sweep}
+    r["targets"] = check_targets(r)
+    (target,) = r["targets"]
+    assert target["target"].startswith("sweep parallel/serial throughput >= 1.0") and target["measured"] == 1.5
+    assert target["met"]
+    rows = {row[0].split(" (")[0]: row for row in markdown_rows(to_markdown(r), "Sweep throughput")}
+    assert rows["serial"][1:6] == ["1", "2", "60.0", "2.00", "12.0"]
+    assert rows["parallel"][1:6] == ["2", "2", "40.0", "3.00", "12.0"]
+    assert "Parallel / serial throughput: 1.50; the same per-epoch numbers: yes." in to_markdown(r)
+    one_worker = dict(sweep, parallel=dict(parallel, workers=1))
+    assert check_targets({"sweep": one_worker}) == []  # one core: nothing runs beside anything

@@ -10,6 +10,7 @@ from src.bench.overhead import bench_overhead
 from src.bench.scaling import bench_fusion
 from src.bench.speed import bench_models, matmul_gflops, profile_train_step
 from src.bench import startup
+from src.bench.sweep import bench_sweep, sweep_markdown, sweep_targets
 
 
 def load_average() -> str:
@@ -45,6 +46,8 @@ def to_markdown(r: dict) -> str:
                   f"{o['bare_img_s']:.1f} img/s ({o['variant']}, batch {o['batch']}): ratio {o['ratio']:.2f}", ""]
     if "startup" in r:
         lines += startup.to_markdown(r["startup"])
+    if "sweep" in r:
+        lines += sweep_markdown(r["sweep"])
     if r.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['measured']:.2f} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
@@ -84,6 +87,9 @@ def check_targets(r: dict) -> list:
     if "startup" in r:
         beyond = r["startup"]["beyond_torch_s"]
         add(startup.TARGET, beyond, beyond < startup.LIMIT_S)
+    if "sweep" in r:
+        for target in sweep_targets(r["sweep"]):
+            add(*target)
     return targets
 
 
@@ -96,12 +102,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", choices=["off", "on", "both"], default="off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--parts", default="models,fusion,overhead,startup")
+    p.add_argument("--parts", default="models,fusion,overhead,startup,sweep")
     p.add_argument("--fusion-base-img", type=int, default=32, help="first image size; doubled 3 times")
     p.add_argument("--overhead-variant", default="fusionvit_micro_32")
     p.add_argument("--overhead-train", type=int, default=512)
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--startup-repeats", type=int, default=3, help="fresh `src.run --help` processes timed")
+    p.add_argument("--sweep-grid", default="fusion=none,cross seed=0,1", help="the sweep's overrides of make_run")
+    p.add_argument("--sweep-epochs", type=int, default=2)
     p.add_argument("--out", default="bench_results")
     p.add_argument("--name", default="bench")
     p.add_argument("--profile", choices=["auto", "on", "off"], default="auto",
@@ -122,6 +130,8 @@ def main(argv=None):
                                        threads=torch.get_num_threads(), device=a.device)
     if "startup" in parts:
         r["startup"] = startup.bench_startup(a.startup_repeats)
+    if "sweep" in parts:
+        r["sweep"] = bench_sweep(a.sweep_grid, a.sweep_epochs)
     r["load_after"] = load_average()
     r["targets"] = check_targets(r)
     missed_model_target = any(not t["met"] for t in r["targets"] if "ours/timm" in t["target"] or "matmul" in t["target"])

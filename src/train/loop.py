@@ -19,6 +19,7 @@ from src.models import count_flops, count_params, fusion_modules
 from . import checkpoint as ckpt, distributed
 from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
 from .engine import EpochMeter, evaluate, train_one_epoch, use_progress_bar
+from .isolation import set_threads
 from .metadata import arch_keys, preset_tags
 from .provenance import peak_memory_mb, provenance
 from .results import now_iso, write_predictions, write_results
@@ -71,8 +72,7 @@ def measure_costs(model: torch.nn.Module) -> Dict[str, float]:
 def build_run(cfg) -> Run:
     """Builds everything, checking every input on the way, so that bad input fails before any training."""
     seed_everything(cfg.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp(cfg.train.amp, device)
     model = build_model(cfg)
@@ -105,14 +105,14 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()
     saver = ckpt.Saver(run_dir, identity, enabled=cfg.train.save_checkpoints and distributed.is_main())
-    stop, exit_code = StopFlag(), 1  # before W&B's start, which can take a while
-    logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])}, group,
-                           name, checkpoint.get("wandb_run_id") if checkpoint else None)
-    results["wandb"] = logger.info
-    write_results(run_dir, results)
-    log_start(cfg, run, results)
-    progress, steps_per_epoch = use_progress_bar(cfg.train.progress), len(run.batches.loader)
-    try:
+    stop, exit_code, logger = StopFlag(), 1, None  # the flag before W&B's start, which can take a while
+    try:  # whatever fails, the signal handlers and the W&B run are not left to the next job in this process
+        logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])},
+                               group, name, checkpoint.get("wandb_run_id") if checkpoint else None)
+        results["wandb"] = logger.info
+        write_results(run_dir, results)
+        log_start(cfg, run, results)
+        progress, steps_per_epoch = use_progress_bar(cfg.train.progress), len(run.batches.loader)
         for epoch in range(state.epoch, run.num_epochs):
             epoch_started, lr, meter = time.perf_counter(), run.optimizer.param_groups[0]["lr"], EpochMeter()
             for _ in train_one_epoch(run, state, epoch, meter, logger, progress, cfg.logger.log_every_n_steps):
@@ -143,7 +143,8 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
         exit_code = 0
     finally:
         stop.close()
-        logger.finish(exit_code)
+        if logger is not None:
+            logger.finish(exit_code)
     return results
 
 
