@@ -82,7 +82,7 @@ def test_multirun_over_two_fusions_and_a_failing_job_does_not_end_it(tmp_path):
                  if r["status"] == "completed"]
     assert sorted(completed) == [("cross", [4, 8]), ("none", [4, 8])]
     failed = [r for r in runs if r["status"] == "failed"]
-    assert len(failed) == 2 and all("patch size 5 does not divide image size 32" in r["reason"] for r in failed)
+    assert len(failed) == 2 and all("patch size 5 does not divide image size 16" in r["reason"] for r in failed)
     assert all(r["history"] == [] and r["final"] is None for r in failed)
 
 
