@@ -44,9 +44,10 @@ class AllAttentionFusion(Fusion):
     that attention step (the paper uses one).
 
     Options: ``identity_when_equal`` (default off) skips f/g between equal widths; ``mlp_ratio`` (default 0)
-    adds an FFN after the attention; ``residual`` (default off, not the paper's) returns ``x^i + g^i(o^i)``. The paper's row (Table 6: 27.7M, 7.6 G on CrossViT-S) is reproduced by
-    no design we tried: the default gives 26.86M / 7.58 G (FLOPs match, params 3% short); an FFN of ratio 1
-    (CrossViT's third ``mlp_ratio``) gives 27.74M but 8.11 G; identity f/g gives 25.96M / 7.41 G.
+    adds an FFN after the attention; ``residual`` (default off, not the paper's) returns ``x^i + g^i(o^i)``.
+    The paper's row (Table 6: 27.7M, 7.6 G on CrossViT-S) is reproduced by no design we tried: the default gives
+    26.86M / 7.58 G (FLOPs match, params 3% short); an FFN of ratio 1 (CrossViT's third ``mlp_ratio``) gives
+    27.74M but 8.11 G; identity f/g gives 25.96M / 7.41 G.
     """
 
     def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1,
