@@ -9,9 +9,10 @@ _408 = dict(img_size=408, img_scale=(1.0, 384 / 408), patch_size=(12, 16), multi
 _DAGGER = dict(_240, multi_conv=True)
 _32 = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), multi_conv=False)
 _16 = dict(_32, img_size=16)
+_32_THREE = dict(img_size=32, img_scale=(1.0, 1.0, 1.0), patch_size=(4, 8, 16), multi_conv=False)
 
 # The timm name -> its configuration; the paper's mirror timm's ``crossvit_*`` of the same suffix.
-# Depth triples are CrossViT's (N, M, L).
+# Depth triples are CrossViT's (N, M, L); with n branches, the released code's [d_0, ..., d_{n-1}, L].
 VARIANTS: Dict[str, dict] = {
     "fusionvit_tiny_240": dict(_240, embed_dim=(96, 192), depth=((1, 4, 0),) * 3, num_heads=(3, 3),
                                mlp_ratio=(4, 4, 1)),
@@ -46,5 +47,9 @@ VARIANTS: Dict[str, dict] = {
     # `make run`): it trains every fusion to a flat, seed-stable top-1 where micro_32 did not (docs/training.md).
     "fusionvit_micro_16": dict(_16, embed_dim=(48, 96), depth=((1, 2, 0),) * 2, num_heads=(3, 3),
                                mlp_ratio=(3, 3, 1)),
+    # micro_32 plus a third branch of 16-pixel patches (2x2 grid) at the L-branch's width, one block an encoder: the
+    # 2 vs 3 branches ablation (conf/experiment/branches_ablation_cpu.yaml). mlp_ratio: one per branch + the fusion's.
+    "fusionvit_micro3_32": dict(_32_THREE, embed_dim=(48, 96, 96), depth=((1, 2, 1, 0),) * 2, num_heads=(3, 3, 3),
+                                mlp_ratio=(3, 3, 3, 1)),
 }
 PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith(("_16", "_32"))]

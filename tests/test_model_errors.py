@@ -20,8 +20,22 @@ import src.models as models
      r"stacking='deep' for cross: pick one of released, reattend"),
     (dict(fusion="all_attn", fusion_options=dict(mlp_ratio=-1)), r"mlp_ratio must be >= 0 for all_attn"),
     (dict(depth=((1,),)), r"depth\[0\]=\[1\] is not \(N, M\) or \(N, M, L\)"),
+    (dict(depth=((1, 2, 1, 0),)), r"depth\[0\]=\[1, 2, 1, 0\] is not \(N, M\) or \(N, M, L\) for 2 branches"),
+    (dict(patch_size=(4, 8, 16), img_scale=(1, 1, 1), embed_dim=(48, 96, 96), num_heads=(3, 3, 3), depth=((1, 2),)),
+     r"depth\[0\]=\[1, 2\] is not \(d_0, d_1, d_2\) or \(d_0, d_1, d_2, L\) for 3 branches: give each "
+     r"branch's block count"),
+    (dict(patch_size=(4, 8, 16)), r"model.img_scale has 2 entries but model.patch_size has 3: give one per branch"),
+    (dict(patch_size=(4, 8, 16), img_scale=(1, 1, 1)),
+     r"model.embed_dim has 2 entries but model.patch_size has 3: give one per branch"),
+    (dict(mlp_ratio=(3, 3, 1, 1)), r"model.mlp_ratio has 4 entries but model.patch_size has 2: give one per branch, "
+                                   r"optionally followed by the fusion's"),
+    (dict(patch_size=(4,), img_scale=(1,), embed_dim=(48,), num_heads=(3,)), r"at least two branches"),
+    (dict(fusion="pairwise", fusion_options=dict(partners="all")),
+     r"fusion 'pairwise' does not take partners: it takes .*; drop fusion.options.partners, or pick a strategy "
+     r"that takes it \(cross"),
+    (dict(fusion="cross", fusion_options=dict(partners="every")), r"partners='every' for cross: pick one of next, all"),
     (dict(multi_conv=True), r"the 3-conv \(dagger\) patch embedding exists only for patch sizes \(12, 16\), not 4"),
-    (dict(embed_dim=(48, 96, 192)), r"embed_dim has 3 entries but patch_size has 2"),
+    (dict(embed_dim=(48, 96, 192)), r"model.embed_dim has 3 entries but model.patch_size has 2"),
 ])
 def test_bad_architecture_is_rejected_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):

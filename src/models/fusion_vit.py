@@ -1,5 +1,6 @@
-"""The dual-branch multi-scale ViT: two patch embeddings, K multi-scale encoders each ending in a fusion
-step, a final norm and a linear head per branch, logits averaged (CrossViT, arXiv 2103.14899)."""
+"""The multi-scale ViT: one patch embedding per branch (two in the paper, any number as in the released code),
+K multi-scale encoders each ending in a fusion step, a final norm and a linear head per branch, logits averaged
+(CrossViT, arXiv 2103.14899)."""
 from functools import partial
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -13,13 +14,15 @@ from timm.models.vision_transformer import Block
 
 from .fusion import BranchSpec, FusionOptions, build_fusion, fusion_parameters
 from .fusion.base import from_mean_agents, with_mean_agents
-from .validation import check_architecture, check_global_pool, check_input_size, normalise_depth
+from .validation import (check_architecture, check_branch_counts, check_global_pool, check_input_size,
+                         normalise_depth)
 
 DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for these
 
 
 class MultiScaleEncoder(nn.Module):
-    """One multi-scale encoder: N blocks on the S-branch, M on the L-branch, then the fusion step. Without
+    """One multi-scale encoder: ``depths[i]`` blocks on branch i (N on the S-branch, M on the L-branch), then
+    the fusion step. Without
     CLS tokens the fusion gets each branch's mean patch token as its agent (``fuse_with_mean_agents``)."""
 
     def __init__(self, branches: Sequence[BranchSpec], depths: Sequence[int], mlp_ratios: Sequence[float],
@@ -44,11 +47,16 @@ class MultiScaleEncoder(nn.Module):
 
 
 class FusionViT(nn.Module):
-    """Dual-branch ViT with a pluggable fusion step. Defaults and parameter layout follow timm's CrossVit
-    (``convert_crossvit_state_dict`` maps its weights); ``fusion`` picks the strategy by registry name.
+    """Multi-branch ViT with a pluggable fusion step. Defaults and parameter layout follow timm's CrossVit
+    (``convert_crossvit_state_dict`` maps its weights, and the released code's for any number of branches);
+    ``fusion`` picks the strategy by registry name.
 
-    ``depth`` is CrossViT's ``((N, M, L), ...) * K``: N S-branch blocks, M L-branch blocks, L fusion layers
-    (0 means 1, as in the official code). ``fusion_layers`` overrides L for strategies that stack layers.
+    ``patch_size`` sets the number of branches n; ``img_scale``, ``embed_dim`` and ``num_heads`` give one entry
+    per branch, ``mlp_ratio`` one per branch optionally followed by the fusion's (CrossViT's ``(S, L, fusion)``;
+    no strategy here reads it, as the released cross-attention has no FFN). ``depth`` is the released code's
+    ``[d_0, ..., d_{n-1}, L]`` per encoder, K times: d_i blocks on branch i, then L fusion layers (0 means 1, as
+    in the official code); with two branches that is CrossViT's ``((N, M, L), ...) * K``. A missing L is 0.
+    ``fusion_layers`` overrides L for strategies that stack layers.
 
     ``class_token=False`` (timm's name) is the paper's model without CLS tokens (Sec. 4.3): no CLS and no
     position embedding for it, the fusion uses each branch's mean patch token as its agent, and each head
@@ -76,9 +84,10 @@ class FusionViT(nn.Module):
         self.grad_checkpointing = False
         self.img_size = int(img_size)
         self.img_size_scaled = [int(self.img_size * s) for s in img_scale]
-        depth, fusion_layers = normalise_depth(depth, fusion_layers)
-        check_architecture(self.img_size, self.img_size_scaled, patch_size, embed_dim, num_heads,
-                           mlp_ratio, depth, multi_conv, DAGGER_PATCH_SIZES)
+        num_branches = check_branch_counts(patch_size, img_scale, embed_dim, num_heads, mlp_ratio)
+        depth, fusion_layers = normalise_depth(depth, fusion_layers, num_branches)
+        check_architecture(self.img_size, self.img_size_scaled, patch_size, embed_dim, num_heads, multi_conv,
+                           DAGGER_PATCH_SIZES)
         self.num_classes = num_classes
         self.embed_dim = tuple(embed_dim)
         self.num_features = self.head_hidden_size = sum(embed_dim)
@@ -107,9 +116,9 @@ class FusionViT(nn.Module):
             if fusion_layers is not None:
                 strategy_options["layers"] = fusion_layers
             elif "layers" in fusion_parameters(fusion):  # CrossViT's L: 0 in a depth triple means 1
-                strategy_options["layers"] = max(depths[2], 1)
+                strategy_options["layers"] = max(depths[-1], 1)
             fusion_module = build_fusion(fusion, branches, options, **strategy_options)
-            self.encoders.append(MultiScaleEncoder(branches, depths[:2], mlp_ratio, fusion_module, rates,
+            self.encoders.append(MultiScaleEncoder(branches, depths[:-1], mlp_ratio, fusion_module, rates,
                                                    qkv_bias, proj_drop_rate, attn_drop_rate, norm_layer,
                                                    self.class_token))
 
@@ -129,13 +138,15 @@ class FusionViT(nn.Module):
 
     @staticmethod
     def _drop_path_rates(depth, drop_path_rate) -> List[List[float]]:
-        """timm's CrossVit schedule, kept for equal training: linear over sum(M + L) layers, each encoder
-        taking max(N, M) + L rates (blocks use the first ones, the fusion the last)."""
-        total = sum(m + extra for _, m, extra in depth)
+        """timm's CrossVit schedule, kept for equal training: linear over the sum of max(d_i) + L layers, each
+        encoder taking its max(d_i) + L rates (blocks use the first ones, the fusion the last). timm and the
+        released code sum the last branch's blocks instead: the same wherever the last branch is the deepest (every
+        released model), and too few rates, an IndexError there, where it is not."""
+        total = sum(max(blocks) + extra for *blocks, extra in depth)
         rates = calculate_drop_path_rates(drop_path_rate, total)
         out, start = [], 0
-        for n, m, extra in depth:
-            span = max(n, m) + extra
+        for *blocks, extra in depth:
+            span = max(blocks) + extra
             out.append(rates[start:start + span])
             start += span
         return out

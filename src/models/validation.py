@@ -9,17 +9,26 @@ def _divisors(n: int) -> List[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def normalise_depth(depth: Sequence[Sequence[int]], fusion_layers: Optional[int]
-                    ) -> Tuple[List[Tuple[int, int, int]], Optional[int]]:
-    """Returns ``[(N, M, L_raw), ...]`` and the explicit fusion-layer count (None: take it from L_raw)."""
+def depth_format(branches: int) -> str:
+    """How one encoder's depth entry reads for this many branches: CrossViT's ``(N, M, L)`` for two."""
+    blocks = "N, M" if branches == 2 else ", ".join(f"d_{i}" for i in range(branches))
+    return f"({blocks}) or ({blocks}, L)"
+
+
+def normalise_depth(depth: Sequence[Sequence[int]], fusion_layers: Optional[int], branches: int = 2
+                    ) -> Tuple[List[Tuple[int, ...]], Optional[int]]:
+    """Returns ``[(d_0, ..., d_{n-1}, L_raw), ...]`` (the released code's ``[d_0, ..., d_{n-1}, L]`` per encoder;
+    a missing L is 0) and the explicit fusion-layer count (None: take it from L_raw)."""
     encoders = []
     for k, entry in enumerate(depth):
         entry = tuple(int(v) for v in entry)
-        if len(entry) == 2:
+        if len(entry) == branches:
             entry = entry + (0,)
-        if len(entry) != 3 or min(entry) < 0 or max(entry[:2]) < 1:
-            raise ValueError(f"depth[{k}]={list(entry)} is not (N, M) or (N, M, L) with N, M >= 0, one of "
-                             f"them >= 1 and L >= 0: write e.g. depth=[[1,4,0],[1,4,0],[1,4,0]]")
+        if len(entry) != branches + 1 or min(entry) < 0 or max(entry[:-1]) < 1:
+            example = [[1] * (branches - 1) + [4, 0]] * 3
+            raise ValueError(f"depth[{k}]={list(entry)} is not {depth_format(branches)} for {branches} branches: "
+                             f"give each branch's block count (>= 0, one of them >= 1), then L >= 0, e.g. "
+                             f"depth={str(example).replace(' ', '')}")
         encoders.append(entry)
     if not encoders:
         raise ValueError("depth is empty: give at least one multi-scale encoder, e.g. depth=[[1,4,0]]")
@@ -28,18 +37,28 @@ def normalise_depth(depth: Sequence[Sequence[int]], fusion_layers: Optional[int]
     return encoders, None if fusion_layers is None else int(fusion_layers)
 
 
-def check_architecture(img_size: int, scaled_sizes: Sequence[int], patch_size: Sequence[int],
-                       embed_dim: Sequence[int], num_heads: Sequence[int], mlp_ratio: Sequence[float],
-                       depth: Sequence[Sequence[int]], multi_conv: bool, dagger_patch_sizes) -> None:
+def check_branch_counts(patch_size: Sequence[int], img_scale: Sequence[float], embed_dim: Sequence[int],
+                        num_heads: Sequence[int], mlp_ratio: Sequence[float]) -> int:
+    """Every per-branch list has one entry per branch (``patch_size`` sets the count); ``mlp_ratio`` may add one
+    for the fusion, as CrossViT's ``(S, L, fusion)`` does. Returns the number of branches."""
     branches = len(patch_size)
-    for name, values, need in (("img_scale", scaled_sizes, branches), ("embed_dim", embed_dim, branches),
-                               ("num_heads", num_heads, branches)):
-        if len(values) != need:
-            raise ValueError(f"{name} has {len(values)} entries but patch_size has {branches}: "
+    if branches < 2:
+        raise ValueError(f"model.patch_size has {branches} entries: a multi-scale model needs at least two "
+                         f"branches, one patch size each (e.g. patch_size=[4,8])")
+    for name, values in (("img_scale", img_scale), ("embed_dim", embed_dim), ("num_heads", num_heads)):
+        if len(values) != branches:
+            raise ValueError(f"model.{name} has {len(values)} entries but model.patch_size has {branches}: "
                              f"give one per branch")
-    if len(mlp_ratio) < branches:
-        raise ValueError(f"mlp_ratio has {len(mlp_ratio)} entries: give one per branch (CrossViT adds a "
-                         f"third, unused, for the fusion)")
+    if len(mlp_ratio) not in (branches, branches + 1):
+        raise ValueError(f"model.mlp_ratio has {len(mlp_ratio)} entries but model.patch_size has {branches}: give "
+                         f"one per branch, optionally followed by the fusion's (CrossViT's last entry, unused by "
+                         f"its cross-attention)")
+    return branches
+
+
+def check_architecture(img_size: int, scaled_sizes: Sequence[int], patch_size: Sequence[int],
+                       embed_dim: Sequence[int], num_heads: Sequence[int], multi_conv: bool,
+                       dagger_patch_sizes) -> None:
     if img_size < 1:
         raise ValueError(f"img_size={img_size} must be positive")
     for i, (size, patch) in enumerate(zip(scaled_sizes, patch_size)):

@@ -26,7 +26,8 @@ def _default_cfg(name: str, config: dict) -> dict:
     return dict(url="", num_classes=1000, input_size=(3, size, size), pool_size=None,
                 crop_pct=0.875 if size == 240 else 1.0, interpolation="bicubic", fixed_input_size=True,
                 mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=_first_convs(config),
-                classifier=("head.0", "head.1"), license="apache-2.0")
+                classifier=tuple(f"head.{branch}" for branch in range(len(config["patch_size"]))),
+                license="apache-2.0")
 
 
 def _hub_weights(name: str) -> str:
@@ -59,7 +60,8 @@ def _entrypoint(name: str):
             _check_pretrained_source(name, kwargs.get("pretrained_cfg_overlay"))
         config = dict(VARIANTS[name], **kwargs)
         blocks = len(config["depth"])  # features default to each branch's last encoder output, as CrossVit
-        out_indices = config.pop("out_indices", (blocks - 1, 2 * blocks - 1))
+        branches = len(config["patch_size"])
+        out_indices = config.pop("out_indices", tuple(b * blocks + blocks - 1 for b in range(branches)))
         return build_model_with_cfg(FusionViT, name, pretrained, pretrained_filter_fn=adapt_crossvit_state_dict,
                                     feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **config)
 

@@ -18,13 +18,15 @@ def format_pair(values: Optional[Sequence[Any]]) -> Optional[str]:
 
 def format_depth(depth: Optional[Sequence[Sequence[int]]], fusion_layers: Optional[int]) -> Optional[str]:
     """[[1, 4, 0]] * 3 with L=1 -> "3x(1,4,1)": K encoders of N S-branch blocks, M L-branch blocks and L
-    fusion layers (CrossViT's 0 means one; ``fusion.layers`` overrides it)."""
+    fusion layers (CrossViT's 0 means one; ``fusion.layers`` overrides it); with n branches, n block counts then
+    L ("2x(1,2,1,1)")."""
     if not depth:
         return None
     stages = []
-    for small_blocks, large_blocks, extra in depth:
+    for entry in depth:
+        *blocks, extra = entry if len(entry) > 2 else (*entry, 0)
         layers = fusion_layers if fusion_layers is not None else max(1, extra)
-        stages.append(f"({small_blocks},{large_blocks},{layers})")
+        stages.append("(" + ",".join(str(b) for b in (*blocks, layers)) + ")")
     if len(set(stages)) == 1:
         return f"{len(stages)}x{stages[0]}"
     return "+".join(stages)

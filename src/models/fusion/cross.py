@@ -1,11 +1,11 @@
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, use_fused_attn
 
-from .base import BranchSpec, Fusion, FusionOptions, projection, split_cls
+from .base import BranchSpec, Fusion, FusionOptions, projection
 from .registry import register_fusion
 
 
@@ -62,13 +62,22 @@ class CrossAttentionLayer(nn.Module):
 
 
 STACKINGS = ("released", "reattend")
+PARTNERS = ("next", "all")
+
+
+def partner_pairs(num_branches: int, partners: str) -> List[Tuple[int, int]]:
+    """``(i, j)``: branch i's CLS attends branch j's patches. ``next``: j = i + 1 mod n (one per branch, the
+    released rule); ``all``: every j != i, in the cyclic order i + 1, i + 2, ... (so the first is ``next``'s)."""
+    per_branch = 1 if partners == "next" else num_branches - 1
+    return [(i, (i + k) % num_branches) for i in range(num_branches) for k in range(1, per_branch + 1)]
 
 
 @register_fusion("cross")
 class CrossAttentionFusion(Fusion):
     """Cross-attention fusion (paper Sec. 3.3, Eq. 5-7, Fig. 3d), CrossViT's own.
 
-    For branch i with partner j (the next branch, cyclically):
+    For branch i with partner j (``partners="next"``, default: the next branch, cyclically, as in the released
+    code for any number of branches):
 
         x'^i  = [ f^i(x^i_cls) || x^j_patch ]
         y^i   = f^i(x^i_cls) + CA(LN(x'^i))      CA: the CLS is the only query; linear in tokens
@@ -76,6 +85,18 @@ class CrossAttentionFusion(Fusion):
 
     ``f^i`` projects to branch j's width, the attention uses branch j's head count, and the branch's
     own patch tokens pass through untouched.
+
+    ``partners="all"`` (ours; the paper and the released code have only two branches or the cyclic rule) lets
+    each CLS read every other branch, one CA per partner at the partner's width and heads, averaged back at
+    branch i's width:
+
+        y^{ij} = f^{ij}(x^i_cls) + CA^{ij}(LN([ f^{ij}(x^i_cls) || x^j_patch ]))      for every j != i
+        z^i    = [ 1/(n-1) sum_{j != i} g^{ij}(y^{ij}) || x^i_patch ]
+
+    A separate softmax per partner keeps a branch with many tokens from crowding out one with few, and only
+    the CLS is projected, so the cost stays linear in tokens. With two branches it is ``next``, parameter names
+    included. Parameters are flat over the pairs ``(i, j)`` in ``partner_pairs`` order: ``projs.p``,
+    ``layers.p``, ``revert_projs.p`` for pair p (for ``next``, p = i, the converted released layout).
 
     ``layers`` (L) stacks CA steps. ``stacking="released"`` (default) is the released code and timm: a layer
     returns the CLS token alone, so layers after the first attend over that one token (logits equal timm's
@@ -87,30 +108,43 @@ class CrossAttentionFusion(Fusion):
     """
 
     def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1,
-                 identity_when_equal: bool = True, stacking: str = "released"):
+                 identity_when_equal: bool = True, stacking: str = "released", partners: str = "next"):
         super().__init__(branches, options)
         if layers < 1:
             raise ValueError(f"fusion.layers must be >= 1 for cross, got {layers}")
         if stacking not in STACKINGS:
             raise ValueError(f"fusion.options.stacking={stacking!r} for cross: pick one of {', '.join(STACKINGS)}")
+        if partners not in PARTNERS:
+            raise ValueError(f"fusion.options.partners={partners!r} for cross: pick one of {', '.join(PARTNERS)}")
         self.stacking = stacking
-        partners = [branches[(i + 1) % len(branches)] for i in range(len(branches))]
-        self.projs = nn.ModuleList([projection(b.dim, p.dim, options, identity_when_equal)
-                                    for b, p in zip(branches, partners)])
+        self.partners = partners
+        pairs = partner_pairs(len(branches), partners)
+        self.owners: List[int] = [i for i, _ in pairs]
+        self.partner_of_pair: List[int] = [j for _, j in pairs]
+        self.pairs_per_branch = len(pairs) // len(branches)
+        self.projs = nn.ModuleList([projection(branches[i].dim, branches[j].dim, options, identity_when_equal)
+                                    for i, j in pairs])
         self.layers = nn.ModuleList([
-            nn.ModuleList([CrossAttentionLayer(p.dim, p.num_heads, options) for _ in range(layers)])
-            for p in partners])
-        self.revert_projs = nn.ModuleList([projection(p.dim, b.dim, options, identity_when_equal)
-                                           for b, p in zip(branches, partners)])
+            nn.ModuleList([CrossAttentionLayer(branches[j].dim, branches[j].num_heads, options)
+                           for _ in range(layers)])
+            for _, j in pairs])
+        self.revert_projs = nn.ModuleList([projection(branches[j].dim, branches[i].dim, options, identity_when_equal)
+                                           for i, j in pairs])
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
-        outputs = []
-        for i, (proj, layers, revert) in enumerate(zip(self.projs, self.layers, self.revert_projs)):
-            own_cls, own_patches = split_cls(tokens[i])
-            partner_patches = tokens[(i + 1) % len(tokens)][:, 1:]
+        reverted = []  # g^{ij}(y^{ij}) per pair, grouped by owner i
+        for p, (proj, layers, revert) in enumerate(zip(self.projs, self.layers, self.revert_projs)):
+            own_cls = tokens[self.owners[p]][:, :1]
+            partner_patches = tokens[self.partner_of_pair[p]][:, 1:]
             cls_token = proj(own_cls)
             for depth, layer in enumerate(layers):
                 context = partner_patches if depth == 0 or self.stacking == "reattend" else partner_patches[:, :0]
                 cls_token = layer(cls_token, context)
-            outputs.append(torch.cat([revert(cls_token), own_patches], dim=1))
+            reverted.append(revert(cls_token))
+        outputs = []
+        per_branch = self.pairs_per_branch
+        for i in range(len(tokens)):
+            mine = reverted[i * per_branch:(i + 1) * per_branch]
+            fused_cls = mine[0] if per_branch == 1 else torch.stack(mine).mean(0)
+            outputs.append(torch.cat([fused_cls, tokens[i][:, 1:]], dim=1))
         return outputs

@@ -40,5 +40,9 @@ def build_fusion(name: str, branches: Sequence[BranchSpec], options: FusionOptio
     unknown = sorted(set(strategy_options) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) if accepted else "no options"
-        raise ValueError(f"fusion {name!r} does not take {', '.join(unknown)}: it takes {takes}")
+        keys = " and ".join("fusion.layers" if key == "layers" else f"fusion.options.{key}" for key in unknown)
+        takers = [other for other in fusion_names() if set(unknown) <= set(fusion_parameters(other))]
+        elsewhere = f", or pick a strategy that takes it ({', '.join(takers)})" if takers else ""
+        raise ValueError(f"fusion {name!r} does not take {', '.join(unknown)}: it takes {takes}; "
+                         f"drop {keys}{elsewhere}")
     return cls(branches, options, **strategy_options)
