@@ -128,6 +128,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("model.patch_size=[12,8]", r"patch size 12 does not divide image size 16"),
     ("model.embed_dim=[50,96]", r"width 50 of branch 0 is not divisible by its 3 heads"),
+    ("model.embed_dim=[48,96,96]", r"model.embed_dim has 3 entries but model.patch_size has 2: give one per branch"),
     ("train.batch_size=0", r"train.batch_size=0 .* must be >= 1"),
     ("data.num_classes=7", r"data.num_classes=7 but digits has 10 classes: set data.num_classes=10"),
     ("data=cifar10", r"cifar10 not found: looked for .*data/cifar10/cifar-10-batches-py"),

@@ -119,7 +119,7 @@ class CrossAttentionFusion(Fusion):
         self.stacking = stacking
         self.partners = partners
         pairs = partner_pairs(len(branches), partners)
-        self.owners: List[int] = [i for i, _ in pairs]
+        self.owner_of_pair: List[int] = [i for i, _ in pairs]
         self.partner_of_pair: List[int] = [j for _, j in pairs]
         self.pairs_per_branch = len(pairs) // len(branches)
         self.projs = nn.ModuleList([projection(branches[i].dim, branches[j].dim, options, identity_when_equal)
@@ -134,7 +134,7 @@ class CrossAttentionFusion(Fusion):
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
         reverted = []  # g^{ij}(y^{ij}) per pair, grouped by owner i
         for p, (proj, layers, revert) in enumerate(zip(self.projs, self.layers, self.revert_projs)):
-            own_cls = tokens[self.owners[p]][:, :1]
+            own_cls = tokens[self.owner_of_pair[p]][:, :1]
             partner_patches = tokens[self.partner_of_pair[p]][:, 1:]
             cls_token = proj(own_cls)
             for depth, layer in enumerate(layers):
