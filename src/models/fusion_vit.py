@@ -22,8 +22,8 @@ DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for
 
 class MultiScaleEncoder(nn.Module):
     """One multi-scale encoder: ``depths[i]`` blocks on branch i (N on the S-branch, M on the L-branch), then
-    the fusion step. Without
-    CLS tokens the fusion gets each branch's mean patch token as its agent (``fuse_with_mean_agents``)."""
+    the fusion step. Without CLS tokens the fusion gets each branch's mean patch token as its agent
+    (``fuse_with_mean_agents``)."""
 
     def __init__(self, branches: Sequence[BranchSpec], depths: Sequence[int], mlp_ratios: Sequence[float],
                  fusion: nn.Module, drop_path: Sequence[float], qkv_bias: bool, proj_drop: float,
