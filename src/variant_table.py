@@ -10,6 +10,7 @@ _DAGGER = dict(_240, multi_conv=True)
 _32 = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), multi_conv=False)
 _16 = dict(_32, img_size=16)
 _32_THREE = dict(img_size=32, img_scale=(1.0, 1.0, 1.0), patch_size=(4, 8, 16), multi_conv=False)
+_16_THREE = dict(_32_THREE, img_size=16)
 
 # The timm name -> its configuration; the paper's mirror timm's ``crossvit_*`` of the same suffix.
 # Depth triples are CrossViT's (N, M, L); with n branches, the released code's [d_0, ..., d_{n-1}, L].
@@ -50,6 +51,10 @@ VARIANTS: Dict[str, dict] = {
     # micro_32 plus a third branch of 16-pixel patches (2x2 grid) at the L-branch's width, one block an encoder: the
     # 2 vs 3 branches ablation (conf/experiment/branches_ablation_cpu.yaml). mlp_ratio: one per branch + the fusion's.
     "fusionvit_micro3_32": dict(_32_THREE, embed_dim=(48, 96, 96), depth=((1, 2, 1, 0),) * 2, num_heads=(3, 3, 3),
+                                mlp_ratio=(3, 3, 3, 1)),
+    # micro_16 plus a third branch whose one 16-pixel patch is the whole image (the coarsest scale there is): the
+    # 2 vs 3 branches ablation on the digits under recipe=digits_cpu (conf/experiment/branches_ablation_cpu.yaml).
+    "fusionvit_micro3_16": dict(_16_THREE, embed_dim=(48, 96, 96), depth=((1, 2, 1, 0),) * 2, num_heads=(3, 3, 3),
                                 mlp_ratio=(3, 3, 3, 1)),
 }
 PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith(("_16", "_32"))]
