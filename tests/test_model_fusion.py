@@ -2,22 +2,14 @@
 import pytest
 import timm
 import torch
+from conftest import opened_gates
 
 import src.models as models
 from src.models.fusion import BranchSpec, FusionOptions, build_fusion
-from src.models.fusion.gated_cross import TanhGate
 
 FUSIONS = models.fusion_names()
 # CPU variants plus one paper variant with the dagger embedding and a rescaled L-branch
 VARIANTS = ["fusionvit_micro_32", "fusionvit_mini_32", "fusionvit_9_dagger_240"]
-
-
-def opened_gates(model, alpha=0.5):
-    """A closed gate (``gated_cross`` at init) passes nothing, by design: the wiring tests open it."""
-    for module in model.modules():
-        if isinstance(module, TanhGate):
-            torch.nn.init.constant_(module.alpha, alpha)
-    return model
 
 
 def test_the_five_paper_strategies_are_registered():
