@@ -24,7 +24,7 @@ class TanhGate(nn.Module):
 class GatedCrossAttentionFusion(Fusion):
     """Gated cross-attention: CrossViT's cross-attention (``cross``, paper Sec. 3.3, Eq. 5-7) added to each
     branch's own CLS through a tanh gate that starts closed, as in Flamingo's gated cross-attention
-    (Alayrac et al. 2022, arXiv 2204.14198, Eq. 1). Not in the CrossViT paper.
+    (Alayrac et al. 2022, arXiv 2204.14198, GATED XATTN-DENSE). Not in the CrossViT paper.
 
     For branch i with partner j (``cross``'s pairing), with ``cross``'s symbols:
 
