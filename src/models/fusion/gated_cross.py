@@ -32,7 +32,7 @@ class GatedCrossAttentionFusion(Fusion):
         x'^i_cls   = x^i_cls + tanh(alpha^i) * g^i(y^i)                       alpha^i in R^{C_i}, zero at init
         z^i        = [ x'^i_cls || x^i_patch ]
 
-    At init tanh(0) = 0, so the step is ``none`` fusion, and d/d alpha^i = g^i(y^i) != 0, so the gate opens
+    At init tanh(0) = 0, so the step is ``none`` fusion, and d x'^i_cls / d alpha^i = g^i(y^i) != 0: the gate opens
     as far as fusing helps; the cross-attention weights get no gradient until it does. Ours, beyond Flamingo:
     one alpha per channel of the branch's own width (Flamingo: one scalar per layer), the gate around the
     whole of ``cross`` (f, CA, g) rather than around CA alone, and the sum with the branch's own CLS, so a
