@@ -24,6 +24,17 @@ def _seeded():
     torch.manual_seed(0)
 
 
+def opened_gates(model: torch.nn.Module, alpha: float = 0.5) -> torch.nn.Module:
+    """A closed gate (``gated_cross`` at init) passes nothing by design, which would hide the fusion from the
+    tests of its wiring: they open it."""
+    from src.models.fusion.gated_cross import TanhGate
+
+    for module in model.modules():
+        if isinstance(module, TanhGate):
+            torch.nn.init.constant_(module.alpha, alpha)
+    return model
+
+
 def cli_env(**extra: str) -> dict:
     """The environment of a subprocess run: W&B quiet, Hydra's short errors (what a user sees)."""
     return dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0", **extra)

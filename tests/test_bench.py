@@ -53,7 +53,7 @@ def test_bench_tiny_end_to_end(tmp_path):
         assert model_rows[mode][1] == f"{m[mode]['ours_img_s']:.1f}"
         assert model_rows[mode][3] == f"{m[mode]['ratio']:.2f}"
 
-    assert set(r["fusion"]) == {"all_attn", "cls_token", "cross", "pairwise"}
+    assert set(r["fusion"]) == {"all_attn", "cls_token", "cross", "gated_cross", "pairwise"}
     for name, f in r["fusion"].items():
         rows = f["rows"]
         assert [row["img"] for row in rows] == [24, 48, 96, 192]
@@ -64,6 +64,7 @@ def test_bench_tiny_end_to_end(tmp_path):
         by_hand = math.log(last["flops"] / before["flops"]) / math.log(last["tokens"] / before["tokens"])
         assert math.isclose(f["flops_slope"], by_hand, abs_tol=1e-6), name
     assert r["fusion"]["cross"]["flops_slope"] < 1.1 < 1.5 < r["fusion"]["all_attn"]["flops_slope"]
+    assert r["fusion"]["gated_cross"]["flops_slope"] < 1.1  # cross plus a per-channel gate: still linear
 
     o = r["overhead"]
     assert o["harness_status"] == "completed" and o["harness_img_s"] > 0 and o["bare_img_s"] > 0
@@ -85,6 +86,7 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert measured["train ours/timm >= 1.0"] == m["train"]["ratio"]
     assert measured["infer ours/timm >= 1.0"] == m["infer"]["ratio"]
     assert measured["cross fusion FLOPs slope <= 1.1"] == r["fusion"]["cross"]["flops_slope"]
+    assert measured["gated_cross fusion FLOPs slope <= 1.1"] == r["fusion"]["gated_cross"]["flops_slope"]
     assert measured["all_attn fusion FLOPs slope >= 1.8"] == r["fusion"]["all_attn"]["flops_slope"]
     assert measured["harness overhead ratio >= 0.9"] == o["ratio"]
     assert measured["src.run --help beyond torch import < 3 s"] == s["beyond_torch_s"]

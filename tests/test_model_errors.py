@@ -10,7 +10,8 @@ import src.models as models
     (dict(patch_size=(12, 8)), r"patch size 12 does not divide image size 32 of branch 0: pick a patch size from "
                                r"1, 2, 4, 8, 16, 32"),
     (dict(embed_dim=(50, 96)), r"width 50 of branch 0 is not divisible by its 3 heads: pick num_heads from"),
-    (dict(fusion="concat"), r"unknown fusion 'concat': pick one of all_attn, cls_token, cross, none, pairwise"),
+    (dict(fusion="concat"),
+     r"unknown fusion 'concat': pick one of all_attn, cls_token, cross, gated_cross, none, pairwise"),
     (dict(fusion="cls_token", fusion_layers=2),
      r"fusion 'cls_token' does not take layers: it takes identity_when_equal"),
     (dict(fusion="none", fusion_layers=2), r"fusion 'none' does not take layers: it takes no options"),

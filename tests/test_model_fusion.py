@@ -2,6 +2,7 @@
 import pytest
 import timm
 import torch
+from conftest import opened_gates
 
 import src.models as models
 from src.models.fusion import BranchSpec, FusionOptions, build_fusion
@@ -21,6 +22,7 @@ def test_forward_backward_reaches_every_parameter(variant, fusion):
     model = timm.create_model(variant, fusion=fusion, num_classes=7)
     if variant.endswith("_240"):  # keep the big variant cheap: one encoder
         model = timm.create_model(variant, fusion=fusion, num_classes=7, depth=((1, 1, 0),))
+    opened_gates(model)
     images = torch.randn(2, 3, model.img_size, model.img_size)
     logits = model(images)
     assert logits.shape == (2, 7)
@@ -46,7 +48,7 @@ def _large_cls_after_first_fusion(model, images, perturb_small_branch):
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_small_branch_information_reaches_large_cls_only_through_fusion(fusion):
-    model = timm.create_model("fusionvit_micro_32", fusion=fusion, num_classes=10).eval()
+    model = opened_gates(timm.create_model("fusionvit_micro_32", fusion=fusion, num_classes=10).eval())
     images = torch.randn(2, 3, 32, 32)
     clean = _large_cls_after_first_fusion(model, images, perturb_small_branch=False)
     noisy = _large_cls_after_first_fusion(model, images, perturb_small_branch=True)
@@ -74,8 +76,9 @@ def test_all_attention_cost_grows_quadratically_and_cross_attention_linearly():
     large_image = dict(grid_small=(64, 64), grid_large=(32, 32))
     token_growth = (1 + 64 * 64 + 1 + 32 * 32) / (1 + 32 * 32 + 1 + 16 * 16)
     slope = {f: math.log(_fusion_gmacs(f, **large_image) / _fusion_gmacs(f, **small_image)) / math.log(token_growth)
-             for f in ("cross", "all_attn")}
+             for f in ("cross", "gated_cross", "all_attn")}
     assert 0.9 < slope["cross"] < 1.1, slope  # CLS-only queries: only the K/V projections grow
+    assert 0.9 < slope["gated_cross"] < 1.1, slope  # cross plus a per-channel gate on the CLS
     assert slope["all_attn"] > 1.7, slope  # the N^2 attention dominates
 
 
@@ -136,3 +139,25 @@ def test_residual_option_adds_each_branchs_own_tokens_back(fusion):
             torch.testing.assert_close(added[:, :1], x[:, :1] + plain[:, :1])
         else:
             torch.testing.assert_close(added, x + plain)
+
+
+def test_gated_cross_starts_as_no_fusion_and_its_closed_gate_still_learns():
+    """Flamingo's tanh gate at zero: the logits are ``none``'s for the same branch weights, the gate gets a
+    gradient (tanh'(0) = 1) while the cross-attention behind it gets none yet; opened, the logits differ."""
+    torch.manual_seed(0)
+    gated = timm.create_model("fusionvit_micro_32", fusion="gated_cross", num_classes=10)
+    plain = timm.create_model("fusionvit_micro_32", fusion="none", num_classes=10)
+    missing, unexpected = plain.load_state_dict(gated.state_dict(), strict=False)
+    assert missing == [] and unexpected and all(".fusion." in key for key in unexpected)
+    images = torch.randn(2, 3, 32, 32)
+    logits = gated(images)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, plain(images), rtol=0, atol=0)
+    logits.square().sum().backward()
+    for name, parameter in gated.named_parameters():
+        if name.endswith(".alpha"):
+            assert parameter.grad.abs().sum() > 0, name
+        elif ".fusion.cross." in name:
+            assert not parameter.grad.any(), name
+    with torch.no_grad():
+        assert (opened_gates(gated, alpha=0.1)(images) - plain(images)).abs().max() > 1e-4

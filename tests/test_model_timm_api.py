@@ -5,6 +5,7 @@ import pytest
 import timm
 import timm.optim
 import torch
+from conftest import opened_gates
 from timm.layers import set_fused_attn
 from timm.models._features_fx import GraphExtractNet, get_graph_node_names
 from timm.utils import AttentionExtract
@@ -18,7 +19,7 @@ MICRO = "fusionvit_micro_32"
 @pytest.fixture(scope="module", params=FUSIONS)
 def micro(request):
     torch.manual_seed(0)
-    return timm.create_model(MICRO, fusion=request.param, num_classes=10).eval()
+    return opened_gates(timm.create_model(MICRO, fusion=request.param, num_classes=10).eval())
 
 
 def test_pooling_and_classifier_reset_follow_crossvit(micro):

@@ -81,6 +81,8 @@ def check_targets(r: dict) -> list:
     if "fusion" in r:
         cross, full = r["fusion"]["cross"]["flops_slope"], r["fusion"]["all_attn"]["flops_slope"]
         add("cross fusion FLOPs slope <= 1.1", cross, cross <= 1.1)
+        gated = r["fusion"]["gated_cross"]["flops_slope"]
+        add("gated_cross fusion FLOPs slope <= 1.1", gated, gated <= 1.1)
         add("all_attn fusion FLOPs slope >= 1.8", full, full >= 1.8)
     if "overhead" in r:
         add("harness overhead ratio >= 0.9", r["overhead"]["ratio"], r["overhead"]["ratio"] >= 0.9)
