@@ -8,16 +8,19 @@ import torch
 
 import src.models as models
 
+from conftest import opened_gates
+
 MICRO3 = "fusionvit_micro3_32"
 # (fusion, fusion_options): every strategy, and cross with each partner rule
-CASES = [(name, {}) for name in models.fusion_names()] + [("cross", {"partners": "all"})]
+CASES = [(name, {}) for name in models.fusion_names()] + [("cross", {"partners": "all"}),
+                                                         ("gated_cross", {"partners": "all"})]
 RELEASED = Path(__file__).parent / "data" / "crossvit_released_3branch.pt"
 
 
 @pytest.mark.parametrize("fusion, options", CASES, ids=lambda case: case if isinstance(case, str) else
                          "-".join(f"{k}={v}" for k, v in case.items()) or "default")
 def test_every_fusion_with_three_branches_reaches_every_parameter(fusion, options):
-    model = timm.create_model(MICRO3, fusion=fusion, fusion_options=options, num_classes=7)
+    model = opened_gates(timm.create_model(MICRO3, fusion=fusion, fusion_options=options, num_classes=7))
     logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 7) and torch.isfinite(logits).all()
     logits.square().sum().backward()

@@ -36,15 +36,15 @@ class GatedCrossAttentionFusion(Fusion):
     as far as fusing helps; the cross-attention weights get no gradient until it does. Ours, beyond Flamingo:
     one alpha per channel of the branch's own width (Flamingo: one scalar per layer), the gate around the
     whole of ``cross`` (f, CA, g) rather than around CA alone, and the sum with the branch's own CLS, so a
-    fully open gate is not ``cross`` (which replaces the CLS by g^i(y^i)). The options are ``cross``'s;
+    fully open gate is not ``cross`` (which replaces the CLS by g^i(y^i)). The options are ``cross``'s (``partners`` too);
     the gate has none. The cross-attention is a ``cross`` module held as ``self.cross``.
     """
 
     def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1,
-                 identity_when_equal: bool = True, stacking: str = "released"):
+                 identity_when_equal: bool = True, stacking: str = "released", partners: str = "next"):
         super().__init__(branches, options)
-        self.cross = CrossAttentionFusion(branches, options, layers=layers,
-                                          identity_when_equal=identity_when_equal, stacking=stacking)
+        self.cross = CrossAttentionFusion(branches, options, layers=layers, identity_when_equal=identity_when_equal,
+                                          stacking=stacking, partners=partners)
         self.gates = nn.ModuleList([TanhGate(branch.dim) for branch in branches])
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:
