@@ -36,8 +36,8 @@ class GatedCrossAttentionFusion(Fusion):
     as far as fusing helps; the cross-attention weights get no gradient until it does. Ours, beyond Flamingo:
     one alpha per channel of the branch's own width (Flamingo: one scalar per layer), the gate around the
     whole of ``cross`` (f, CA, g) rather than around CA alone, and the sum with the branch's own CLS, so a
-    fully open gate is not ``cross`` (which replaces the CLS by g^i(y^i)). The options are ``cross``'s (``partners`` too);
-    the gate has none. The cross-attention is a ``cross`` module held as ``self.cross``.
+    fully open gate is not ``cross`` (which replaces the CLS by g^i(y^i)). The options are ``cross``'s
+    (``partners`` too); the gate has none. The cross-attention is a ``cross`` module held as ``self.cross``.
     """
 
     def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions, layers: int = 1,
