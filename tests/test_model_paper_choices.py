@@ -7,6 +7,8 @@ import torch
 
 import src.models as models
 
+from conftest import opened_gates
+
 FUSIONS = models.fusion_names()
 
 
@@ -73,7 +75,7 @@ def test_pairwise_projects_before_resampling_by_default_which_costs_less():
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_works_without_cls_tokens(fusion):
-    model = timm.create_model("fusionvit_micro_32", fusion=fusion, class_token=False, num_classes=10)
+    model = opened_gates(timm.create_model("fusionvit_micro_32", fusion=fusion, class_token=False, num_classes=10))
     assert len(model.cls_token) == 0
     assert all(p.shape[1] == g for p, g in zip(model.pos_embed, (64, 16)))  # patch tokens only
     logits = model(torch.randn(2, 3, 32, 32))
@@ -84,7 +86,8 @@ def test_every_fusion_works_without_cls_tokens(fusion):
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_without_cls_the_small_branch_reaches_the_large_branch_only_through_fusion(fusion):
-    model = timm.create_model("fusionvit_micro_32", fusion=fusion, class_token=False, num_classes=10).eval()
+    model = opened_gates(timm.create_model("fusionvit_micro_32", fusion=fusion, class_token=False, num_classes=10))
+    model.eval()
     images = torch.randn(2, 3, 32, 32)
     captured = []
     model.encoders[0].register_forward_hook(lambda module, inputs, out: captured.append(out[1].mean(1)))
