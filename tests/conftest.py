@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -33,6 +34,23 @@ def opened_gates(model: torch.nn.Module, alpha: float = 0.5) -> torch.nn.Module:
         if isinstance(module, TanhGate):
             torch.nn.init.constant_(module.alpha, alpha)
     return model
+
+
+def cls_after_first_fusion(model: torch.nn.Module, images: torch.Tensor, branch: int,
+                           perturb_branch: Optional[int] = None) -> torch.Tensor:
+    """Branch ``branch``'s CLS token after the first encoder, optionally with noise added to branch
+    ``perturb_branch``'s patch embedding: what a fusion step lets one branch see of another."""
+    captured = {}
+    hooks = [model.encoders[0].register_forward_hook(lambda m, i, out: captured.setdefault("out", out))]
+    if perturb_branch is not None:
+        noise = torch.Generator().manual_seed(1)
+        hooks.append(model.patch_embed[perturb_branch].register_forward_hook(
+            lambda m, i, out: out + torch.randn(out.shape, generator=noise)))
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return captured["out"][branch][:, 0]
 
 
 def cli_env(**extra: str) -> dict:

@@ -2,7 +2,7 @@
 import pytest
 import timm
 import torch
-from conftest import opened_gates
+from conftest import cls_after_first_fusion, opened_gates
 
 import src.models as models
 from src.models.fusion import BranchSpec, FusionOptions, build_fusion
@@ -32,26 +32,12 @@ def test_forward_backward_reaches_every_parameter(variant, fusion):
     assert no_grad == []
 
 
-def _large_cls_after_first_fusion(model, images, perturb_small_branch):
-    captured = {}
-    hooks = [model.encoders[0].register_forward_hook(lambda m, i, out: captured.setdefault("out", out))]
-    if perturb_small_branch:
-        noise = torch.Generator().manual_seed(1)
-        hooks.append(model.patch_embed[0].register_forward_hook(
-            lambda m, i, out: out + torch.randn(out.shape, generator=noise)))
-    with torch.no_grad():
-        model(images)
-    for hook in hooks:
-        hook.remove()
-    return captured["out"][1][:, 0]
-
-
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_small_branch_information_reaches_large_cls_only_through_fusion(fusion):
     model = opened_gates(timm.create_model("fusionvit_micro_32", fusion=fusion, num_classes=10).eval())
     images = torch.randn(2, 3, 32, 32)
-    clean = _large_cls_after_first_fusion(model, images, perturb_small_branch=False)
-    noisy = _large_cls_after_first_fusion(model, images, perturb_small_branch=True)
+    clean = cls_after_first_fusion(model, images, branch=1)
+    noisy = cls_after_first_fusion(model, images, branch=1, perturb_branch=0)
     if fusion == "none":
         torch.testing.assert_close(noisy, clean, rtol=0, atol=0)
     else:

@@ -8,7 +8,7 @@ import torch
 
 import src.models as models
 
-from conftest import opened_gates
+from conftest import cls_after_first_fusion, opened_gates
 
 MICRO3 = "fusionvit_micro3_32"
 # (fusion, fusion_options): every strategy, and cross with each partner rule
@@ -47,28 +47,14 @@ def test_cross_with_three_branches_equals_the_released_code():
         torch.testing.assert_close(model(images), reference["logits"], rtol=0, atol=1e-5)
 
 
-def _first_cls_after_first_fusion(model, images, perturb_branch=None):
-    captured = {}
-    hooks = [model.encoders[0].register_forward_hook(lambda m, i, out: captured.setdefault("out", out))]
-    if perturb_branch is not None:
-        noise = torch.Generator().manual_seed(1)
-        hooks.append(model.patch_embed[perturb_branch].register_forward_hook(
-            lambda m, i, out: out + torch.randn(out.shape, generator=noise)))
-    with torch.no_grad():
-        model(images)
-    for hook in hooks:
-        hook.remove()
-    return captured["out"][0][:, 0]
-
-
 @pytest.mark.parametrize("partners, reaches", [("next", False), ("all", True)])
 def test_branch_2_reaches_branch_0s_cls_in_one_fusion_only_with_partners_all(partners, reaches):
     # next: branch 0's CLS reads branch 1's patches; branch 2's reach it only in the next encoder
     model = timm.create_model(MICRO3, fusion_options={"partners": partners}, num_classes=10).eval()
     images = torch.randn(2, 3, 32, 32)
-    clean = _first_cls_after_first_fusion(model, images)
-    assert ((_first_cls_after_first_fusion(model, images, perturb_branch=2) - clean).abs().max() > 1e-4) == reaches
-    assert (_first_cls_after_first_fusion(model, images, perturb_branch=1) - clean).abs().max() > 1e-4
+    clean = cls_after_first_fusion(model, images, branch=0)
+    assert ((cls_after_first_fusion(model, images, branch=0, perturb_branch=2) - clean).abs().max() > 1e-4) == reaches
+    assert (cls_after_first_fusion(model, images, branch=0, perturb_branch=1) - clean).abs().max() > 1e-4
 
 
 def test_partners_all_with_two_branches_is_next_parameter_names_included():
