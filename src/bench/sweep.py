@@ -3,7 +3,6 @@ with Hydra's basic launcher, one job after another in one process, and in parall
 (one worker process per core), each as a real ``python -m src.run -m`` into a temporary folder. Both give the same
 per-epoch numbers (checked here too), so only the wall time differs; it includes each process's start-up (the
 Hydra process, and the parallel workers' imports), as ``make run`` pays it."""
-import json
 import os
 import statistics
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from joblib import cpu_count
+
+from src.train.results import RESULTS_FILE, read_results
 
 LAUNCHERS = {"serial": "hydra/launcher=basic", "parallel": "hydra/launcher=parallel"}
 
@@ -26,7 +27,7 @@ def run_sweep(mode: str, grid: List[str], epochs: int, sweep_dir: Path) -> Dict:
     done = subprocess.run(command, capture_output=True, text=True,
                           env=dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true"))
     wall_s = time.perf_counter() - started
-    runs = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/results.json"))]
+    runs = [read_results(path.parent) for path in sorted(sweep_dir.glob(f"*/{RESULTS_FILE}"))]
     if done.returncode != 0 or not runs or any(run["status"] != "completed" for run in runs):
         raise RuntimeError(f"the {mode} sweep failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
     return {"wall_s": wall_s, "runs": runs}
