@@ -40,6 +40,7 @@ class Collection:
     failed: pd.DataFrame
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     candidate_factors: List[str] = field(default_factory=list)  # columns that may describe the ablation
+    duplicates: List[str] = field(default_factory=list)  # one line per run found in several folders
 
 
 def first_set(*values: Any) -> Any:
@@ -170,10 +171,17 @@ def load_runs(paths: Sequence[Any], warn=log.warning) -> Collection:
 def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], warn=log.warning) -> Collection:
     frame = rows_to_frame(rows)
     candidates = candidate_factors(frame)
-    completed = drop_duplicate_runs(frame[frame["status"] == "completed"].reset_index(drop=True), warn)
-    failed = drop_duplicate_runs(frame[frame["status"] != "completed"].reset_index(drop=True), warn)
+    duplicates: List[str] = []
+
+    def duplicate(message: str) -> None:
+        duplicates.append(message)
+        warn(message)
+
+    completed = drop_duplicate_runs(frame[frame["status"] == "completed"].reset_index(drop=True), duplicate)
+    failed = drop_duplicate_runs(frame[frame["status"] != "completed"].reset_index(drop=True), duplicate)
     warn_mixed_provenance(completed, warn)
-    return Collection(runs=completed, failed=failed, skipped=skipped, candidate_factors=candidates)
+    return Collection(runs=completed, failed=failed, skipped=skipped, candidate_factors=candidates,
+                      duplicates=duplicates)
 
 
 def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:

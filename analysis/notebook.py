@@ -1,5 +1,7 @@
-"""What the notebooks call: run (or reuse) a small CPU sweep through ``python -m src.run -m``, then show its
-table and plots inline. Outputs go under ``$FUSIONVIT_NOTEBOOK_OUT`` (default ``multirun/notebooks``)."""
+"""What the notebooks call: run (or reuse) a CPU sweep through ``python -m src.run -m``, then show its table
+and plots inline, and for the paper's ablations the paper's table, our models' costs beside it and the two side
+by side (``shipped``, ``paper_vs_proxy``). Outputs go under ``$FUSIONVIT_NOTEBOOK_OUT`` (default
+``multirun/notebooks``), never into the repo."""
 import os
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from .loading import load_runs
-from .ablation import analyse
+from .ablation import Ablation, analyse
 from .flags import Checks
 from .plots import write_plots
 from .stats import varying_factors
@@ -51,9 +53,10 @@ def run_sweep(experiment: str, overrides: Sequence[str] = (), name: Optional[str
 
 
 def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
-                  checks: Checks = Checks()) -> pd.DataFrame:
+                  checks: Checks = Checks()) -> Ablation:
     """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend,
-    seeds-needed and flag lines) and plots inline; returns the table (the columns of ablation.csv)."""
+    seeds-needed and flag lines) and plots inline; returns the Ablation (``.table``: the columns of
+    ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``)."""
     from IPython.display import Image, Markdown, display
 
     collection = load_runs([sweep_dir], warn=print)
@@ -65,4 +68,55 @@ def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str
     display(Markdown(markdown_report(ablation)))
     for name in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
         display(Image(filename=str(plots[name][0])))
-    return ablation.table
+    return ablation
+
+
+def show_paper_table(name: str) -> pd.DataFrame:
+    """The paper's rows of ablation ``name`` (analysis/ablations.yaml) as printed."""
+    from IPython.display import Markdown, display
+
+    from .paper_vs_proxy import paper_table
+    from .shipped import spec
+
+    shown = paper_table(spec(name))
+    display(Markdown(shown.to_markdown(index=False, disable_numparse=True)))
+    return shown
+
+
+def show_architecture(name: str) -> pd.DataFrame:
+    """Each paper row's model built from the same description (ImageNet size, 1000 classes): params and GMACs
+    counted on our model beside the paper's, as ``python -m analysis.paper`` does."""
+    from IPython.display import Markdown, display
+
+    from .paper import compare, to_markdown
+    from .paper_vs_proxy import rows_of
+    from .shipped import spec
+
+    comparison = compare(rows_of(spec(name)))
+    display(Markdown(to_markdown(comparison)))
+    return comparison
+
+
+def show_shipped_ablation(name: str, sweep_dir: Path) -> Ablation:
+    """``show_ablation`` on an ablation's sweep, compared with the row that stands for the paper's reference
+    row; tables and plots go to the notebook output folder."""
+    from .shipped import spec
+
+    return show_ablation(sweep_dir, out=output_root() / name, ref=spec(name).reference_label)
+
+
+def show_side_by_side(name: str, result: Ablation) -> pd.DataFrame:
+    """Our rows beside the paper rows they stand for (and each branch alone, where the paper prints it)."""
+    from IPython.display import Markdown, display
+
+    from .paper_vs_proxy import branch_table, side_by_side
+    from .shipped import spec
+
+    ablation = spec(name)
+    shown = side_by_side(ablation, result)
+    display(Markdown(shown.to_markdown(index=False, disable_numparse=True)))
+    branches = branch_table(ablation, result)
+    if branches is not None:
+        display(Markdown("Each branch's head alone (top-1 %):\n\n" +
+                         branches.to_markdown(index=False, disable_numparse=True)))
+    return shown

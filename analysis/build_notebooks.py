@@ -1,0 +1,140 @@
+"""``python -m analysis.build_notebooks [--rerun] [NAME...]``: writes notebooks/<name>_ablation.ipynb for each
+ablation of ``analysis/ablations.yaml`` (all by default) and executes it (nbclient, a real kernel), storing the
+outputs, so that GitHub shows the tables and plots. The notebooks load the shipped results (results/cpu/);
+``--rerun`` first runs each ablation's sweep again and replaces those files (minutes per ablation).
+
+Every notebook has the same five parts: the paper's table, the paper's costs beside our models', our accuracy
+on the CPU proxy (the ablation table and plots), the two side by side, and a reading."""
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from .notebook import ROOT
+from .shipped import AblationSpec, specs
+
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+SETUP = '''import sys
+from pathlib import Path
+
+ROOT = Path.cwd() if (Path.cwd() / "src").is_dir() else Path.cwd().parent  # run from notebooks/ or the repo
+sys.path.insert(0, str(ROOT))
+
+from analysis.notebook import show_architecture, show_paper_table, show_shipped_ablation, show_side_by_side
+from analysis.shipped import sweep_for
+
+ABLATION = "{name}"
+RERUN = False  # True: run the sweep again (about {minutes:g} minutes on 2 cores) and replace the shipped results
+sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +experiment={preset}'''
+
+
+def paper_source(ablation: AblationSpec) -> str:
+    table = f"Table {ablation.paper_table}" if ablation.paper_table[0].isdigit() else ablation.paper_table
+    return f"CrossViT (Chen, Fan, Panda, ICCV 2021; arXiv 2103.14899 v2), {table}"
+
+
+def cells(ablation: AblationSpec) -> List:
+    rerun = f"python -m analysis.build_notebooks --rerun {ablation.name}"
+    return [
+        new_markdown_cell(
+            f"# {ablation.title}: the paper's ablation and its CPU proxy\n\n"
+            f"**Question.** {ablation.question}\n\n**Proxy.** {ablation.proxy}\n\n"
+            f"**Results.** The numbers below come from `results/cpu/{ablation.name}/`, shipped with the repo: the "
+            f"sweep `python -m src.run -m +experiment={ablation.preset} hydra/launcher=parallel train.threads=1` "
+            f"(3 seeds, the CPU recipe `recipe=digits_cpu`, W&B offline; about {ablation.minutes:g} minutes on 2 "
+            f"cores). `RERUN = True` runs it again and replaces those files; `{rerun}` does that and stores this "
+            f"notebook's outputs. Set `sweep_dir` to read another sweep of the same preset."),
+        new_code_cell(SETUP.format(name=ablation.name, minutes=ablation.minutes, preset=ablation.preset)),
+        new_markdown_cell(
+            f"## 1. The paper's table\n\n{paper_source(ablation)}: ImageNet-1k top-1, params and FLOPs as "
+            f"printed (transcribed in `analysis/crossvit_paper.yaml`). Δ is each row's top-1 minus "
+            f"{ablation.paper_reference}'s."),
+        new_code_cell("show_paper_table(ABLATION);"),
+        new_markdown_cell(
+            "## 2. The paper's costs beside our models'\n\nEach paper row's model, built by this harness from the "
+            "same description (ImageNet size, 1000 classes) and counted: params, and FLOPs as multiply-accumulates "
+            "(GMACs, attention included; `python -m analysis.paper` checks every row). This shows that our version "
+            "of the ablation changes the architecture the way the paper's did; the proxy's own, much smaller "
+            "costs are in the next table."),
+        new_code_cell("show_architecture(ABLATION);"),
+        new_markdown_cell(
+            "## 3. Our accuracy on the CPU proxy\n\nTop-1 on the digits' fixed validation split after the last "
+            f"epoch, mean ± std over seeds, with its 95% interval. Every row is compared with "
+            f"`{ablation.reference_label}` (our {ablation.paper_reference}) seed by seed: the difference Δ with "
+            "its 95% interval and the paired t-test's p-value, Holm-adjusted over the rows (`*` below 0.05). The "
+            "lines under the table name the test and estimate how many seeds would resolve the smallest gap; a "
+            "row still improving at the end, or whose seeds disagree, shows a flag instead of its number. Then "
+            "top-1 against FLOPs and against params (95% intervals as error bars) and the validation curves."),
+        new_code_cell("result = show_shipped_ablation(ABLATION, sweep_dir)"),
+        new_markdown_cell(
+            "## 4. The paper and the proxy, row by row\n\nEach of our rows beside the paper row it stands for: "
+            "both differences to the reference row, the FLOPs and params of each row relative to its reference "
+            "(paper / ours), and whether the proxy resolves the difference (Holm-adjusted p < 0.05) and, if so, "
+            "whether it goes the paper's way."),
+        new_code_cell("show_side_by_side(ABLATION, result);"),
+        new_markdown_cell(f"## 5. Reading\n\n{ablation.reading.strip()}"),
+    ]
+
+
+def build(ablation: AblationSpec):
+    notebook = new_notebook(cells=cells(ablation))
+    notebook.metadata.update({"kernelspec": KERNEL, "language_info": {"name": "python"}})
+    return notebook
+
+
+def execute(notebook, timeout: int = 1200):
+    """Runs every cell in notebooks/ (nbclient raises on a cell's error) and returns the notebook."""
+    from nbclient import NotebookClient
+
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    notebook.metadata["language_info"] = {"name": "python"}  # no interpreter version: stable across machines
+    return notebook
+
+
+def comparable_outputs(notebook) -> List[List[Dict[str, str]]]:
+    """Per code cell, the text each output shows (Markdown, plain text, streams, errors): what must not go
+    stale. Images are left out (their bytes depend on the matplotlib version); their presence is kept."""
+    shown = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            data = output.get("data", {})
+            outputs.append({"type": output["output_type"], "name": output.get("name", ""),
+                            "text": output.get("text", "") or data.get("text/markdown", "") or
+                            ("<image>" if "image/png" in data else data.get("text/plain", ""))})
+        shown.append(outputs)
+    return shown
+
+
+def path_of(ablation: AblationSpec) -> Path:
+    return NOTEBOOKS / f"{ablation.notebook}.ipynb"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    known = specs()
+    parser = argparse.ArgumentParser(prog="python -m analysis.build_notebooks", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"ablations (default: all of {', '.join(known)})")
+    parser.add_argument("--rerun", action="store_true", help="run each ablation's sweep again first (minutes each)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        parser.error(f"no ablation {', '.join(unknown)}: pick from {', '.join(known)}")
+    if args.rerun:
+        os.environ["FUSIONVIT_RERUN"] = "1"  # the kernels inherit it (analysis.shipped.rerun_setting)
+    for name in args.names or list(known):
+        ablation = known[name]
+        print(f"{name}: executing {path_of(ablation).relative_to(ROOT)}", flush=True)
+        nbformat.write(execute(build(ablation)), path_of(ablation))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

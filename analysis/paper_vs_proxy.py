@@ -1,0 +1,136 @@
+"""One ablation of the paper beside its CPU proxy, row by row: the paper's printed table, and for each of our
+rows the paper row it stands for, both differences to the reference row, the cost ratios, and whether the
+proxy resolves the difference and in which direction. ``analysis/ablations.yaml`` pairs the rows."""
+import math
+from typing import List, Optional
+
+import pandas as pd
+
+from .ablation import Ablation
+from .paper import PaperRow, paper_rows
+from .shipped import AblationSpec
+from .tables import is_missing, mean_std
+
+ALPHA = 0.05
+
+
+def rows_of(ablation: AblationSpec) -> List[PaperRow]:
+    """The paper rows the ablation uses (the reference first), each from the ablation's table when it is
+    printed there, else from the first table that prints it (CrossViT-S of Sec. 4.3 is Table 7's)."""
+    everything = paper_rows()
+    found = []
+    for name in ablation.paper_rows:
+        matches = [row for row in everything if row.row == name]
+        if not matches:
+            raise KeyError(f"no paper row {name!r} in crossvit_paper.yaml (analysis/ablations.yaml, {ablation.name})")
+        found.append(next((row for row in matches if row.table == ablation.paper_table), matches[0]))
+    return found
+
+
+def _number(value: Optional[float], digits: int = 1) -> str:
+    return "-" if value is None or is_missing(value) else f"{value:.{digits}f}"
+
+
+def _signed(value: Optional[float], digits: int = 1) -> str:
+    return "-" if value is None or is_missing(value) else f"{value:+.{digits}f}"
+
+
+def paper_table(ablation: AblationSpec) -> pd.DataFrame:
+    """The paper's rows as printed, with each row's top-1 difference to the reference row."""
+    rows = rows_of(ablation)
+    reference = rows[0]
+    shown = pd.DataFrame({
+        "paper row": [row.row for row in rows],
+        "table": [row.table for row in rows],
+        "params (M)": [_number(row.params_m) for row in rows],
+        "FLOPs (G)": [_number(row.gflops) for row in rows],
+        "top-1 (%)": [_number(row.top1) for row in rows],
+        f"Δ vs {reference.row}": ["ref" if row is reference else _signed(row.top1 - reference.top1) for row in rows]})
+    if any(row.top1_l is not None for row in rows):
+        shown["L-branch top-1"] = [_number(row.top1_l) for row in rows]
+        shown["S-branch top-1"] = [_number(row.top1_s) for row in rows]
+    return shown
+
+
+def verdict(paper_diff: Optional[float], row: pd.Series) -> str:
+    """Whether the proxy resolves this row's difference, and whether it goes the paper's way."""
+    if row["is_ref"]:
+        return "reference"
+    if row["flag"]:
+        return "flagged: not compared"
+    if is_missing(row["p_holm"]) or is_missing(row["diff_vs_ref"]):
+        return "not compared (see the note column of ablation.csv)"
+    if row["p_holm"] >= ALPHA:
+        return f"not resolved with {row['n']} seeds (p Holm {row['p_holm']:.2f})"
+    ours = "higher" if row["diff_vs_ref"] > 0 else "lower"
+    if paper_diff is None or is_missing(paper_diff):
+        return f"resolved: {ours} (no paper row to compare with)"
+    if paper_diff == 0:
+        return f"resolved: {ours}, where the paper prints no difference"
+    same = (paper_diff > 0) == (row["diff_vs_ref"] > 0)
+    return f"resolved: {ours}, {'the same direction as' if same else 'the opposite of'} the paper"
+
+
+def ratio(value: Optional[float], reference: Optional[float]) -> str:
+    if value is None or reference is None or is_missing(value) or is_missing(reference) or reference == 0:
+        return "-"
+    return f"{value / reference:.2f}x"
+
+
+def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:
+    """One line per row of ours, beside the paper row it stands for (labels missing from the sweep are left
+    out; rows of the sweep that ablations.yaml does not pair show no paper numbers)."""
+    by_name = {row.row: row for row in rows_of(ablation)}
+    paper_ref = by_name[ablation.paper_reference]
+    table = result.table.set_index("label", drop=False)
+    ours_ref = table[table["is_ref"]].iloc[0]
+    labels = [label for label in ablation.rows if label in table.index]
+    labels += [label for label in table.index if label not in ablation.rows]
+    records = []
+    for label in labels:
+        row = table.loc[label]
+        paper = by_name.get(ablation.rows.get(label) or "")
+        paper_diff = None if paper is None or paper.top1 is None else paper.top1 - paper_ref.top1
+        ours = row["flag"] or mean_std(row["top1_mean"], row["top1_std"])
+        interval = "" if is_missing(row["diff_ci_low"]) else f" [{row['diff_ci_low']:+.1f}, {row['diff_ci_high']:+.1f}]"
+        records.append({
+            "ours": label, "paper row": paper.row if paper else "(not in the paper)",
+            "paper top-1": _number(paper.top1) if paper else "-",
+            "paper Δ": "ref" if paper is paper_ref else _signed(paper_diff),
+            "our top-1 (3 seeds)" if row["n"] == 3 else f"our top-1 ({row['n']} seeds)": ours,
+            "our Δ [95% CI]": "ref" if row["is_ref"] else (
+                "-" if row["flag"] or is_missing(row["diff_vs_ref"]) else f"{row['diff_vs_ref']:+.2f}{interval}"),
+            "FLOPs vs ref: paper / ours": f"{ratio(paper.gflops, paper_ref.gflops) if paper else '-'} / "
+                                          f"{ratio(row['gmacs'], ours_ref['gmacs'])}",
+            "params vs ref: paper / ours": f"{ratio(paper.params_m, paper_ref.params_m) if paper else '-'} / "
+                                           f"{ratio(row['params_m'], ours_ref['params_m'])}",
+            "verdict": verdict(paper_diff, row)})
+    shown = pd.DataFrame(records)
+    seeds_columns = [column for column in shown.columns if column.startswith("our top-1")]
+    if len(seeds_columns) > 1:  # rows with different seed counts: one column, the count in each cell
+        shown["our top-1"] = shown[seeds_columns].bfill(axis=1).iloc[:, 0]
+        shown = shown.drop(columns=seeds_columns)
+    return shown.fillna("-")
+
+
+def branch_table(ablation: AblationSpec, result: Ablation) -> Optional[pd.DataFrame]:
+    """Each branch's head alone (Table 6 prints L and S): the paper's beside ours, or None where the paper
+    prints none."""
+    by_name = {row.row: row for row in rows_of(ablation)}
+    if not any(row.top1_l is not None for row in by_name.values()):
+        return None
+    table = result.table.set_index("label", drop=False)
+    if "top1_branch0_mean" not in table:
+        return None
+    records = []
+    for label, paper_name in ablation.rows.items():
+        if label not in table.index:
+            continue
+        paper, row = by_name.get(paper_name or ""), table.loc[label]
+        records.append({"ours": label, "paper row": paper.row if paper else "(not in the paper)",
+                        "paper L-branch": _number(paper.top1_l) if paper else "-",
+                        "paper S-branch": _number(paper.top1_s) if paper else "-",
+                        "our L-branch": _number(row.get("top1_branch1_mean"), 2),
+                        "our S-branch": _number(row.get("top1_branch0_mean"), 2),
+                        "our both": "-" if math.isnan(row["top1_mean"]) else f"{row['top1_mean']:.2f}"})
+    return pd.DataFrame(records)
