@@ -136,8 +136,10 @@ def not_compared(row_flagged: bool) -> Comparison:
 
 
 def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = None,
-            warn: Callable[[str], None] = log.warning, checks: Checks = Checks()) -> Ablation:
-    """The full table; ``checks`` sets the thresholds of the flags. Raises reference.UnknownReferenceError when
+            warn: Callable[[str], None] = log.warning, checks: Checks = Checks(),
+            ref_reason: Optional[str] = None) -> Ablation:
+    """The full table; ``checks`` sets the thresholds of the flags; ``ref_reason`` says in the legend why
+    ``ref`` is the reference (default: "chosen with --ref"). Raises reference.UnknownReferenceError when
     ``ref`` names no row."""
     factors = list(factors)
     table = summarize_groups(runs, factors)
@@ -169,7 +171,8 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
     table = table[factors + [column for column in FIRST_COLUMNS if column not in factors] +
                   [column for column in table.columns if column not in FIRST_COLUMNS + factors]]
     reference = labels[ref_index]
-    legend = legend_line(table, reference, reference_reason(table, factors, ref, ref_index, flagged))
+    why = ref_reason if ref is not None and ref_reason else reference_reason(table, factors, ref, ref_index, flagged)
+    legend = legend_line(table, reference, why)
     seeds_line = seeds_needed_line([(labels[i], c) for i, c in comparisons.items()], reference)
     if not comparisons and len(table) > 1:
         seeds_line = "Seeds needed: not computable: no comparison was made (flagged rows are not compared)."

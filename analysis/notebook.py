@@ -5,6 +5,7 @@ by side (``shipped``, ``paper_vs_proxy``). Outputs go under ``$FUSIONVIT_NOTEBOO
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,6 +19,8 @@ from .stats import varying_factors
 from .tables import markdown_report, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
+# tqdm.auto (imported by timm) warns in a kernel without ipywidgets, naming this machine's paths.
+warnings.filterwarnings("ignore", message="IProgress not found")
 # One torch thread per run: on a small shared CPU, more threads make these tiny models far slower.
 QUICK = ["train.epochs=1", "data.limit_train=256", "data.limit_val=128", "logger=none", "train.threads=1"]
 
@@ -53,7 +56,7 @@ def run_sweep(experiment: str, overrides: Sequence[str] = (), name: Optional[str
 
 
 def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
-                  checks: Checks = Checks()) -> Ablation:
+                  checks: Checks = Checks(), ref_reason: Optional[str] = None) -> Ablation:
     """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend,
     seeds-needed and flag lines) and plots inline; returns the Ablation (``.table``: the columns of
     ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``)."""
@@ -61,7 +64,7 @@ def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str
 
     collection = load_runs([sweep_dir], warn=print)
     factors = varying_factors(collection.runs, collection.candidate_factors)
-    ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks)
+    ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks, ref_reason=ref_reason)
     out = out or Path(sweep_dir) / "analysis"
     write_tables(ablation, out)
     plots = write_plots(collection.runs, ablation, out)
@@ -102,7 +105,9 @@ def show_shipped_ablation(name: str, sweep_dir: Path) -> Ablation:
     row; tables and plots go to the notebook output folder."""
     from .shipped import spec
 
-    return show_ablation(sweep_dir, out=output_root() / name, ref=spec(name).reference_label)
+    ablation = spec(name)
+    return show_ablation(sweep_dir, out=output_root() / name, ref=ablation.reference_label,
+                         ref_reason=f"it stands for the paper's {ablation.paper_reference}")
 
 
 def show_side_by_side(name: str, result: Ablation) -> pd.DataFrame:

@@ -133,4 +133,6 @@ def branch_table(ablation: AblationSpec, result: Ablation) -> Optional[pd.DataFr
                         "our L-branch": _number(row.get("top1_branch1_mean"), 2),
                         "our S-branch": _number(row.get("top1_branch0_mean"), 2),
                         "our both": "-" if math.isnan(row["top1_mean"]) else f"{row['top1_mean']:.2f}"})
+        if row["flag"]:
+            records[-1].update({"our L-branch": "(flagged)", "our S-branch": "(flagged)", "our both": "(flagged)"})
     return pd.DataFrame(records)

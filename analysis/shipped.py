@@ -49,7 +49,11 @@ class AblationSpec:
     @property
     def reference_label(self) -> str:
         """Our row that stands for the paper's reference row: the one every other row is compared with."""
-        return next(label for label, row in self.rows.items() if row == self.paper_reference)
+        labels = [label for label, row in self.rows.items() if row == self.paper_reference]
+        if len(labels) != 1:
+            raise ValueError(f"{SPEC_FILE.name}, {self.name}: {len(labels)} rows stand for the paper's reference "
+                             f"row {self.paper_reference!r}; exactly one must")
+        return labels[0]
 
 
 def specs() -> Dict[str, AblationSpec]:

@@ -1,47 +1,149 @@
-"""Every notebook is stored without outputs and runs top to bottom with no edits (nbclient, a real kernel),
-showing its table and plots."""
+"""The notebooks: one per ablation the paper reports, built from analysis/ablations.yaml and stored with the
+outputs the shipped results (results/cpu/) produce; re-executed here (nbclient, a real kernel), their tables
+must come out the same, so a stored table can never go stale. The other two notebooks run top to bottom."""
+import asyncio
+import json
+import shutil
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from analysis.build_notebooks import NOTEBOOKS, build, comparable_outputs, path_of
+from analysis.loading import load_runs
+from analysis.shipped import ShippedResultsError, check_folder, export, results_dir, specs, sweep_for
+from analysis.stats import varying_factors
+from analysis.ablation import analyse
 from conftest import ROOT
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PAPER_ABLATIONS = {"fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token"}
+OTHER_NOTEBOOKS = ["fusion_complexity", "attention_maps"]
 
 
-def test_the_notebooks_exist_and_are_stored_without_outputs():
-    assert {path.stem for path in NOTEBOOKS} >= {"fusion_ablation", "patch_size_ablation", "branch_width_ablation",
-                                                 "fusion_complexity", "attention_maps"}
-    for path in NOTEBOOKS:
-        notebook = nbformat.read(path, as_version=4)
-        nbformat.validate(notebook)
-        for cell in notebook.cells:
-            assert cell.cell_type != "code" or (not cell.outputs and cell.execution_count is None), path.name
+def test_every_paper_ablation_has_a_notebook_stored_as_the_builder_writes_it_with_outputs():
+    assert set(specs()) == PAPER_ABLATIONS
+    assert {path.stem for path in NOTEBOOKS.glob("*.ipynb")} == {spec.notebook for spec in specs().values()} | set(
+        OTHER_NOTEBOOKS)
+    for ablation in specs().values():
+        stored = nbformat.read(path_of(ablation), as_version=4)
+        nbformat.validate(stored)
+        assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source)
+                                                                   for c in build(ablation).cells], (
+            f"{ablation.notebook}: edited by hand or ablations.yaml changed: python -m analysis.build_notebooks "
+            f"{ablation.name}")
+        assert all(cell.outputs for cell in stored.cells if cell.cell_type == "code"), ablation.notebook
+        assert "TODO" not in json.dumps(stored.cells[-1].source), ablation.notebook
+
+
+def test_shipped_results_hold_every_row_of_every_ablation_with_three_seeds():
+    for ablation in specs().values():
+        folder = results_dir(ablation.name)
+        check_folder(folder, ablation.preset)
+        assert not list(folder.rglob("*.pt")) and not list(folder.rglob("wandb")), "checkpoints are not shipped"
+        collection = load_runs([folder], warn=pytest.fail)
+        assert collection.failed.empty and not collection.duplicates
+        result = analyse(collection.runs, varying_factors(collection.runs, collection.candidate_factors),
+                         ref=ablation.reference_label, warn=pytest.fail)
+        assert sorted(result.table["label"]) == sorted(ablation.rows), ablation.name
+        assert (result.table["n"] == 3).all() and all(seeds == [0, 1, 2] for seeds in result.table["seeds"])
+        provenance = [json.loads(path.read_text())["provenance"] for path in folder.rglob("results.json")]
+        assert {(p["threads"], p["git_dirty"]) for p in provenance} == {(1, False)}, "one thread, committed code"
+
+
+def test_a_notebook_pointed_at_an_empty_or_foreign_folder_says_what_it_looked_for(tmp_path, monkeypatch):
+    with pytest.raises(ShippedResultsError, match=r"results.json files of \+experiment=patch_size_ablation_cpu "
+                                                  r"under .*missing: the folder does not exist"):
+        check_folder(tmp_path / "missing", "patch_size_ablation_cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ShippedResultsError, match="under .*empty: found none; regenerate them with RERUN = True"):
+        check_folder(tmp_path / "empty", "patch_size_ablation_cpu")
+    run = next(results_dir("fusion").iterdir())
+    shutil.copytree(run, tmp_path / "foreign" / run.name)
+    with pytest.raises(ShippedResultsError, match=r"it holds 1 of \+experiment=fusion_ablation_cpu; point the "
+                                                  r"notebook at a folder of \+experiment=patch_size_ablation_cpu"):
+        check_folder(tmp_path / "foreign", "patch_size_ablation_cpu")
+    monkeypatch.setenv("FUSIONVIT_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "patch_size").mkdir()
+    with pytest.raises(ShippedResultsError, match="found none"):
+        sweep_for("patch_size")  # what the notebook's first cell calls
+
+
+def test_export_ships_results_and_predictions_only_and_replaces_stale_runs(tmp_path):
+    dest = tmp_path / "ablation"
+    (dest / "old_run").mkdir(parents=True)
+    (dest / "old_run" / "results.json").write_text("{}")
+    written = export(results_dir("class_token"), dest)
+    assert not (dest / "old_run").exists() and len(written) == 6
+    for run in written:
+        assert sorted(path.name for path in run.iterdir()) == ["results.json", "val_predictions.npz"]
+        assert json.loads((run / "results.json").read_text())["run_dir"] == str(run)  # outside the repo: absolute
+    assert load_runs([dest]).runs["top1"].sum() == pytest.approx(load_runs([results_dir("class_token")]).runs["top1"].sum())
+
+
+async def execute_all(notebooks, cores: int = 2):
+    """Executes the notebooks, ``cores`` kernels at a time (each kernel mostly waits on its own imports)."""
+    slots = asyncio.Semaphore(cores)
+
+    async def one(notebook):
+        async with slots:
+            await NotebookClient(notebook, timeout=600, kernel_name="python3", record_timing=False,
+                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).async_execute()
+
+    await asyncio.gather(*(one(notebook) for notebook in notebooks))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_notebook_runs_top_to_bottom_and_shows_table_and_plots(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))  # the kernel inherits it: no writes to the repo
+def test_ablation_notebooks_reproduce_their_stored_tables_from_the_shipped_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))  # the kernels inherit it: no writes to the repo
+    monkeypatch.delenv("FUSIONVIT_RERUN", raising=False)
+    ablations = list(specs().values())
+    stored = [nbformat.read(path_of(ablation), as_version=4) for ablation in ablations]
+    fresh = [build(ablation) for ablation in ablations]
+    asyncio.run(execute_all(fresh))  # raises on any cell's error
+    for ablation, old, new in zip(ablations, stored, fresh):
+        assert comparable_outputs(new) == comparable_outputs(old), (
+            f"{ablation.notebook}: stored outputs are stale: python -m analysis.build_notebooks {ablation.name}")
+        markdown = "".join(output["text"] for cell in comparable_outputs(new) for output in cell)
+        for expected in ("paper row", "within tolerance", "top-1 (%)", "Δ vs", "verdict", "<image>"):
+            assert expected in markdown, (ablation.notebook, expected)
+        assert markdown.count("<image>") == 3
+        assert str(ROOT) not in markdown and str(tmp_path) not in markdown, "outputs name this machine's folders"
+
+
+@pytest.mark.slow
+def test_an_ablation_notebook_reruns_its_sweep_on_a_quick_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))
+    monkeypatch.setenv("FUSIONVIT_RESULTS_DIR", str(tmp_path / "results"))  # shipped results stay untouched
+    monkeypatch.setenv("FUSIONVIT_RERUN", "quick")
+    ablation = specs()["class_token"]
+    notebook = build(ablation)
+    asyncio.run(execute_all([notebook]))
+    runs = sorted(tmp_path.glob(f"{ablation.preset}_quick/*/results.json"))
+    assert len(runs) == 4  # 2 rows x 2 seeds, one epoch
+    assert all(json.loads(path.read_text())["history"][-1]["epoch"] == 0 for path in runs)
+    shown = "".join(output["text"] for cell in comparable_outputs(notebook) for output in cell)
+    assert "| True " in shown and "| False " in shown and "verdict" in shown
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OTHER_NOTEBOOKS)
+def test_notebook_runs_top_to_bottom_and_shows_its_plot(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))
+    path = NOTEBOOKS / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on any cell error
+    asyncio.run(execute_all([notebook]))
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     markdown = "".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     images = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert images, "no plot shown"
-    if path.stem == "attention_maps":
-        assert len(images) == 1
+    assert len(images) == 1, "one figure"
+    if name == "attention_maps":
         assert list(tmp_path.glob("attention_maps_quick/attention_maps.png"))
         assert list(tmp_path.glob("attention_maps_quick/*/last.pt"))  # it trained its own models
         check_attention_mass(markdown)
-    elif path.stem == "fusion_complexity":
+    else:
         assert "gmacs_slope" in markdown
         assert list(tmp_path.glob("fusion_complexity/fusion_cost.png"))
-    else:
-        assert "top-1 (%)" in markdown and "FLOPs (GMACs)" in markdown
-        assert len(images) == 3
-        assert list(tmp_path.glob("*_quick/*/results.json"))  # it ran its own sweep
 
 
 def check_attention_mass(markdown):

@@ -1,0 +1,94 @@
+"""``python -m analysis.report``: one self-contained HTML page per set of sweeps, checked as HTML and rendered in
+a real headless browser (Debian's chromium: the table is in the DOM, the three inlined plots decode, and the
+screenshot shows them)."""
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from analysis.report import main
+from analysis.shipped import results_dir
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+# CI sets it (.ci/run installs chromium): there a missing browser fails instead of skipping.
+REQUIRE_BROWSER = os.environ.get("FUSIONVIT_REQUIRE_BROWSER") == "1"
+FUSIONS = ["all_attn", "cls_token", "cross", "gated_cross", "none", "pairwise"]
+
+
+@pytest.fixture(scope="module")
+def fusion_report(tmp_path_factory):
+    """The shipped fusion sweep plus a second copy of one run and a failed run: the page for that folder."""
+    sweep = tmp_path_factory.mktemp("report") / "sweep"
+    shutil.copytree(results_dir("fusion"), sweep / "fusion_ablation_cpu")
+    runs = sorted((sweep / "fusion_ablation_cpu").iterdir())
+    shutil.copytree(runs[0], sweep / "copied" / runs[0].name)
+    failed = json.loads((runs[1] / "results.json").read_text())
+    failed.update(status="failed", reason="RuntimeError: out of memory", seed=7)
+    (sweep / "crashed" / "run").mkdir(parents=True)
+    (sweep / "crashed" / "run" / "results.json").write_text(json.dumps(failed))
+    out = sweep / "report.html"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    return out, runs
+
+
+def test_report_holds_the_table_inlined_plots_config_diff_provenance_and_problem_runs(fusion_report):
+    out, runs = fusion_report
+    page = out.read_text()
+    assert "src=\"http" not in page and "<link" not in page, "self-contained: nothing fetched"
+    table = page.split("<h2>Ablation table</h2>")[1].split("<h2>")[0]
+    assert [row for row in FUSIONS if f"<td>{row}</td>" in table] == FUSIONS
+    assert "98.06 ± 0.56" in table and "Reference: cross" in table
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 3 and all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    varied = page.split("<h3>Varied")[1].split("<details>")[0]
+    assert "<td>fusion.name</td>" in varied and "cross (3)" in varied and "<td>optim.lr</td>" not in varied
+    assert re.search(r"Held fixed: \d+ config keys with one value across all 18 runs", page)
+    provenance = page.split("<h2>Provenance</h2>")[1]
+    sha = json.loads((runs[0] / "results.json").read_text())["provenance"]["git_sha"][:12]
+    assert f"{sha} (18)" in provenance and "<td>threads</td>" in provenance and "1 (18)" in provenance
+    problems = page.split("<h2>Failed runs and duplicates</h2>")[1]
+    assert "1 run(s) did not complete" in problems and "RuntimeError: out of memory" in problems
+    assert "the same run" in problems and runs[0].name in problems
+
+
+@pytest.mark.skipif(CHROMIUM is None and not REQUIRE_BROWSER, reason="no chromium (apt-get install chromium)")
+def test_report_renders_in_headless_chromium_with_its_table_and_images(fusion_report, tmp_path):
+    import matplotlib.image
+
+    assert CHROMIUM, "FUSIONVIT_REQUIRE_BROWSER=1 but no chromium on PATH: apt-get install chromium"
+    out, _ = fusion_report
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2600"]
+    dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert 'data-images-loaded="3"' in dom, "the three inlined plots did not decode in the browser"
+    assert dom.count("<tr>") > len(FUSIONS) and "gated_cross" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2600, 1280)
+    # The plots' markers and curves are matplotlib's default blue (#1f77b4) and green (#2ca02c); the page's own
+    # colours are greys, so these pixels are the plots, painted.
+    for colour in ((0x1F, 0x77, 0xB4), (0x2C, 0xA0, 0x2C)):
+        close = (abs(pixels * 255 - colour) < 12).all(axis=-1)
+        assert close.sum() > 200, f"no plot colour {colour} in the screenshot"
+    text_rows = (pixels[:400].mean(axis=-1) < 0.3).any(axis=1).sum()
+    assert text_rows > 50, "no dark text (the title and the table) at the top of the page"
+
+
+def test_report_over_runs_that_vary_in_nothing_but_the_seed_says_so_and_writes_nothing(tmp_path, capsys):
+    for run in results_dir("fusion").glob("fusion=cross,*"):
+        shutil.copytree(run, tmp_path / run.name)
+    assert main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "the 3 completed run(s) vary in nothing but the seed (one configuration: fusion=cross)" in error
+    assert "no ablation to tabulate" in error and not (tmp_path / "report.html").exists()
+
+
+def test_report_with_no_runs_says_where_it_looked(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 1
+    assert f"no readable results.json of src.run under {tmp_path}" in capsys.readouterr().err
