@@ -5,7 +5,8 @@ what varies, mean/std/n over seeds) and flags (rows not converged, or whose seed
 results, not compared) -> ablation (each row against a reference: paired t over seeds, Welch, or McNemar
 over images for single runs (compare, predictions, reference), Holm-adjusted; seeds needed: power) -> tables
 (Markdown, LaTeX, CSV) and plots (PNG + SVG); fusion_cost measures each fusion module alone as the image
-grows.
+grows. report writes all of it for a set of sweeps as one HTML page (with a config diff and provenance);
+shipped, paper_vs_proxy and build_notebooks are the paper-ablation notebooks and their shipped results.
 """
 from .ablation import Ablation, analyse
 from .flags import Checks

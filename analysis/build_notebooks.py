@@ -33,6 +33,17 @@ RERUN = False  # True: run the sweep again (about {minutes:g} minutes on 2 cores
 sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +experiment={preset}'''
 
 
+LIMITS = (
+    "**What the proxy can and cannot say.** The proxy trains a model of about half a million parameters on 1,437 "
+    "8x8 digits (upsampled to 16x16) for 16 epochs and validates on 360; the paper trains models of 7 to 105 million "
+    "parameters on 1.28 million ImageNet images at 224-240 px for 300 epochs. The cost ratios are properties of the "
+    "architectures and carry over in direction, not in size: the proxy's token counts and widths are far smaller. "
+    "The accuracy columns say whether a design trains and whether, at this scale, it helps or hurts by more than "
+    "the noise of 3 seeds on 360 images (about a point); they cannot say what it does on ImageNet. The paper's "
+    "differences are single runs, mostly under a point, printed without error bars: a proxy that does not resolve "
+    "them does not contradict them.")
+
+
 def paper_source(ablation: AblationSpec) -> str:
     table = f"Table {ablation.paper_table}" if ablation.paper_table[0].isdigit() else ablation.paper_table
     return f"CrossViT (Chen, Fan, Panda, ICCV 2021; arXiv 2103.14899 v2), {table}"
@@ -77,7 +88,7 @@ def cells(ablation: AblationSpec) -> List:
             "(paper / ours), and whether the proxy resolves the difference (Holm-adjusted p < 0.05) and, if so, "
             "whether it goes the paper's way."),
         new_code_cell("show_side_by_side(ABLATION, result);"),
-        new_markdown_cell(f"## 5. Reading\n\n{ablation.reading.strip()}"),
+        new_markdown_cell(f"## 5. Reading\n\n{ablation.reading.strip()}\n\n{LIMITS}"),
     ]
 
 

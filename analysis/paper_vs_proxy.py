@@ -99,7 +99,8 @@ def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:
             "paper Δ": "ref" if paper is paper_ref else _signed(paper_diff),
             "our top-1 (3 seeds)" if row["n"] == 3 else f"our top-1 ({row['n']} seeds)": ours,
             "our Δ [95% CI]": "ref" if row["is_ref"] else (
-                "-" if row["flag"] or is_missing(row["diff_vs_ref"]) else f"{row['diff_vs_ref']:+.2f}{interval}"),
+                "-" if row["flag"] or is_missing(row["diff_vs_ref"]) else
+                f"{0.0 if abs(row['diff_vs_ref']) < 0.005 else row['diff_vs_ref']:+.2f}{interval}"),
             "FLOPs vs ref: paper / ours": f"{ratio(paper.gflops, paper_ref.gflops) if paper else '-'} / "
                                           f"{ratio(row['gmacs'], ours_ref['gmacs'])}",
             "params vs ref: paper / ours": f"{ratio(paper.params_m, paper_ref.params_m) if paper else '-'} / "

@@ -55,7 +55,8 @@ def difference(row: pd.Series) -> str:
     if is_missing(row["diff_vs_ref"]):
         return "-"
     interval = bracket(row["diff_ci_low"], row["diff_ci_high"])
-    return f"{row['diff_vs_ref']:+.2f}" + ("" if interval == "-" else f" {interval}")
+    diff = 0.0 if abs(row["diff_vs_ref"]) < 0.005 else row["diff_vs_ref"]  # float rounding prints as +0.00, not -0.00
+    return f"{diff:+.2f}" + ("" if interval == "-" else f" {interval}")
 
 
 def p_value(p: float) -> str:

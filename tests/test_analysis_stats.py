@@ -133,6 +133,18 @@ def test_seeds_needed_is_the_ttestpower_answer_for_the_smallest_gap(tmp_path):
     assert "TTestPower" in line and "80% power" in line
 
 
+def test_seeds_needed_ignores_a_float_rounding_gap_and_caps_the_count(tmp_path):
+    # Two rows with the same mean up to float rounding (Δ prints as 0.00): no gap, not 10^13 seeds.
+    runs = runs_frame([("cross", 0, 98.0555555), ("cross", 1, 97.5), ("cross", 2, 98.6111111),
+                       ("none", 0, 97.2222222), ("none", 1, 98.3333333), ("none", 2, 98.6111111 + 1e-12)], tmp_path)
+    ablation = analyse(runs, ["fusion"])
+    assert abs(ablation.table.set_index("fusion").loc["none", "diff_vs_ref"]) < 1e-9
+    assert ablation.seeds_needed == "Seeds needed: no gap to the reference to resolve (every difference is under 0.005 points)."
+    runs = runs_frame([("cross", 0, 80.0), ("cross", 1, 82.0), ("cross", 2, 84.0),
+                       ("none", 0, 80.5), ("none", 1, 81.5), ("none", 2, 84.03)], tmp_path)  # gap 0.01, sd 0.50
+    assert "Seeds needed: more than 1,000 seeds per row" in analyse(runs, ["fusion"]).seeds_needed
+
+
 def two_factor_runs(tmp_path):
     rows = [("cross", "4/8", 0, 80.0), ("cross", "2/8", 0, 83.0), ("none", "4/8", 0, 79.0)]
     frame = pd.DataFrame(rows, columns=["fusion", "patch_size", "seed", "top1"])
