@@ -94,6 +94,8 @@ def cells(ablation: AblationSpec) -> List:
 
 def build(ablation: AblationSpec):
     notebook = new_notebook(cells=cells(ablation))
+    for index, cell in enumerate(notebook.cells):
+        cell.id = f"{ablation.name}-{index}"  # stable ids: a rebuild changes only what changed
     notebook.metadata.update({"kernelspec": KERNEL, "language_info": {"name": "python"}})
     return notebook
 
