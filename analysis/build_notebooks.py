@@ -6,6 +6,7 @@ outputs, so that GitHub shows the tables and plots. The notebooks load the shipp
 Every notebook has the same five parts: the paper's table, the paper's costs beside our models', our accuracy
 on the CPU proxy (the ablation table and plots), the two side by side, and a reading."""
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -100,14 +101,24 @@ def build(ablation: AblationSpec):
     return notebook
 
 
-def execute(notebook, timeout: int = 1200):
-    """Runs every cell in notebooks/ (nbclient raises on a cell's error) and returns the notebook."""
+def execute_all(notebooks: List, cores: int = 2, timeout: int = 1200) -> List:
+    """Runs every cell of each notebook in notebooks/ (nbclient raises on a cell's error), ``cores`` kernels at
+    a time (a kernel spends much of its time on its own imports), and returns the notebooks."""
     from nbclient import NotebookClient
 
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    notebook.metadata["language_info"] = {"name": "python"}  # no interpreter version: stable across machines
-    return notebook
+    slots = asyncio.Semaphore(cores)
+
+    async def one(notebook):
+        async with slots:
+            await NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).async_execute()
+        notebook.metadata["language_info"] = {"name": "python"}  # no interpreter version: stable across machines
+
+    async def every():
+        await asyncio.gather(*(one(notebook) for notebook in notebooks))
+
+    asyncio.run(every())
+    return notebooks
 
 
 def comparable_outputs(notebook) -> List[List[Dict[str, str]]]:
@@ -142,10 +153,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"no ablation {', '.join(unknown)}: pick from {', '.join(known)}")
     if args.rerun:
         os.environ["FUSIONVIT_RERUN"] = "1"  # the kernels inherit it (analysis.shipped.rerun_setting)
-    for name in args.names or list(known):
-        ablation = known[name]
-        print(f"{name}: executing {path_of(ablation).relative_to(ROOT)}", flush=True)
-        nbformat.write(execute(build(ablation)), path_of(ablation))
+    ablations = [known[name] for name in args.names or known]
+    print(f"executing {', '.join(ablation.notebook for ablation in ablations)}", flush=True)
+    for ablation, notebook in zip(ablations, execute_all([build(ablation) for ablation in ablations])):
+        nbformat.write(notebook, path_of(ablation))
     return 0
 
 

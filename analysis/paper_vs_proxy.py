@@ -86,6 +86,8 @@ def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:
     ours_ref = table[table["is_ref"]].iloc[0]
     labels = [label for label in ablation.rows if label in table.index]
     labels += [label for label in table.index if label not in ablation.rows]
+    seeds = table["n"].unique()
+    top1_column = f"our top-1 ({seeds[0]} seeds)" if len(seeds) == 1 else "our top-1"
     records = []
     for label in labels:
         row = table.loc[label]
@@ -97,7 +99,7 @@ def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:
             "ours": label, "paper row": paper.row if paper else "(not in the paper)",
             "paper top-1": _number(paper.top1) if paper else "-",
             "paper Δ": "ref" if paper is paper_ref else _signed(paper_diff),
-            "our top-1 (3 seeds)" if row["n"] == 3 else f"our top-1 ({row['n']} seeds)": ours,
+            top1_column: ours,
             "our Δ [95% CI]": "ref" if row["is_ref"] else (
                 "-" if row["flag"] or is_missing(row["diff_vs_ref"]) else
                 f"{0.0 if abs(row['diff_vs_ref']) < 0.005 else row['diff_vs_ref']:+.2f}{interval}"),
@@ -106,12 +108,7 @@ def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:
             "params vs ref: paper / ours": f"{ratio(paper.params_m, paper_ref.params_m) if paper else '-'} / "
                                            f"{ratio(row['params_m'], ours_ref['params_m'])}",
             "verdict": verdict(paper_diff, row)})
-    shown = pd.DataFrame(records)
-    seeds_columns = [column for column in shown.columns if column.startswith("our top-1")]
-    if len(seeds_columns) > 1:  # rows with different seed counts: one column, the count in each cell
-        shown["our top-1"] = shown[seeds_columns].bfill(axis=1).iloc[:, 0]
-        shown = shown.drop(columns=seeds_columns)
-    return shown.fillna("-")
+    return pd.DataFrame(records)
 
 
 def branch_table(ablation: AblationSpec, result: Ablation) -> Optional[pd.DataFrame]:

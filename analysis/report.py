@@ -113,8 +113,7 @@ def provenance_section(results: List[Dict]) -> str:
     for title in PROVENANCE.values():
         counts = frame[title].astype(str).value_counts()
         summary.append({"": title, "values (runs)": ", ".join(f"{value} ({count})" for value, count in counts.items())})
-    mixed = [row[""] for row in summary if "," in row["values (runs)"] and row[""] in ("code version", "device",
-                                                                                          "threads")]
+    mixed = [title for title in ("code version", "device", "threads") if frame[title].astype(str).nunique() > 1]
     warning = (paragraphs([f"These runs mix {', '.join(mixed)}: results can differ with them."], "problem")
                if mixed else "")
     ordered = frame[["run", *PROVENANCE.values(), "wall time (s)", "peak memory (MB)"]]

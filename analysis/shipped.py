@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Union
 
 import yaml
 
-from .notebook import QUICK, ROOT, output_root, run_sweep
+from .notebook import QUICK, ROOT, run_sweep
 
 SPEC_FILE = Path(__file__).with_name("ablations.yaml")
 RESULTS_FILE = "results.json"

@@ -1,15 +1,13 @@
 """The notebooks: one per ablation the paper reports, built from analysis/ablations.yaml and stored with the
 outputs the shipped results (results/cpu/) produce; re-executed here (nbclient, a real kernel), their tables
 must come out the same, so a stored table can never go stale. The other two notebooks run top to bottom."""
-import asyncio
 import json
 import shutil
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from analysis.build_notebooks import NOTEBOOKS, build, comparable_outputs, path_of
+from analysis.build_notebooks import NOTEBOOKS, build, comparable_outputs, execute_all, path_of
 from analysis.loading import load_runs
 from analysis.shipped import ShippedResultsError, check_folder, export, results_dir, specs, sweep_for
 from analysis.stats import varying_factors
@@ -81,18 +79,6 @@ def test_export_ships_results_and_predictions_only_and_replaces_stale_runs(tmp_p
     assert load_runs([dest]).runs["top1"].sum() == pytest.approx(load_runs([results_dir("class_token")]).runs["top1"].sum())
 
 
-async def execute_all(notebooks, cores: int = 2):
-    """Executes the notebooks, ``cores`` kernels at a time (each kernel mostly waits on its own imports)."""
-    slots = asyncio.Semaphore(cores)
-
-    async def one(notebook):
-        async with slots:
-            await NotebookClient(notebook, timeout=600, kernel_name="python3", record_timing=False,
-                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).async_execute()
-
-    await asyncio.gather(*(one(notebook) for notebook in notebooks))
-
-
 @pytest.mark.slow
 def test_ablation_notebooks_reproduce_their_stored_tables_from_the_shipped_results(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))  # the kernels inherit it: no writes to the repo
@@ -100,7 +86,7 @@ def test_ablation_notebooks_reproduce_their_stored_tables_from_the_shipped_resul
     ablations = list(specs().values())
     stored = [nbformat.read(path_of(ablation), as_version=4) for ablation in ablations]
     fresh = [build(ablation) for ablation in ablations]
-    asyncio.run(execute_all(fresh))  # raises on any cell's error
+    execute_all(fresh)  # raises on any cell's error
     for ablation, old, new in zip(ablations, stored, fresh):
         assert comparable_outputs(new) == comparable_outputs(old), (
             f"{ablation.notebook}: stored outputs are stale: python -m analysis.build_notebooks {ablation.name}")
@@ -118,7 +104,7 @@ def test_an_ablation_notebook_reruns_its_sweep_on_a_quick_setting(tmp_path, monk
     monkeypatch.setenv("FUSIONVIT_RERUN", "quick")
     ablation = specs()["class_token"]
     notebook = build(ablation)
-    asyncio.run(execute_all([notebook]))
+    execute_all([notebook])
     runs = sorted(tmp_path.glob(f"{ablation.preset}_quick/*/results.json"))
     assert len(runs) == 4  # 2 rows x 2 seeds, one epoch
     assert all(json.loads(path.read_text())["history"][-1]["epoch"] == 0 for path in runs)
@@ -133,7 +119,7 @@ def test_notebook_runs_top_to_bottom_and_shows_its_plot(name, tmp_path, monkeypa
     monkeypatch.setenv("FUSIONVIT_NOTEBOOK_OUT", str(tmp_path))
     path = NOTEBOOKS / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
-    asyncio.run(execute_all([notebook]))
+    execute_all([notebook])
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     markdown = "".join(output.get("data", {}).get("text/markdown", "") for output in outputs)
     images = [output for output in outputs if "image/png" in output.get("data", {})]
