@@ -1,5 +1,5 @@
 """``python -m analysis.build_notebooks [--rerun] [NAME...]``: writes notebooks/<name>_ablation.ipynb for each
-ablation of ``analysis/ablations.yaml`` (all by default) and executes it (nbclient, a real kernel), storing the
+ablation of ``experiments/ablations.yaml`` (all by default) and executes it (nbclient, a real kernel), storing the
 outputs, so that GitHub shows the tables and plots. The notebooks load the shipped results (results/cpu/);
 ``--rerun`` first runs each ablation's sweep again and replaces those files (minutes per ablation).
 

@@ -76,7 +76,7 @@ def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str
 
 # The show_* helpers below import shipped and paper_vs_proxy when called: shipped imports this module.
 def show_paper_table(name: str) -> pd.DataFrame:
-    """The paper's rows of ablation ``name`` (analysis/ablations.yaml) as printed."""
+    """The paper's rows of ablation ``name`` (experiments/ablations.yaml) as printed."""
     from IPython.display import Markdown, display
 
     from .paper_vs_proxy import paper_table

@@ -1,6 +1,6 @@
 """One ablation of the paper beside its CPU proxy, row by row: the paper's printed table, and for each of our
 rows the paper row it stands for, both differences to the reference row, the cost ratios, and whether the
-proxy resolves the difference and in which direction. ``analysis/ablations.yaml`` pairs the rows."""
+proxy resolves the difference and in which direction. ``experiments/ablations.yaml`` pairs the rows."""
 import math
 from typing import List, Optional
 
@@ -22,7 +22,7 @@ def rows_of(ablation: AblationSpec) -> List[PaperRow]:
     for name in ablation.paper_rows:
         matches = [row for row in everything if row.row == name]
         if not matches:
-            raise KeyError(f"no paper row {name!r} in crossvit_paper.yaml (analysis/ablations.yaml, {ablation.name})")
+            raise KeyError(f"no paper row {name!r} in crossvit_paper.yaml (experiments/ablations.yaml, {ablation.name})")
         found.append(next((row for row in matches if row.table == ablation.paper_table), matches[0]))
     return found
 

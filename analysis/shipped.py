@@ -1,6 +1,6 @@
 """The results that ship with the repo: one CPU sweep per ablation the paper reports, under
 ``results/cpu/<ablation>/<run>/`` (each run's ``results.json`` and ``val_predictions.npz``; checkpoints and W&B
-files stay in the sweep folder). ``analysis/ablations.yaml`` says which preset each ablation runs and which of
+files stay in the sweep folder). ``experiments/ablations.yaml`` says which preset each ablation runs and which of
 its rows stands for which row of the paper.
 
 ``sweep_for(name)`` is what a notebook loads: the shipped folder, checked first (an empty or foreign folder is
@@ -19,7 +19,7 @@ import yaml
 
 from .notebook import QUICK, ROOT, run_sweep
 
-SPEC_FILE = Path(__file__).with_name("ablations.yaml")
+SPEC_FILE = Path(__file__).resolve().parents[1] / "experiments" / "ablations.yaml"
 RESULTS_FILE = "results.json"
 SHIPPED_FILES = (RESULTS_FILE, "val_predictions.npz")
 # How the shipped sweeps ran: one job per core, one thread each (the thread count changes the numbers).

@@ -1,4 +1,4 @@
-"""The notebooks: one per ablation the paper reports, built from analysis/ablations.yaml and stored with the
+"""The notebooks: one per ablation the paper reports, built from experiments/ablations.yaml and stored with the
 outputs the shipped results (results/cpu/) produce; re-executed here (nbclient, a real kernel), their tables
 must come out the same, so a stored table can never go stale. The other two notebooks run top to bottom."""
 import json
