@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast test-wandb-floor clean
+.PHONY: setup run lint test test-fast test-wandb-floor clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,13 @@ run: $(STAMP)
 	WANDB_MODE=offline $(PY) -m src.run -m +experiment=make_run $(ARGS)
 	$(PY) -m analysis.collate multirun/make_run
 
-test: $(STAMP)
+# Lint (ruff) and the import layering (import-linter contracts in pyproject.toml), then the suite, which prints its
+# 20 slowest tests at the end.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint
 	$(PY) -m pytest -q
 
 # The edit loop: everything but the tests that train in a subprocess (marked slow). CI runs `make test`.

@@ -1,20 +1,12 @@
-"""Ablation tables and plots from any set of runs: ``python -m analysis.collate RUN_DIR... [--wandb E/P]``.
+"""From runs to ablation tables, plots and the paper's checks. Four layers, each importing only those above it:
 
-loading (results.json or W&B -> one pandas row per run, each (config, seed) once: dedupe) -> stats (group by
-what varies, mean/std/n over seeds) and flags (rows not converged, or whose seeds disagree: not shown as
-results, not compared) -> ablation (each row against a reference: paired t over seeds, Welch, or McNemar
-over images for single runs (compare, predictions, reference), Holm-adjusted; seeds needed: power) -> tables
-(Markdown, LaTeX, CSV) and plots (PNG + SVG); fusion_cost measures each fusion module alone as the image
-grows. report writes all of it for a set of sweeps as one HTML page (with a config diff and provenance);
-shipped, paper_vs_proxy and build_notebooks are the paper-ablation notebooks and their shipped results.
+- ``runs``: runs as pandas rows, from ``results.json`` files (``runs.local``) or the W&B API
+  (``runs.wandb_api``), each (config, seed) once (``runs.dedupe``); per-image predictions.
+- ``stats``: the summary over seeds, the tests against a reference row, flags, seeds needed, the ablation table.
+- ``present``: number formatting, the table as Markdown / LaTeX / CSV, plots, config diff, the HTML page.
+- ``paper``: the paper's transcribed tables and the check of our models against them (``python -m
+  analysis.paper``), each paper ablation beside its CPU proxy, the shipped results and the notebooks.
+
+Command lines on top: ``python -m analysis.collate`` (the table of any set of runs) and ``python -m
+analysis.report`` (one HTML page). See docs/analysis.md.
 """
-from .ablation import Ablation, analyse
-from .flags import Checks
-from .loading import NoRunsError, load_runs, load_wandb_runs, results_to_row, wandb_run_to_row
-from .reference import UnknownReferenceError
-from .stats import summarize_groups, varying_factors
-from .tables import paper_table, write_tables
-
-__all__ = ["Ablation", "Checks", "NoRunsError", "UnknownReferenceError", "analyse", "load_runs", "load_wandb_runs",
-           "results_to_row", "wandb_run_to_row", "summarize_groups", "varying_factors", "paper_table",
-           "write_tables"]

@@ -6,7 +6,7 @@ best), prints the Markdown table with its legend and seeds-needed lines, and wri
 runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1, saying where it looked,
 when there is no run at all; exits 2, listing the rows and writing nothing, when ``--ref`` matches no row.
 
-Rows that are not a result yet are flagged (``analysis/flags.py``): "not converged" when a run's validation
+Rows that are not a result yet are flagged (``analysis/stats/flags.py``): "not converged" when a run's validation
 top-1 spans more than --converge-tol points over its last --converge-epochs epochs, "seeds disagree" when the
 std over seeds exceeds --max-seed-std or a seed lies more than --collapse-gap points below the others'
 median. A flagged row shows the flag instead of its top-1, is compared with nothing and is never the best
@@ -18,13 +18,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .loading import Collection, NoRunsError, WandbFilter, load_runs, load_wandb_runs
-from .ablation import analyse
-from .flags import Checks
-from .plots import write_plots
-from .reference import UnknownReferenceError
-from .stats import varying_factors
-from .tables import markdown_report, write_tables
+from analysis.present.plots import write_plots
+from analysis.present.tables import markdown_report, write_tables
+from analysis.runs.local import load_runs
+from analysis.runs.records import Collection, NoRunsError
+from analysis.runs.wandb_api import WandbFilter, load_wandb_runs
+from analysis.stats.ablation import analyse
+from analysis.stats.flags import DEFAULT_CHECKS, Checks
+from analysis.stats.reference import UnknownReferenceError
+from analysis.stats.summary import varying_factors
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -52,7 +54,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = Checks()
+    defaults = DEFAULT_CHECKS
     group = parser.add_argument_group(
         "flags", "a flagged row shows the flag instead of its top-1, is compared with nothing and is never the "
         "best row (docs/analysis.md)")

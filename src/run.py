@@ -2,14 +2,14 @@
 
 Every job leaves ``results.json`` and ``metrics.csv`` in its run dir. A failing job records ``status: failed``
 with the reason and returns normally, so the other jobs of a sweep still run (a single run exits with status 1).
-Each job starts from a clean process state (``src.train.isolation``): a sweep may run several jobs in one process.
-Under a W&B sweep agent the command line is first made fit for Hydra (``src.train.agent``).
+Each job starts from a clean process state (``src.train.process``): a sweep may run several jobs in one process.
+Under a W&B sweep agent the command line is first made fit for Hydra (``src.sweeps.agent``).
 """
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import List
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,9 +17,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import register_configs
-from src.train import agent
-from src.train.results import RESULTS_FILE, SCHEMA, config_hash, now_iso, read_results, write_results
-from src.train.wandb_logger import flatten  # wandb itself loads only when a logger starts
+from src.sweeps import agent
+from src.train.loggers import flatten  # wandb itself loads only when a logger starts
+from src.train.record import (
+    RESULTS_FILE,
+    RunRecord,
+    group_name,
+    mark_failed,
+    mark_interrupted,
+    new_record,
+    read_results,
+    write_results,
+)
 
 # Torch, timm and the training code load inside main(): Hydra answers --help and config errors before them.
 
@@ -27,22 +36,23 @@ log = logging.getLogger(__name__)
 register_configs()
 
 
-def initial_results(cfg: DictConfig, hydra_cfg) -> Dict[str, Any]:
-    config = OmegaConf.to_container(cfg, resolve=True)
-    return {"schema": SCHEMA, "status": "running", "reason": None, "config": config,
-            "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")},
-            "overrides": list(hydra_cfg.overrides.task), "config_hash": config_hash(config), "seed": cfg.seed,
-            "model": None, "params_m": None, "gmacs": None, "fusion_params_m": None, "fusion_gmacs": None,
-            "final": None, "best": None, "history": [], "provenance": None, "wall_time_s": None,
-            "run_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()), "wandb": None,
-            "started_at": now_iso(), "finished_at": None}
+def initial_record(cfg: DictConfig, hydra_cfg, run_dir: Path) -> RunRecord:
+    return new_record(OmegaConf.to_container(cfg, resolve=True),
+                      {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")},
+                      first_overrides(list(hydra_cfg.overrides.task), run_dir), cfg.seed, run_dir)
 
 
-def wandb_identity(results: Dict[str, Any], hydra_cfg):
+def first_overrides(overrides: List[str], run_dir: Path) -> List[str]:
+    """A re-queued agent run passes its whole config; its overrides stay those of its first launch, so that
+    collate lists the keys the sweep set, not every key."""
+    if agent.requeued and (run_dir / RESULTS_FILE).is_file():
+        return read_results(run_dir).get("overrides", overrides)
+    return overrides
+
+
+def wandb_identity(results: RunRecord, hydra_cfg):
     """(config, group, name): the flattened config with the Hydra choices as top-level keys, the config
-    without its seed as the group (``src.train.metadata.group_name``) and a readable run name."""
-    from src.train.metadata import group_name
-
+    without its seed as the group (``record.group_name``) and a readable run name."""
     config = {**flatten(results["config"]), **results["choices"]}
     choices = results["choices"]
     name = f"{choices.get('model')}-{choices.get('fusion')}-s{results['seed']}"
@@ -51,16 +61,9 @@ def wandb_identity(results: Dict[str, Any], hydra_cfg):
     return config, group_name(results["config"]), name
 
 
-def keep_first_overrides(results: Dict[str, Any], run_dir: Path) -> None:
-    """A re-queued agent run passes its whole config; its overrides stay those of its first launch, so that
-    collate lists the keys the sweep set, not every key."""
-    if agent.requeued and (run_dir / RESULTS_FILE).is_file():
-        results["overrides"] = read_results(run_dir).get("overrides", results["overrides"])
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from src.train.isolation import isolated_job
+    from src.train.process import isolated_job
 
     with isolated_job():  # the basic launcher and hydra/launcher=parallel run several jobs in one process
         run_job(cfg, HydraConfig.get())
@@ -75,26 +78,23 @@ def run_job(cfg: DictConfig, hydra_cfg) -> None:
     started = time.perf_counter()
     if distributed.init(resolve_device(cfg.train.device)) and not distributed.is_main():
         logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 logs, the others only warn
-    results = initial_results(cfg, hydra_cfg)
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    results = initial_record(cfg, hydra_cfg, run_dir)
     try:  # idempotent sweeps: skip a completed job, resume or retry the others
         check_run_dir(run_dir, results["config"], cfg.train.force)
     except AlreadyCompleted as done:
         log.info("%s", done)
         return
-    keep_first_overrides(results, run_dir)
     write_results(run_dir, results)
     try:
         results = train(cfg, run_dir, results, *wandb_identity(results, hydra_cfg))
     except KeyboardInterrupt:
-        results.update(status="interrupted", reason="KeyboardInterrupt", finished_at=now_iso(),
-                       wall_time_s=time.perf_counter() - started)
+        mark_interrupted(results, "KeyboardInterrupt", time.perf_counter() - started)
         write_results(run_dir, results)
         raise
     except Exception as error:  # noqa: BLE001 - one failing job must not end a sweep
         log.exception("run failed: %s", error)
-        results.update(status="failed", reason=f"{type(error).__name__}: {error}", finished_at=now_iso(),
-                       wall_time_s=time.perf_counter() - started)
+        mark_failed(results, error, time.perf_counter() - started)
         write_results(run_dir, results)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)

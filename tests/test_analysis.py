@@ -15,11 +15,17 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis import analyse, load_runs, load_wandb_runs, paper_table, varying_factors, wandb_run_to_row
 from analysis.collate import main as collate_main
-from analysis.loading import NoRunsError, format_depth
-from conftest import ROOT
+from analysis.present.plots import interval_error
+from analysis.present.tables import ablation_table
+from analysis.runs.local import load_runs
+from analysis.runs.records import NoRunsError
+from analysis.runs.wandb_api import load_wandb_runs, wandb_run_to_record, wandb_run_to_row
+from analysis.stats.ablation import analyse
+from analysis.stats.summary import varying_factors
+from src.train.record import ModelSummary, RunRecord, format_depth
 
+from conftest import ROOT
 
 
 def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "completed", gmacs: float = 0.012,
@@ -30,7 +36,8 @@ def results(fusion: str, seed: int, top1: float, run_dir: Path, status: str = "c
     history = [{"epoch": 0, "top1": top1 / 2, "top5": 90.0, "val_loss": 1.0, "images_per_s": 100.0},
                {"epoch": 1, "top1": top1, "top5": 99.0, "val_loss": 0.5, "images_per_s": 120.0}]
     return {"schema": 1, "status": status, "reason": None if status == "completed" else "ValueError: boom",
-            "config": config, "choices": {"model": "fusionvit_micro_32", "fusion": fusion, "data": "digits", "logger": "none"},
+            "config": config,
+            "choices": {"model": "fusionvit_micro_32", "fusion": fusion, "data": "digits", "logger": "none"},
             "overrides": [f"fusion={fusion}", f"seed={seed}", f"model.patch_size=[{patch_size[0]},{patch_size[1]}]"],
             "config_hash": f"{fusion}-{patch_size}-{seed}", "seed": seed,  # like src.run: seed is in the config
             "model": {"name": "fusionvit_micro_32", "fusion": fusion, "img_size": 32, "patch_size": list(patch_size),
@@ -203,6 +210,8 @@ def test_wandb_run_becomes_the_same_columns_as_a_results_file(tmp_path):
         summary={"final/top1": 77.0, "final/top5": 99.0, "best/top1": 77.0, "params_m": 0.58, "gmacs": 0.012,
                  "_runtime": 11.0, "final/top1_branch0": 60.0, "final/top1_branch1": 70.0},
         history=lambda keys, pandas: [{"epoch": 0, "val/top1": 38.5}, {"epoch": 1, "val/top1": 77.0}])
+    record = wandb_run_to_record(fake)  # the record a local run writes, then the same row builder
+    assert set(record) == set(RunRecord.__annotations__) and set(record["model"]) == set(ModelSummary.__annotations__)
     from_wandb = wandb_run_to_row(fake)
     for column in ("status", "seed", "fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "top1",
                    "top5", "best_top1", "params_m", "gmacs", "wall_time_s"):
@@ -220,7 +229,8 @@ def load_runs_row(run_dir: Path, payload: dict) -> dict:
 def test_wandb_project_loading_skips_running_runs_and_lists_failed_ones():
     def fake_run(run_id, state, fusion, top1):
         return SimpleNamespace(id=run_id, url=f"https://wandb.ai/e/p/runs/{run_id}", state=state,
-                               config={"fusion": fusion, "model": "fusionvit_micro_32", "seed": 0, "fusion.name": fusion},
+                               config={"fusion": fusion, "model": "fusionvit_micro_32", "seed": 0,
+                                       "fusion.name": fusion},
                                summary={"final/top1": top1, "params_m": 0.5, "gmacs": 0.01, "_runtime": 3.0},
                                history=lambda keys, pandas: [])
     runs = [fake_run("a", "finished", "cross", 80.0), fake_run("b", "running", "cross", None),
@@ -296,7 +306,7 @@ def test_per_branch_top1_becomes_columns_means_and_titles(tmp_path, branches, ti
     ablation = analyse(runs, ["fusion"])
     table = ablation.table.set_index("fusion")
     assert table.loc["cross", "top1_branch0_mean"] == pytest.approx(branches[0] + 0.5)
-    shown = paper_table(ablation)
+    shown = ablation_table(ablation)
     for title in titles:
         assert title in shown.columns
 
@@ -304,7 +314,7 @@ def test_per_branch_top1_becomes_columns_means_and_titles(tmp_path, branches, ti
 def test_older_results_without_branch_accuracy_load_and_show_no_branch_columns(tmp_path):
     collection = load_runs([write_sweep(tmp_path)])
     assert not [column for column in collection.runs.columns if column.startswith("top1_branch")]
-    shown = paper_table(analyse(collection.runs, ["fusion"]))
+    shown = ablation_table(analyse(collection.runs, ["fusion"]))
     assert not [title for title in shown.columns if "branch" in title]
 
 
@@ -318,7 +328,6 @@ def test_collate_with_an_unknown_ref_exits_2_listing_the_rows_and_writes_nothing
 
 
 def test_plot_error_bars_are_the_95_percent_t_interval_not_the_std(tmp_path):
-    from analysis.plots import interval_error
 
     collection = load_runs([write_sweep(tmp_path)])
     cross = analyse(collection.runs, ["fusion"]).table.set_index("fusion").loc["cross"]

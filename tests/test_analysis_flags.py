@@ -9,9 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import Checks, analyse, load_runs, paper_table
 from analysis.collate import main as collate_main
-from analysis.flags import check_row, last_epochs_span
+from analysis.present.tables import ablation_table
+from analysis.runs.local import load_runs
+from analysis.stats.ablation import analyse
+from analysis.stats.flags import Checks, check_row, last_epochs_span
 
 FLAT = [40.0, 70.0, 85.0, 87.5, 88.0, 88.2, 88.0]  # within 0.2 over the last 3 epochs
 RISING = [40.0, 60.0, 70.0, 76.0, 80.0, 83.0, 85.0]  # +5 over the last 3 epochs: training stopped too early
@@ -73,7 +75,7 @@ def test_runs_shorter_than_the_window_are_not_judged_printed_and_named_under_the
     ablation = analyse(load_runs([sweep]).runs, ["fusion"])
     table = ablation.table.set_index("fusion")
     assert table.loc["cross", "flag"] == "" and table.loc["cross", "converged"] is None
-    assert "60.50 ± 0.71" in paper_table(ablation).set_index("fusion").loc["cross", "top-1 (%)"]
+    assert "60.50 ± 0.71" in ablation_table(ablation).set_index("fusion").loc["cross", "top-1 (%)"]
     assert ablation.flag_notes == ["Convergence not judged (cross): runs with fewer than 3 epochs of validation "
                                    "history; their numbers are printed unchecked."]
 
@@ -138,7 +140,7 @@ def test_a_flagged_cross_is_not_the_reference_unless_ref_names_it(tmp_path):
     assert chosen.reference == "cross" and chosen.table["p_value"].isna().all()
     assert "the reference row is flagged" in chosen.table.set_index("fusion").loc["none", "note"]
     assert "no comparison was made" in chosen.seeds_needed
-    assert paper_table(chosen).set_index("fusion").loc["cross", "Δ vs cross [95% CI]"] == "ref"
+    assert ablation_table(chosen).set_index("fusion").loc["cross", "Δ vs cross [95% CI]"] == "ref"
 
 
 def test_collate_thresholds_change_the_verdict(tmp_path, capsys):

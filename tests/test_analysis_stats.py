@@ -12,9 +12,10 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from analysis import UnknownReferenceError, analyse
-from analysis.compare import holm
-from analysis.predictions import PREDICTIONS_FILE
+from analysis.stats.ablation import analyse
+from analysis.stats.compare import holm
+from analysis.stats.reference import UnknownReferenceError
+from src.train.record import PREDICTIONS_FILE
 
 
 def runs_frame(rows, tmp_path) -> pd.DataFrame:
@@ -139,7 +140,8 @@ def test_seeds_needed_ignores_a_float_rounding_gap_and_caps_the_count(tmp_path):
                        ("none", 0, 97.2222222), ("none", 1, 98.3333333), ("none", 2, 98.6111111 + 1e-12)], tmp_path)
     ablation = analyse(runs, ["fusion"])
     assert abs(ablation.table.set_index("fusion").loc["none", "diff_vs_ref"]) < 1e-9
-    assert ablation.seeds_needed == "Seeds needed: no gap to the reference to resolve (every difference is under 0.005 points)."
+    assert ablation.seeds_needed == ("Seeds needed: no gap to the reference to resolve (every difference is under "
+                                     "0.005 points).")
     runs = runs_frame([("cross", 0, 80.0), ("cross", 1, 82.0), ("cross", 2, 84.0),
                        ("none", 0, 80.5), ("none", 1, 81.5), ("none", 2, 84.03)], tmp_path)  # gap 0.01, sd 0.50
     assert "Seeds needed: more than 1,000 seeds per row" in analyse(runs, ["fusion"]).seeds_needed

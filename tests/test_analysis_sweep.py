@@ -15,7 +15,11 @@ import pytest
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
-from analysis import Checks, analyse, load_runs, varying_factors
+from analysis.runs.local import load_runs
+from analysis.stats.ablation import analyse
+from analysis.stats.flags import Checks
+from analysis.stats.summary import varying_factors
+
 from conftest import ROOT, run_module
 
 pytestmark = pytest.mark.slow  # one real sweep in a subprocess, shared by the tests
@@ -23,7 +27,7 @@ pytestmark = pytest.mark.slow  # one real sweep in a subprocess, shared by the t
 TINY = ["train.epochs=1", "data.limit_train=96", "data.limit_val=64", "train.batch_size=32", "logger=none",
         "train.threads=1"]  # one thread: on the shared 2-core CPU, two threads run ~10x slower
 # One epoch on 64 images is about chance: two seeds can differ by several points, which the table rightly flags
-# ("seeds disagree", analysis/flags.py) instead of printing. These tests check the plumbing, so that check is off.
+# ("seeds disagree", analysis/stats/flags.py) instead of printing. These tests check the plumbing, so that check is off.
 SEEDS_UNCHECKED = Checks(max_seed_std=math.inf, collapse_gap=math.inf)
 SEEDS_UNCHECKED_ARGS = ["--max-seed-std", "inf", "--collapse-gap", "inf"]
 

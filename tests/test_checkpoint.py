@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from src.train import checkpoint as ckpt
-from src.train.checkpoint import check_run_dir, identity_hash, AlreadyCompleted
-from src.train.results import write_results
+from src.train.checkpoint import AlreadyCompleted, check_run_dir, identity_hash
+from src.train.record import write_atomic, write_results
 
 
 def payload(value: float) -> dict:
@@ -20,9 +20,14 @@ def payload(value: float) -> dict:
             "rng": ckpt.capture_rng({"train": torch.Generator().manual_seed(3)}), "wandb_run_id": "abc"}
 
 
+def save(obj: dict, path, keep_previous=None):
+    """A checkpoint file as ``checkpoint.Saver`` writes one (torch.save looked up at call time: monkeypatchable)."""
+    return write_atomic(path, lambda file: torch.save(obj, file), keep_previous)
+
+
 def test_save_then_load_with_weights_only(tmp_path):
     saved = payload(1.0)
-    ckpt.save_atomic(saved, tmp_path / ckpt.LAST)
+    save(saved, tmp_path / ckpt.LAST)
     loaded = ckpt.load(tmp_path / ckpt.LAST)  # weights_only=True inside: would raise on pickled objects
     assert loaded["epoch"] == 1 and loaded["wandb_run_id"] == "abc"
     assert torch.equal(loaded["model"]["weight"], saved["model"]["weight"])
@@ -43,8 +48,8 @@ def test_rng_round_trip_restores_python_numpy_torch_and_generators():
 
 
 def test_previous_last_is_kept_and_corrupt_last_falls_back(tmp_path):
-    ckpt.save_atomic(payload(1.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
-    ckpt.save_atomic(payload(2.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+    save(payload(1.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+    save(payload(2.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
     assert ckpt.load_latest(tmp_path)["epoch"] == 2
     data = (tmp_path / ckpt.LAST).read_bytes()
     (tmp_path / ckpt.LAST).write_bytes(data[: len(data) // 2])  # truncated, as by a crash during a copy
@@ -77,14 +82,14 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    ckpt.save_atomic(payload(1.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+    save(payload(1.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        ckpt.save_atomic(payload(2.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
+        save(payload(2.0), tmp_path / ckpt.LAST, keep_previous=tmp_path / ckpt.PREVIOUS)
     monkeypatch.undo()
     assert ckpt.load(tmp_path / ckpt.LAST)["epoch"] == 1
     assert not (tmp_path / ckpt.PREVIOUS).exists()  # nothing was rotated
@@ -95,7 +100,7 @@ def test_unwritable_output_dir_raises(tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where the run dir should be")  # unwritable even for root, unlike chmod
     with pytest.raises(OSError):
-        ckpt.save_atomic(payload(1.0), blocker / "run" / ckpt.LAST)
+        save(payload(1.0), blocker / "run" / ckpt.LAST)
 
 
 def test_run_dir_checks(tmp_path):
@@ -112,7 +117,8 @@ def test_run_dir_checks(tmp_path):
     check_run_dir(tmp_path, config, force=True)
     assert not (tmp_path / ckpt.LAST).exists()  # a forced re-run starts from scratch
     other = {"seed": 1, "train": config["train"]}
-    with pytest.raises(ValueError, match=f"{tmp_path / 'results.json'} holds results of another config.*train.force=true"):
+    another_config = f"{tmp_path / 'results.json'} holds results of another config.*train.force=true"
+    with pytest.raises(ValueError, match=another_config):
         check_run_dir(tmp_path, other, force=False)
     (tmp_path / ckpt.BEST).write_bytes(b"x")
     check_run_dir(tmp_path, other, force=True)  # force overwrites another config's folder

@@ -36,6 +36,22 @@ def test_every_experiment_composes(experiment):
     OmegaConf.to_container(compose_config([f"+experiment={experiment}"]), resolve=True)
 
 
+CPU_PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*_cpu.yaml")) + ["make_run"]
+OVERLAY = ("cpu/proxy", "cpu/digits")  # conf/experiment/cpu: the CPU setting, stated once
+
+
+@pytest.mark.parametrize("preset", CPU_PRESETS)
+def test_every_cpu_preset_takes_the_cpu_overlay_and_restates_none_of_it(preset):
+    spec = yaml.safe_load((CONF / "experiment" / f"{preset}.yaml").read_text())
+    entries = [entry if isinstance(entry, str) else next(iter(entry)) for entry in spec["defaults"]]
+    assert set(OVERLAY) & set(entries), f"{preset}: list cpu/proxy (or cpu/digits) in its defaults"
+    assert not {"override /data", "override /recipe"} & set(entries), f"{preset}: data and recipe come from cpu/"
+    assert "cpu/digits" in entries or "override /model" not in entries, f"{preset}: the model comes from cpu/proxy"
+    assert "mode" not in spec.get("logger", {}), f"{preset}: logger.mode comes from cpu/digits"
+    params = spec.get("hydra", {}).get("sweeper", {}).get("params") or {}
+    assert "seed" not in params, f"{preset}: the seeds come from cpu/proxy"
+
+
 def test_groups_cover_every_fusion_and_the_model_options_are_the_timm_names():
     assert set(options("fusion")) == set(fusion_names())
     assert not (CONF / "model").exists()

@@ -5,12 +5,13 @@ import os
 import socket
 
 import pytest
+import timm
 import torch
 import torch.multiprocessing as mp
-import timm
 
 import src.models  # noqa: F401 - registers fusionvit_*
 from src.train import distributed
+
 from conftest import run_module
 
 GLOBAL_BATCH, STEPS = 16, 3

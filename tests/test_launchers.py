@@ -12,9 +12,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from src.train.process import DEFAULT_THREADS, StopFlag, isolated_job, set_threads
+
 from conftest import compose_config, run_module
-from src.train.isolation import DEFAULT_THREADS, isolated_job, set_threads
-from src.train.signals import StopFlag
 
 TINY_SWEEP = ["+experiment=smoke", "train.epochs=2", "train.threads=1"]  # 4 steps an epoch on synthetic images
 

@@ -2,10 +2,11 @@
 import pytest
 import timm
 import torch
-from conftest import cls_after_first_fusion, opened_gates
 
 import src.models as models
 from src.models.fusion import BranchSpec, FusionOptions, build_fusion
+
+from conftest import cls_after_first_fusion, opened_gates
 
 FUSIONS = models.fusion_names()
 # CPU variants plus one paper variant with the dagger embedding and a rescaled L-branch

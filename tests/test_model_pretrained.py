@@ -9,9 +9,10 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.crossvit import CrossVit
 
 import src.models as models
-from conftest import compose_config
 from src.models.variants import PAPER_VARIANTS
 from src.train.build import build_model
+
+from conftest import compose_config
 
 MICRO = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), embed_dim=(48, 96), depth=((1, 2, 0),) * 2,
              num_heads=(3, 3), mlp_ratio=(3, 3, 1))

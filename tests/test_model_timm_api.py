@@ -5,12 +5,13 @@ import pytest
 import timm
 import timm.optim
 import torch
-from conftest import opened_gates
 from timm.layers import set_fused_attn
 from timm.models._features_fx import GraphExtractNet, get_graph_node_names
 from timm.utils import AttentionExtract
 
 import src.models as models
+
+from conftest import opened_gates
 
 FUSIONS = models.fusion_names()
 MICRO = "fusionvit_micro_32"

@@ -3,19 +3,41 @@ outputs the shipped results (results/cpu/) produce; re-executed here (nbclient, 
 must come out the same, so a stored table can never go stale. The other two notebooks run top to bottom."""
 import json
 import shutil
+from typing import Dict, List
 
 import nbformat
 import pytest
+import yaml
 
-from analysis.build_notebooks import NOTEBOOKS, build, comparable_outputs, execute_all, path_of
-from analysis.loading import load_runs
-from analysis.shipped import ShippedResultsError, check_folder, export, results_dir, specs, sweep_for
-from analysis.stats import varying_factors
-from analysis.ablation import analyse
+from analysis.paper import ablations
+from analysis.paper.ablations import specs
+from analysis.paper.build_notebooks import NOTEBOOKS, build, execute_all, path_of
+from analysis.paper.shipped import ShippedResultsError, check_folder, export, results_dir, sweep_for
+from analysis.runs.local import load_runs
+from analysis.stats.ablation import analyse
+from analysis.stats.summary import varying_factors
+
 from conftest import ROOT
 
 PAPER_ABLATIONS = {"fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token"}
 OTHER_NOTEBOOKS = ["fusion_complexity", "attention_maps"]
+
+
+def comparable_outputs(notebook) -> List[List[Dict[str, str]]]:
+    """Per code cell, the text each output shows (Markdown, plain text, streams, errors): what must not go
+    stale. Images are left out (their bytes depend on the matplotlib version); their presence is kept."""
+    shown = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            data = output.get("data", {})
+            outputs.append({"type": output["output_type"], "name": output.get("name", ""),
+                            "text": output.get("text", "") or data.get("text/markdown", "") or
+                            ("<image>" if "image/png" in data else data.get("text/plain", ""))})
+        shown.append(outputs)
+    return shown
 
 
 def test_every_paper_ablation_has_a_notebook_stored_as_the_builder_writes_it_with_outputs():
@@ -27,11 +49,25 @@ def test_every_paper_ablation_has_a_notebook_stored_as_the_builder_writes_it_wit
         nbformat.validate(stored)
         assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source)
                                                                    for c in build(ablation).cells], (
-            f"{ablation.notebook}: edited by hand or ablations.yaml changed: python -m analysis.build_notebooks "
+            f"{ablation.notebook}: edited by hand or ablations.yaml changed: python -m analysis.paper.build_notebooks "
             f"{ablation.name}")
         code = [cell for cell in stored.cells if cell.cell_type == "code"]
         assert all(cell.outputs for cell in code[1:]), f"{ablation.notebook}: stored without outputs"  # [0]: setup
         assert "TODO" not in json.dumps(stored.cells[-1].source), ablation.notebook
+
+
+def test_the_ablation_index_may_carry_keys_and_sections_the_notebooks_do_not_use(tmp_path, monkeypatch):
+    before = specs()["fusion"]
+    index = yaml.safe_load(ablations.SPEC_FILE.read_text())
+    index["ablations"]["fusion"]["swept"] = ["fusion"]  # what src.sweeps may add
+    index["other_ablations"] = {"lr": {"title": "Learning rate", "preset": "lr_cpu", "minutes": 1}}
+    (tmp_path / "ablations.yaml").write_text(yaml.safe_dump(index, sort_keys=False, allow_unicode=True))
+    monkeypatch.setattr(ablations, "SPEC_FILE", tmp_path / "ablations.yaml")
+    assert specs()["fusion"] == before and set(specs()) == PAPER_ABLATIONS
+    del index["ablations"]["fusion"]["question"]
+    (tmp_path / "ablations.yaml").write_text(yaml.safe_dump(index, sort_keys=False, allow_unicode=True))
+    with pytest.raises(KeyError, match="ablation fusion: no question"):
+        specs()
 
 
 def test_shipped_results_hold_every_row_of_every_ablation_with_three_seeds():
@@ -76,7 +112,8 @@ def test_export_ships_results_and_predictions_only_and_replaces_stale_runs(tmp_p
     for run in written:
         assert sorted(path.name for path in run.iterdir()) == ["results.json", "val_predictions.npz"]
         assert json.loads((run / "results.json").read_text())["run_dir"] == str(run)  # outside the repo: absolute
-    assert load_runs([dest]).runs["top1"].sum() == pytest.approx(load_runs([results_dir("class_token")]).runs["top1"].sum())
+    shipped = load_runs([results_dir("class_token")]).runs
+    assert load_runs([dest]).runs["top1"].sum() == pytest.approx(shipped["top1"].sum())
 
 
 @pytest.mark.slow
@@ -89,7 +126,7 @@ def test_ablation_notebooks_reproduce_their_stored_tables_from_the_shipped_resul
     execute_all(fresh)  # raises on any cell's error
     for ablation, old, new in zip(ablations, stored, fresh):
         assert comparable_outputs(new) == comparable_outputs(old), (
-            f"{ablation.notebook}: stored outputs are stale: python -m analysis.build_notebooks {ablation.name}")
+            f"{ablation.notebook}: stored outputs are stale: python -m analysis.paper.build_notebooks {ablation.name}")
         markdown = "".join(output["text"] for cell in comparable_outputs(new) for output in cell)
         for expected in ("paper row", "within tolerance", "top-1 (%)", "Δ vs", "verdict", "<image>"):
             assert expected in markdown, (ablation.notebook, expected)

@@ -1,9 +1,9 @@
-"""Every CrossViT row of the paper's Tables 2, 4, 6 and 7 (analysis/crossvit_paper.yaml), built from the same
+"""Every CrossViT row of the paper's Tables 2, 4, 6 and 7 (analysis/paper/crossvit_paper.yaml), built from the same
 Hydra overrides the presets train, has the paper's parameter count and FLOPs within tolerance, or a
 documented exception that still holds."""
 import pytest
 
-from analysis import paper
+from analysis.paper import rows as paper
 
 ROWS = paper.paper_rows()
 
@@ -18,7 +18,7 @@ def test_the_transcription_covers_every_crossvit_row_of_tables_2_6_and_7():
 
 @pytest.fixture(scope="module")
 def comparison():
-    return paper.compare(ROWS)
+    return paper.measure_rows(ROWS)
 
 
 @pytest.mark.parametrize("index", range(len(ROWS)), ids=[f"table{r.table}-{r.row}" for r in ROWS])

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
+from analysis.paper.shipped import results_dir
 from analysis.report import main
-from analysis.shipped import results_dir
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 # CI sets it (.ci/run installs chromium): there a missing browser fails instead of skipping.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ROOT, cli_env, command, run_module
 
 pytestmark = pytest.mark.slow  # every test here trains in a subprocess

@@ -8,17 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src.train.loggers import WandbLogger
 from src.train.loop import train
-from src.train.results import config_hash
-from src.train.wandb_logger import WandbLogger
+from src.train.record import EpochRow, RunRecord, config_hash
+
 from conftest import compose_config, run_module
 
 TINY = ["train.epochs=1", "data.limit_train=128", "data.limit_val=64", "train.batch_size=32"]
-CONTRACT_KEYS = {"schema", "status", "reason", "config", "choices", "overrides", "config_hash", "seed", "model",
-                 "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "final", "best", "history",
-                 "provenance", "wall_time_s", "run_dir", "wandb", "started_at", "finished_at"}
-HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "top1", "top5", "top1_branch", "lr", "epoch_time_s",
-                "images_per_s"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -42,7 +38,7 @@ def assert_predictions_match(run_dir: Path, results: dict) -> None:
 
 def assert_complete(results: dict, run_dir: Path) -> None:
     assert results["status"] == "completed", results["reason"]
-    assert CONTRACT_KEYS <= set(results) and results["schema"] == 1 and results["reason"] is None
+    assert set(results) == set(RunRecord.__annotations__) and results["schema"] == 1 and results["reason"] is None
     assert results["config_hash"] == config_hash(results["config"])
     assert results["params_m"] > 0.1 and 0 < results["fusion_params_m"] < results["params_m"]
     assert 0 < results["fusion_gmacs"] < results["gmacs"]
@@ -51,7 +47,7 @@ def assert_complete(results: dict, run_dir: Path) -> None:
     assert results["best"]["top1_branch"] == results["history"][0]["top1_branch"] == results["final"]["top1_branch"]
     assert_predictions_match(run_dir, results)
     assert results["best"]["epoch"] == 0 and len(results["history"]) == 1
-    assert HISTORY_KEYS <= set(results["history"][0])
+    assert EpochRow.__required_keys__ <= set(results["history"][0]) <= set(EpochRow.__annotations__)
     assert Path(results["run_dir"]) == run_dir.resolve() and results["wall_time_s"] > 0
     assert results["model"]["name"] == "fusionvit_micro_16" and results["model"]["img_size"] == 16
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from src.variant_table import VARIANTS
+
 from conftest import CONF, ROOT, cli_env, run_module
 
 HEAVY = ("torch", "timm", "torchvision", "sklearn", "wandb", "pandas")

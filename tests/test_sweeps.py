@@ -1,11 +1,14 @@
-"""The ablation presets (conf/experiment/*_ablation*.yaml) and the W&B sweep files generated from them
-(experiments/*.yaml, ``python -m src.sweeps``): every combination a preset sweeps composes with Hydra's compose
-API and builds a valid model, every W&B grid point composes to the config of the preset's same point, the
-committed files are what the generator writes, and one W&B combination, expanded into a command line by
+"""The ablation presets (conf/experiment/*_ablation*.yaml), their index (experiments/ablations.yaml) and what
+``python -m src.sweeps`` writes from both (the W&B sweep files experiments/<preset>.yaml and the README table):
+the index names every ablation preset and only presets that exist, the committed files are what the generator
+writes and its ``--check`` catches a changed preset, a hand-edited table row and a sweep file nothing generates,
+every combination a preset sweeps composes with Hydra's compose API and builds a valid model, every W&B grid point
+composes to the config of the preset's same point, and one W&B combination, expanded into a command line by
 wandb's own agent functions, trains for one epoch through src.run."""
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +20,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from conftest import ROOT, cli_env, compose_config
-from src.sweeps import preset_names, stale_files
+from src.sweeps.generate import README, check, expected_files, orphan_files, stale_files
+from src.sweeps.index import INDEX, preset_names, read_index
 from src.train.build import build_model
 
-PRESETS = preset_names()
-SWEEP_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
+from conftest import CONF, ROOT, cli_env, compose_config
+
+INDEXED = read_index()
+PRESETS = preset_names(INDEXED)
+SWEEP_FILES = sorted(path for path in (ROOT / "experiments").glob("*.yaml") if path != INDEX)
 ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token")
 # CPU presets run the 16-px default; the branches ablation sets it against its three-branch twin
 CPU_MODELS = {"branches_ablation_cpu": {"fusionvit_micro_16", "fusionvit_micro3_16"}}
@@ -56,9 +62,25 @@ def sweep_combinations(path: Path):
 
 def test_every_paper_ablation_has_a_preset_a_cpu_twin_and_two_sweep_files():
     names = {path.stem for path in SWEEP_FILES}
+    twins = {ablation.name: (ablation.imagenet_preset, ablation.preset) for ablation in INDEXED
+             if ablation.imagenet_preset is not None}
+    assert set(twins) == set(ABLATIONS)
     for ablation in ABLATIONS:
-        assert f"{ablation}_ablation" in PRESETS and f"{ablation}_ablation_cpu" in PRESETS
+        assert twins[ablation] == (f"{ablation}_ablation", f"{ablation}_ablation_cpu")
         assert {f"{ablation}_ablation", f"{ablation}_ablation_cpu"} <= names
+
+
+def test_the_index_names_every_ablation_preset_and_only_presets_that_exist():
+    on_disk = {path.stem for path in (CONF / "experiment").glob("*_ablation*.yaml")}
+    assert on_disk - set(PRESETS) == set(), "add these presets to experiments/ablations.yaml"
+    assert [name for name in PRESETS if not (CONF / "experiment" / f"{name}.yaml").is_file()] == []
+
+
+def test_an_index_entry_naming_a_missing_preset_is_an_error(tmp_path):
+    index = tmp_path / INDEX.name
+    index.write_text(INDEX.read_text().replace("preset: encoders_ablation_cpu", "preset: encoder_ablation_cpu"))
+    with pytest.raises(ValueError, match="encoder_ablation_cpu; fix the name or add conf/experiment/<name>.yaml"):
+        read_index(index)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -103,8 +125,40 @@ def test_every_wandb_grid_point_composes_to_the_config_of_the_presets_point(pres
             assert job_config(argv) == job_config([f"+experiment={preset}", *overrides]), argv
 
 
-def test_committed_sweep_files_are_what_src_sweeps_generates():
-    assert stale_files() == [], "experiments/ is stale: run `python -m src.sweeps`"
+@pytest.fixture(scope="module")
+def expected():
+    return expected_files()
+
+
+def test_committed_sweep_files_and_readme_table_are_what_src_sweeps_writes(expected):
+    assert sorted(expected) == sorted([README, *(f"{name}.yaml" for name in PRESETS)])
+    assert stale_files(expected) == [], "experiments/ is stale: run `python -m src.sweeps`"
+    assert orphan_files(expected) == []
+
+
+def copied_tree(tmp_path: Path) -> Path:
+    """conf/ and experiments/ copied under ``tmp_path``, to be changed there."""
+    shutil.copytree(CONF, tmp_path / "conf")
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    return tmp_path
+
+
+def test_check_names_the_sweep_file_and_table_a_changed_preset_makes_stale(tmp_path, capsys):
+    tree = copied_tree(tmp_path)
+    preset = tree / "conf" / "experiment" / "patch_size_ablation_cpu.yaml"
+    preset.write_text(preset.read_text().replace('"[4,8],[2,8]"', '"[4,8],[1,8]"'))
+    assert check(tree / "conf", tree / "experiments") == 1
+    printed = capsys.readouterr().out
+    assert "patch_size_ablation_cpu.yaml, README.md" in printed and "run `python -m src.sweeps`" in printed
+
+
+def test_check_finds_a_hand_edited_table_row_and_a_sweep_file_nothing_writes(tmp_path, expected):
+    out = copied_tree(tmp_path) / "experiments"
+    readme = out / README
+    readme.write_text(readme.read_text().replace("`seed=0,1,2` | 18 | 5 |", "`seed=0,1,2` | 18 | 4 |", 1))
+    (out / "old_ablation.yaml").write_text("program: src/run.py\n")
+    assert stale_files(expected, out) == [README]
+    assert orphan_files(expected, out) == ["old_ablation.yaml"]
 
 
 @pytest.mark.slow

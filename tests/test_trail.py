@@ -7,10 +7,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from analysis.loading import load_runs
-from conftest import compose_config
+from analysis.runs.local import load_runs
 from src.train.loop import train
-from src.train.provenance import KEYS
+from src.train.record import PROVENANCE_KEYS
+
+from conftest import compose_config
 
 TINY = ["data=synthetic", "data.num_train=64", "data.num_val=32", "train.batch_size=16", "train.epochs=2",
         "logger.log_every_n_steps=2"]
@@ -48,7 +49,8 @@ def test_metrics_csv_has_one_row_per_logged_step_and_per_epoch(tensorboard_run):
 
 def test_provenance_has_exactly_its_keys(tensorboard_run):
     provenance = tensorboard_run[1]["provenance"]
-    assert tuple(provenance) == KEYS and provenance["threads"] == torch.get_num_threads() and provenance["peak_memory_mb"] > 0
+    assert tuple(provenance) == PROVENANCE_KEYS and provenance["threads"] == torch.get_num_threads()
+    assert provenance["peak_memory_mb"] > 0
 
 
 def test_collate_warns_when_it_pools_runs_from_different_thread_counts(tensorboard_run, tmp_path):

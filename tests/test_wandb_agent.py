@@ -2,7 +2,7 @@
 from a grid point of a sweep file, stopped by the agent's SIGTERM after its first epoch, then re-queued the way
 W&B re-queues a preempted run (its whole config as arguments, ``_wandb`` included). One module fixture trains it;
 the tests read back its results.json, metrics.csv, both offline W&B files (the records read by
-``analysis.wandb_offline`` with ``wandb.proto``), wandb's own ``wandb sync --dry-run`` listing, and the W&B API's
+``src.sync.offline_runs`` with ``wandb.proto``), wandb's own ``wandb sync --dry-run`` listing, and the W&B API's
 ``Run`` objects built from the logged config and summary."""
 import csv
 import inspect
@@ -15,20 +15,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 import wandb
+import yaml
 from wandb.apis.public import Run as ApiRun
 from wandb.wandb_agent import Agent
 
 from analysis.collate import main as collate_main
-from analysis.loading import WandbFilter, load_runs, load_wandb_runs, wandb_run_to_row
-from analysis.sync import main as sync_main
-from analysis.wandb_offline import by_run, find_offline_runs, read_offline_run
+from analysis.runs.local import load_runs
+from analysis.runs.wandb_api import WandbFilter, load_wandb_runs, wandb_run_to_row
+from src.sweeps.agent import agent_argv
+from src.sync.offline_runs import by_run, find_offline_runs, read_offline_run
+from src.sync.upload import main as sync_main
+from src.sync.upload import wandb_command
+from src.train.loggers import flatten
+from src.train.record import PROVENANCE_KEYS, arch_keys, group_name
+
 from conftest import ROOT, compose_config
-from src.train.agent import agent_argv
-from src.train.metadata import arch_keys, group_name
-from src.train.provenance import KEYS as PROVENANCE_KEYS
-from src.train.wandb_logger import flatten
 
 SWEEP_ID, RUN_ID, PRESET = "sweep0001", "run00001", "patch_size_ablation_cpu"
 SWEEP_FILE = ROOT / "experiments" / f"{PRESET}.yaml"
@@ -39,7 +41,8 @@ TINY = {"data": "synthetic", "data.num_train": 128, "data.num_val": 32, "train.b
 
 def first_grid_point() -> dict:
     parameters = yaml.safe_load(SWEEP_FILE.read_text())["parameters"]
-    return {key: {"value": spec["values"][0] if "values" in spec else spec["value"]} for key, spec in parameters.items()}
+    return {key: {"value": spec["values"][0] if "values" in spec else spec["value"]}
+            for key, spec in parameters.items()}
 
 
 def launch(agent: Agent, args: dict):
@@ -124,7 +127,8 @@ def test_wandb_metadata_group_job_type_tags_arch_keys_and_summary(agent_run):
     assert second.config["arch/patch_size"] == "4/8"
     summary = second.summary
     assert summary["provenance/peak_memory_mb"] > 0 and summary["images_per_s"] > 0
-    assert summary["fusion_params_m"] == results["fusion_params_m"] and summary["fusion_gmacs"] == results["fusion_gmacs"]
+    assert summary["fusion_params_m"] == results["fusion_params_m"]
+    assert summary["fusion_gmacs"] == results["fusion_gmacs"]
     assert summary["config_hash"] == results["config_hash"]
 
 
@@ -218,7 +222,7 @@ def test_collate_wandb_filters_dedupes_and_gives_the_local_table(agent_run, tmp_
     assert len(collection.runs) == 4 and any("the same run" in w and "r9" in w for w in warnings)
     assert sorted(collection.runs["patch_size"]) == ["2/8", "2/8", "4/8", "4/8"]
     assert collate_main([str(local), "--out", str(tmp_path / "from_files"), "--no-plots"]) == 0
-    import analysis.loading as loading
+    import analysis.runs.wandb_api as loading
     original = loading.wandb_api
     loading.wandb_api = lambda: api
     try:
@@ -247,8 +251,6 @@ def test_sync_lists_the_halves_in_order_and_hands_them_to_wandb_sync(agent_run, 
 @pytest.mark.slow
 def test_wandb_sync_itself_finds_both_halves(agent_run):
     """wandb's own finder (``wandb sync --dry-run``, where the installed wandb has it) lists both parts."""
-    from analysis.sync import wandb_command
-
     help_text = subprocess.run([*wandb_command(), "sync", "--help"], capture_output=True, text=True, timeout=60).stdout
     if "--dry-run" not in help_text:
         pytest.skip(f"wandb {wandb.__version__}'s sync has no --dry-run")
@@ -270,7 +272,8 @@ def test_a_requeued_runs_whole_config_composes_to_the_config_of_its_first_launch
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
     parameters = yaml.safe_load((ROOT / "experiments" / f"{preset}.yaml").read_text())["parameters"]
-    first = {key: {"value": spec["values"][-1] if "values" in spec else spec["value"]} for key, spec in parameters.items()}
+    first = {key: {"value": spec["values"][-1] if "values" in spec else spec["value"]}
+             for key, spec in parameters.items()}
     env = {"WANDB_SWEEP_ID": "s", "WANDB_RUN_ID": "r"}
     first_argv = agent_argv(["src.run", *create_sweep_command_args({"args": first})["args_no_hyphens"]], env)
     config = compose_config(first_argv[1:-1])

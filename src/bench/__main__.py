@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from src.bench import startup
 from src.bench.overhead import bench_overhead
 from src.bench.scaling import bench_fusion
 from src.bench.speed import bench_models, matmul_gflops, profile_train_step
-from src.bench import startup
 from src.bench.sweep import bench_sweep, sweep_markdown, sweep_targets
 
 
@@ -30,7 +30,8 @@ def to_markdown(r: dict) -> str:
             s = m[mode]
             low, high = s["ratio_iqr"]
             lines.append(f"| {mode} | {s['ours_img_s']:.1f} | {s['timm_img_s']:.1f} | {s['ratio']:.2f} | "
-                         f"{low:.2f}-{high:.2f} | {s['ours_gflops']:.1f} | {s['ours_gflops'] / r['matmul_gflops']:.2f} |")
+                         f"{low:.2f}-{high:.2f} | {s['ours_gflops']:.1f} | "
+                         f"{s['ours_gflops'] / r['matmul_gflops']:.2f} |")
         lines += ["", f"Peak memory {m['peak_memory_mb']:.0f} MiB ({m['peak_memory_source']}); "
                       f"{m['gmacs_per_image']:.3f} GMACs/image; matmul {r['matmul_gflops']:.1f} GFLOP/s.", ""]
     if "fusion" in r:
@@ -136,7 +137,8 @@ def main(argv=None):
         r["sweep"] = bench_sweep(a.sweep_grid, a.sweep_epochs)
     r["load_after"] = load_average()
     r["targets"] = check_targets(r)
-    missed_model_target = any(not t["met"] for t in r["targets"] if "ours/timm" in t["target"] or "matmul" in t["target"])
+    missed_model_target = any(not t["met"] for t in r["targets"]
+                              if "ours/timm" in t["target"] or "matmul" in t["target"])
     if "models" in parts and (a.profile == "on" or (a.profile == "auto" and missed_model_target)):
         r["profile"] = profile_train_step(a.variant, a.batch, a.device)
     out = Path(a.out)

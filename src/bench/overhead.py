@@ -16,7 +16,7 @@ def bare_train_img_s(variant, batch, repeats=5, warmup=2, num_classes=10, device
     """Forward+backward+AdamW on one fixed batch, no data loading, no eval, median of repeats."""
     model = timm.create_model(variant, fusion="cross", num_classes=num_classes).to(device)
     train, _ = make_steps(model, model.img_size, batch, device, device.startswith("cuda"), False, num_classes, lr=1e-3)
-    times = [timed_seconds(train, device) for _ in range(warmup + repeats)][warmup:]
+    times = [timed_seconds(train) for _ in range(warmup + repeats)][warmup:]
     return batch / statistics.median(times)
 
 

@@ -1,14 +1,14 @@
 """Fusion cost scaling: each fusion module alone at fixed widths, image size doubling, tokens growing.
 
-The measurement is ``analysis.fusion_cost.measure`` (FlopCounterMode FLOPs, fastest of ``repeats``
-single-thread forward passes) and the slope is ``analysis.fusion_cost.cost_slope``, the same number
-``python -m analysis.fusion_cost`` prints; here the sizes double ``steps`` times.
+The measurement is ``src.bench.fusion_cost.measure`` (FlopCounterMode FLOPs, fastest of ``repeats``
+single-thread forward passes) and the slope is ``src.bench.fusion_cost.cost_slope``, the same number
+``python -m src.bench.fusion_cost`` prints; here the sizes double ``steps`` times.
 """
-from analysis.fusion_cost import Branches, cost_slope, measure_all
+from src.bench.fusion_cost import DEFAULT_BRANCHES, Branches, cost_slope, measure_all
 from src.models import fusion_names
 
 
-def bench_fusion(base_img: int = 32, steps: int = 4, branches: Branches = Branches(), repeats: int = 3) -> dict:
+def bench_fusion(base_img: int = 32, steps: int = 4, branches: Branches = DEFAULT_BRANCHES, repeats: int = 3) -> dict:
     sizes = [base_img * 2**step for step in range(steps)]
     fusions = [name for name in fusion_names() if name != "none"]  # the identity costs nothing to fit
     costs = measure_all(sizes, fusions, branches, repeats)

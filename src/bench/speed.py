@@ -1,25 +1,16 @@
 """Model speed: ours vs timm, same config and weights, interleaved timed repeats."""
 import statistics
-import time
 from contextlib import nullcontext
+from typing import Callable, Optional
 
 import timm
 import torch
 from timm.models.crossvit import CrossVit
+from torch.utils.benchmark import Timer
 
 import src.models  # noqa: F401  (registers fusionvit_*)
 from src.models import VARIANTS, convert_crossvit_state_dict, count_flops
-
-
-def peak_memory_mb(device: str) -> float:
-    """CPU: process high-water RSS from /proc/self/status VmHWM; GPU: torch.cuda.max_memory_allocated."""
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from src.train.process import peak_memory_mb
 
 
 def build_pair(variant: str, num_classes: int = 1000):
@@ -36,9 +27,7 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    times = []
-    for _ in range(repeats + 1):
-        times.append(timed_seconds(lambda: a @ b, device))
+    times = [timed_seconds(lambda: a @ b) for _ in range(repeats + 1)]
     return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
@@ -47,12 +36,13 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def timed_seconds(step, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    step()
-    _sync(device)
-    return time.perf_counter() - start
+def timed_seconds(step: Callable[[], object], num_threads: Optional[int] = None) -> float:
+    """Seconds of one call of ``step``, timed by ``torch.utils.benchmark.Timer`` (which synchronises CUDA and runs
+    with ``num_threads`` torch threads, by default the current count). ``blocked_autorange(min_run_time=0)``
+    is one untimed call (its block-size estimate, always one call here) then one timed block of one call, so a
+    caller's repeats stay single steps, each reported alone (medians, fastest-of and per-repeat ratios)."""
+    timer = Timer(stmt="step()", globals={"step": step}, num_threads=num_threads or torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=0).times[0]
 
 
 def make_steps(model, img, batch, device, amp, compile_, num_classes=1000, lr=1e-4):
@@ -94,7 +84,7 @@ def bench_models(variant="fusionvit_9_240", batch=32, repeats=5, warmup=2, compi
         times = {name: [] for name in models}
         for _ in range(repeats):  # interleaved so machine noise hits both alike
             for name in models:
-                times[name].append(timed_seconds(steps[name], device))
+                times[name].append(timed_seconds(steps[name]))
         res = {name: batch / statistics.median(ts) for name, ts in times.items()}
         # Each repeat times ours and timm back to back: the spread of their per-repeat ratios is the noise.
         pair_ratios = sorted(t / o for o, t in zip(times["ours"], times["timm"]))
@@ -104,7 +94,7 @@ def bench_models(variant="fusionvit_9_240", batch=32, repeats=5, warmup=2, compi
         flops_per_img = 2 * gmacs * 1e9 * (3 if mode == "train" else 1)
         out[mode]["ours_gflops"] = flops_per_img * res["ours"] / 1e9
     out["peak_memory_mb"] = peak_memory_mb(device)
-    out["peak_memory_source"] = "torch.cuda.max_memory_allocated" if amp else "/proc/self/status VmHWM"
+    out["peak_memory_source"] = "torch.cuda.max_memory_allocated" if amp else "getrusage ru_maxrss"
     return out
 
 

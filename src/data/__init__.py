@@ -7,7 +7,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .digits import NUM_CLASSES as DIGITS_CLASSES, DigitsDataset, digits_split
+from .digits import NUM_CLASSES as DIGITS_CLASSES
+from .digits import DigitsDataset, digits_split
 from .folders import cifar, image_folders
 from .synthetic import SyntheticDataset
 

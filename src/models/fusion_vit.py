@@ -14,8 +14,7 @@ from timm.models.vision_transformer import Block
 
 from .fusion import BranchSpec, FusionOptions, build_fusion, fusion_parameters
 from .fusion.base import from_mean_agents, with_mean_agents
-from .validation import (check_architecture, check_branch_counts, check_global_pool, check_input_size,
-                         normalise_depth)
+from .validation import check_architecture, check_branch_counts, check_global_pool, check_input_size, normalise_depth
 
 DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for these
 

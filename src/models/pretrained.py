@@ -7,9 +7,12 @@ import logging
 import math
 from typing import Dict, List, Mapping
 
+import timm
 import torch
 import torch.nn as nn
 from timm.layers import resample_abs_pos_embed
+
+from src.variant_table import VARIANTS
 
 from .convert import convert_crossvit_state_dict
 
@@ -36,11 +39,8 @@ def _resample_pos_embeds(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
 
 def _variants_that_fit(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
-    """The registered variants whose branches (everything but fusion, head, position embeddings) fit."""
-    import timm  # the entrypoints are registered by the time a checkpoint is loaded
-
-    from .variants import VARIANTS
-
+    """The registered variants whose branches (everything but fusion, head, position embeddings) fit (``variants``
+    has registered the entrypoints by the time a checkpoint is loaded)."""
     def backbone(shapes):
         return {k: tuple(v) for k, v in shapes.items()
                 if ".fusion." not in k and not k.startswith(("head.", "pos_embed."))}

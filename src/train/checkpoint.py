@@ -11,23 +11,20 @@ A mid-epoch resume restores the loader's generator as it was when the epoch star
 already trained on, so the data order is the uninterrupted one.
 """
 import logging
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 
-from .results import RESULTS_FILE, config_hash, read_results
+from .record import NON_IDENTITY_KEYS, RESULTS_FILE, config_hash, read_results, write_atomic
 
 log = logging.getLogger(__name__)
 
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
-# Keys that say how to run, not what to train: they never change a job's identity.
-NON_IDENTITY_KEYS = ("force", "resume", "threads", "progress", "save_checkpoints", "ckpt_every_steps")
 
 
 @dataclass
@@ -102,41 +99,6 @@ def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> None:
 
 
 # -- files ---------------------------------------------------------------------------------------------------
-def save_atomic(obj: Dict[str, Any], path: Union[str, Path], keep_previous: Optional[Path] = None) -> Path:
-    """Writes ``obj`` to a temp file in ``path``'s folder, fsyncs it, then renames it over ``path``.
-
-    Any failure (disk full, a kill) before the rename leaves ``path`` as it was and removes the temp file.
-    With ``keep_previous``, the current ``path`` is moved there (``os.replace``) just before the rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            torch.save(obj, temp)
-            temp.flush()
-            os.fsync(temp.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)  # last.pt -> last.prev.pt, then the new one becomes last.pt
-        os.replace(temp_path, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(temp_path).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not every platform can open a folder
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file."""
 
@@ -272,9 +234,10 @@ class Saver:
             "wandb_run_id": wandb_id,
             "config_hash": self.config_identity,
         }
-        save_atomic(payload, Path(self.run_dir) / LAST, keep_previous=Path(self.run_dir) / PREVIOUS)
+        write = partial(torch.save, payload)  # atomic: a kill mid-write leaves the previous file whole
+        write_atomic(Path(self.run_dir) / LAST, write, keep_previous=Path(self.run_dir) / PREVIOUS)
         if best:
-            save_atomic(payload, Path(self.run_dir) / BEST)
+            write_atomic(Path(self.run_dir) / BEST, write)
 
 
 def restore(run, checkpoint: Dict[str, Any], config_identity: str) -> TrainState:

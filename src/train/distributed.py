@@ -7,8 +7,8 @@ from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from timm.data.distributed_sampler import RepeatAugSampler
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 log = logging.getLogger(__name__)

@@ -1,31 +1,37 @@
 """The driver: build -> resume -> for each epoch: train, evaluate, save, log. Reads top to bottom."""
 import logging
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, random_seed
 
 from src.data import Data, build_data
 from src.models import count_flops, count_params, fusion_modules
 
-from . import checkpoint as ckpt, distributed
+from . import checkpoint as ckpt
+from . import distributed
 from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
 from .engine import EpochMeter, evaluate, train_one_epoch, use_progress_bar
-from .isolation import set_threads
-from .metadata import arch_keys, preset_tags
-from .provenance import peak_memory_mb, provenance
-from .results import now_iso, write_predictions, write_results
-from .signals import StopFlag
-from .trail import CsvTrail, Loggers, TensorboardTrail
-from .wandb_logger import WandbLogger
+from .loggers import CsvTrail, Loggers, TensorboardTrail, WandbLogger, preset_tags
+from .process import StopFlag, peak_memory_mb, set_threads
+from .record import (
+    RunRecord,
+    arch_keys,
+    mark_completed,
+    mark_interrupted,
+    provenance,
+    record_build,
+    record_epoch,
+    record_wandb,
+    write_predictions,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +54,6 @@ class Run:
     clip_grad: Optional[float]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def build_criterion(data_cfg, mixup) -> torch.nn.Module:
     if mixup is not None:
         return SoftTargetCrossEntropy()  # mixup already smooths the labels
@@ -71,7 +71,7 @@ def measure_costs(model: torch.nn.Module) -> Dict[str, float]:
 
 def build_run(cfg) -> Run:
     """Builds everything, checking every input on the way, so that bad input fails before any training."""
-    seed_everything(cfg.seed)
+    random_seed(cfg.seed)  # python, numpy and torch
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp(cfg.train.amp, device)
@@ -95,12 +95,12 @@ def build_run(cfg) -> Run:
                device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad)
 
 
-def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, Any], group: Optional[str],
-          name: str) -> Dict[str, Any]:
+def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], group: Optional[str],
+          name: str) -> RunRecord:
     """Trains ``cfg``, keeping ``results`` and ``run_dir/results.json`` up to date; returns ``results``."""
     started = time.perf_counter()
     run = build_run(cfg)
-    results.update(model=model_summary(cfg, run.model), **measure_costs(run.model), provenance=provenance(run.device))
+    record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device))
     identity = ckpt.identity_hash(OmegaConf.to_container(cfg, resolve=True))
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()
@@ -109,7 +109,7 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
     try:  # whatever fails, the signal handlers and the W&B run are not left to the next job in this process
         logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])},
                                group, name, checkpoint.get("wandb_run_id") if checkpoint else None)
-        results["wandb"] = logger.info
+        record_wandb(results, logger.info)
         write_results(run_dir, results)
         log_start(cfg, run, results)
         progress, steps_per_epoch = use_progress_bar(cfg.train.progress), len(run.batches.loader)
@@ -134,8 +134,8 @@ def train(cfg, run_dir: Path, results: Dict[str, Any], wandb_config: Dict[str, A
             saver.save(run, state, logger.run_id, mid_epoch=False, best=is_best)
             write_predictions(run_dir, metrics["predictions"])
             log_epoch(logger, row, run.num_epochs, state.step)
-            results.update(history=state.history, best=state.best(), wall_time_s=time.perf_counter() - started)
-            results["provenance"]["peak_memory_mb"] = round(peak_memory_mb(run.device), 1)
+            record_epoch(results, state.history, state.best(), time.perf_counter() - started,
+                         peak_memory_mb(run.device))
             write_results(run_dir, results)
             if stop.requested and state.epoch < run.num_epochs:  # came after the last step: last.pt is here
                 return interrupted(results, stop, state.epoch, state, started, logger)
@@ -156,7 +156,7 @@ def mid_epoch_save_due(cfg, state: ckpt.TrainState, stop: StopFlag, steps_per_ep
     return (stop.requested or periodic) and state.step % steps_per_epoch != 0
 
 
-def start_loggers(cfg, run_dir: Path, results: Dict[str, Any], state: ckpt.TrainState, wandb_config: Dict[str, Any],
+def start_loggers(cfg, run_dir: Path, results: RunRecord, state: ckpt.TrainState, wandb_config: Dict[str, Any],
                   group: Optional[str], name: str, wandb_run_id: Optional[str]) -> Loggers:
     """W&B (rank 0, ``logger=wandb``), ``metrics.csv`` (rank 0, always) and TensorBoard (``logger=tensorboard``)."""
     if not distributed.is_main():
@@ -172,21 +172,18 @@ def start_loggers(cfg, run_dir: Path, results: Dict[str, Any], state: ckpt.Train
     return Loggers(wandb, trails)
 
 
-def interrupted(results, stop: StopFlag, epoch: int, state: ckpt.TrainState, started: float,
-                logger: Loggers) -> Dict[str, Any]:
+def interrupted(results: RunRecord, stop: StopFlag, epoch: int, state: ckpt.TrainState, started: float,
+                logger: Loggers) -> RunRecord:
     if stop.signal_name == "SIGTERM":  # preemption: a W&B sweep agent re-queues the run (it resumes last.pt)
         logger.mark_preempting()
-    results.update(status="interrupted", reason=f"{stop.signal_name} at epoch {epoch} step {state.step}: "
-                   f"checkpoint saved, run the same command again to resume",
-                   wall_time_s=time.perf_counter() - started, finished_at=now_iso())
+    mark_interrupted(results, f"{stop.signal_name} at epoch {epoch} step {state.step}: checkpoint saved, run the "
+                     f"same command again to resume", time.perf_counter() - started)
     return results
 
 
-def completed(results, state: ckpt.TrainState, logger: Loggers, started: float) -> None:
+def completed(results: RunRecord, state: ckpt.TrainState, logger: Loggers, started: float) -> None:
     last = state.history[-1]
-    results.update(status="completed", final={"top1": last["top1"], "top5": last["top5"],
-                                              "loss": last["val_loss"], "top1_branch": last["top1_branch"]},
-                   best=state.best(), wall_time_s=time.perf_counter() - started, finished_at=now_iso())
+    mark_completed(results, last, state.best(), time.perf_counter() - started)
     logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
                     **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
                     "params_m": results["params_m"], "gmacs": results["gmacs"],
@@ -200,7 +197,7 @@ def mean_images_per_s(history) -> Optional[float]:
     return sum(speeds) / len(speeds) if speeds else None
 
 
-def log_start(cfg, run: Run, results: Dict[str, Any]) -> None:
+def log_start(cfg, run: Run, results: RunRecord) -> None:
     log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d epochs on %s",
              cfg.model.name, cfg.fusion.name, cfg.data.name, results["params_m"], results["gmacs"],
              run.data.num_train, run.data.num_val, run.num_epochs, run.device)

@@ -1,0 +1,62 @@
+"""The paper's ablations and their CPU proxies, as ``experiments/ablations.yaml`` lists them: which preset each
+runs, where the paper prints it, which of our rows stands for which paper row, and the notebook's text. The
+index is shared with ``src.sweeps``: keys this module does not use are ignored."""
+from dataclasses import dataclass, field, fields
+from typing import Dict, List, Optional
+
+import yaml
+
+from . import ROOT
+
+SPEC_FILE = ROOT / "experiments" / "ablations.yaml"
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    name: str
+    title: str
+    preset: str
+    paper_table: str
+    paper_reference: str
+    rows: Dict[str, Optional[str]]  # our row label -> the paper row it stands for (None: not in the paper)
+    question: str
+    proxy: str
+    reading: str
+    minutes: float
+    notebook: str = ""
+    paper_rows: List[str] = field(default_factory=list)
+
+    @property
+    def reference_label(self) -> str:
+        """Our row that stands for the paper's reference row: the one every other row is compared with."""
+        labels = [label for label, row in self.rows.items() if row == self.paper_reference]
+        if len(labels) != 1:
+            raise ValueError(f"{SPEC_FILE.name}, {self.name}: {len(labels)} rows stand for the paper's reference "
+                             f"row {self.paper_reference!r}; exactly one must")
+        return labels[0]
+
+
+# What an entry of the index sets (name, notebook and paper_rows follow from it).
+ENTRY_KEYS = [spec_field.name for spec_field in fields(AblationSpec)
+              if spec_field.name not in ("name", "notebook", "paper_rows")]
+
+
+def specs() -> Dict[str, AblationSpec]:
+    entries = yaml.safe_load(SPEC_FILE.read_text())["ablations"]
+    found = {}
+    for name, entry in entries.items():
+        missing = [key for key in ENTRY_KEYS if key not in entry]
+        if missing:
+            raise KeyError(f"{SPEC_FILE.name}, ablation {name}: no {', '.join(missing)}; every entry sets "
+                           f"{', '.join(ENTRY_KEYS)}")
+        paper_rows = [row for row in entry["rows"].values() if row is not None]
+        found[name] = AblationSpec(name=name, notebook=f"{name}_ablation", paper_rows=list(dict.fromkeys(
+            [entry["paper_reference"], *paper_rows])), **{key: entry[key] for key in ENTRY_KEYS})
+    return found
+
+
+def spec(name: str) -> AblationSpec:
+    known = specs()
+    if name not in known:
+        raise KeyError(f"no ablation {name!r} in {SPEC_FILE.name}: pick from {', '.join(known)}")
+    return known[name]

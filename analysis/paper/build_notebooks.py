@@ -1,0 +1,148 @@
+"""``python -m analysis.paper.build_notebooks [--rerun] [NAME...]``: writes notebooks/<name>_ablation.ipynb for each
+ablation of ``experiments/ablations.yaml`` (all by default) and executes it (nbclient, a real kernel), storing the
+outputs, so that GitHub shows the tables and plots. The notebooks load the shipped results (results/cpu/);
+``--rerun`` first runs each ablation's sweep again and replaces those files (minutes per ablation).
+
+Every notebook has the same five parts: the paper's table, the paper's costs beside our models', our accuracy
+on the CPU proxy (the ablation table and plots), the two side by side, and a reading."""
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from . import ROOT
+from .ablations import AblationSpec, specs
+
+NOTEBOOKS = ROOT / "notebooks"
+KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+SETUP = '''import sys
+from pathlib import Path
+
+ROOT = Path.cwd() if (Path.cwd() / "src").is_dir() else Path.cwd().parent  # run from notebooks/ or the repo
+sys.path.insert(0, str(ROOT))
+
+from analysis.paper.notebook import show_architecture, show_paper_table, show_shipped_ablation, show_side_by_side
+from analysis.paper.shipped import sweep_for
+
+ABLATION = "{name}"
+RERUN = False  # True: run the sweep again (about {minutes:g} minutes on 2 cores) and replace the shipped results
+sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +experiment={preset}'''
+
+
+LIMITS = (
+    "**What the proxy can and cannot say.** The proxy trains a model of about half a million parameters on 1,437 "
+    "8x8 digits (upsampled to 16x16) for 16 epochs and validates on 360; the paper trains models of 7 to 105 million "
+    "parameters on 1.28 million ImageNet images at 224-240 px for 300 epochs. The cost ratios are properties of the "
+    "architectures and carry over in direction, not in size: the proxy's token counts and widths are far smaller. "
+    "The accuracy columns say whether a design trains and whether, at this scale, it helps or hurts by more than "
+    "the noise of 3 seeds on 360 images (about a point); they cannot say what it does on ImageNet. The paper's "
+    "differences are single runs, mostly under a point, printed without error bars: a proxy that does not resolve "
+    "them does not contradict them.")
+
+
+def paper_source(ablation: AblationSpec) -> str:
+    table = f"Table {ablation.paper_table}" if ablation.paper_table[0].isdigit() else ablation.paper_table
+    return f"CrossViT (Chen, Fan, Panda, ICCV 2021; arXiv 2103.14899 v2), {table}"
+
+
+def cells(ablation: AblationSpec) -> List:
+    rerun = f"python -m analysis.paper.build_notebooks --rerun {ablation.name}"
+    return [
+        new_markdown_cell(
+            f"# {ablation.title}: the paper's ablation and its CPU proxy\n\n"
+            f"**Question.** {ablation.question}\n\n**Proxy.** {ablation.proxy}\n\n"
+            f"**Results.** The numbers below come from `results/cpu/{ablation.name}/`, shipped with the repo: the "
+            f"sweep `python -m src.run -m +experiment={ablation.preset} hydra/launcher=parallel train.threads=1` "
+            f"(3 seeds, the CPU recipe `recipe=digits_cpu`, W&B offline; about {ablation.minutes:g} minutes on 2 "
+            f"cores). `RERUN = True` runs it again and replaces those files; `{rerun}` does that and stores this "
+            f"notebook's outputs. Set `sweep_dir` to read another sweep of the same preset."),
+        new_code_cell(SETUP.format(name=ablation.name, minutes=ablation.minutes, preset=ablation.preset)),
+        new_markdown_cell(
+            f"## 1. The paper's table\n\n{paper_source(ablation)}: ImageNet-1k top-1, params and FLOPs as "
+            f"printed (transcribed in `analysis/paper/crossvit_paper.yaml`). Δ is each row's top-1 minus "
+            f"{ablation.paper_reference}'s."),
+        new_code_cell("show_paper_table(ABLATION);"),
+        new_markdown_cell(
+            "## 2. The paper's costs beside our models'\n\nEach paper row's model, built by this harness from the "
+            "same description (ImageNet size, 1000 classes) and counted: params, and FLOPs as multiply-accumulates "
+            "(GMACs, attention included; `python -m analysis.paper` checks every row). This shows that our version "
+            "of the ablation changes the architecture the way the paper's did; the proxy's own, much smaller "
+            "costs are in the next table."),
+        new_code_cell("show_architecture(ABLATION);"),
+        new_markdown_cell(
+            "## 3. Our accuracy on the CPU proxy\n\nTop-1 on the digits' fixed validation split after the last "
+            f"epoch, mean ± std over seeds, with its 95% interval. Every row is compared with "
+            f"`{ablation.reference_label}` (our {ablation.paper_reference}) seed by seed: the difference Δ with "
+            "its 95% interval and the paired t-test's p-value, Holm-adjusted over the rows (`*` below 0.05). The "
+            "lines under the table name the test and estimate how many seeds would resolve the smallest gap; a "
+            "row still improving at the end, or whose seeds disagree, shows a flag instead of its number. Then "
+            "top-1 against FLOPs and against params (95% intervals as error bars) and the validation curves."),
+        new_code_cell("result = show_shipped_ablation(ABLATION, sweep_dir)"),
+        new_markdown_cell(
+            "## 4. The paper and the proxy, row by row\n\nEach of our rows beside the paper row it stands for: "
+            "both differences to the reference row, the FLOPs and params of each row relative to its reference "
+            "(paper / ours), and whether the proxy resolves the difference (Holm-adjusted p < 0.05) and, if so, "
+            "whether it goes the paper's way."),
+        new_code_cell("show_side_by_side(ABLATION, result);"),
+        new_markdown_cell(f"## 5. Reading\n\n{ablation.reading.strip()}\n\n{LIMITS}"),
+    ]
+
+
+def build(ablation: AblationSpec):
+    notebook = new_notebook(cells=cells(ablation))
+    for index, cell in enumerate(notebook.cells):
+        cell.id = f"{ablation.name}-{index}"  # stable ids: a rebuild changes only what changed
+    notebook.metadata.update({"kernelspec": KERNEL, "language_info": {"name": "python"}})
+    return notebook
+
+
+def execute_all(notebooks: List, cores: int = 2, timeout: int = 1200) -> List:
+    """Runs every cell of each notebook in notebooks/ (nbclient raises on a cell's error), ``cores`` kernels at
+    a time (a kernel spends much of its time on its own imports), and returns the notebooks."""
+    from nbclient import NotebookClient  # a test extra: writing a notebook without executing it needs none
+
+    slots = asyncio.Semaphore(cores)
+
+    async def one(notebook):
+        async with slots:
+            await NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).async_execute()
+        notebook.metadata["language_info"] = {"name": "python"}  # no interpreter version: stable across machines
+
+    async def every():
+        await asyncio.gather(*(one(notebook) for notebook in notebooks))
+
+    asyncio.run(every())
+    return notebooks
+
+
+def path_of(ablation: AblationSpec) -> Path:
+    return NOTEBOOKS / f"{ablation.notebook}.ipynb"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    known = specs()
+    parser = argparse.ArgumentParser(prog="python -m analysis.paper.build_notebooks",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"ablations (default: all of {', '.join(known)})")
+    parser.add_argument("--rerun", action="store_true", help="run each ablation's sweep again first (minutes each)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        parser.error(f"no ablation {', '.join(unknown)}: pick from {', '.join(known)}")
+    if args.rerun:
+        os.environ["FUSIONVIT_RERUN"] = "1"  # the kernels inherit it (analysis.paper.shipped.rerun_setting)
+    ablations = [known[name] for name in args.names or known]
+    print(f"executing {', '.join(ablation.notebook for ablation in ablations)}", flush=True)
+    for ablation, notebook in zip(ablations, execute_all([build(ablation) for ablation in ablations])):
+        nbformat.write(notebook, path_of(ablation))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""A run's record (``results.json``, typed by ``src.train.record.RunRecord``) -> one pandas row, and the rows of
+a set of runs -> a ``Collection`` (completed runs, failed ones, skipped folders, duplicates).
+
+A row holds the run's Hydra choices, the values it swept (each ``key=value`` override, read back from the
+resolved config so that runs that kept the default get the same column), readable architecture columns
+(``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
+cost and status. Per-branch top-1 (``final.top1_branch``, S first; absent in older results) becomes
+``top1_branch0``, ``top1_branch1``, ... Runs found twice (same config hash and seed) are counted once, with a
+warning (see ``dedupe``).
+"""
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Tuple
+
+import pandas as pd
+from omegaconf import Container, DictConfig, OmegaConf
+
+from src.train.record import RunRecord, format_depth, format_pair
+
+from .dedupe import drop_duplicate_runs
+
+log = logging.getLogger(__name__)
+# Choices that never describe the ablation itself.
+IGNORED_CHOICES = ("logger", "experiment")
+IGNORED_OVERRIDE_PREFIXES = ("hydra", "seed", "logger", "+experiment", "experiment", "train.device",
+                             "train.progress", "train.threads")
+
+
+class NoRunsError(RuntimeError):
+    """Nothing to collate: the message says where we looked."""
+
+
+@dataclass
+class Collection:
+    """What a loader found: completed runs, failed ones (listed apart) and skipped folders with why."""
+    runs: pd.DataFrame
+    failed: pd.DataFrame
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    candidate_factors: List[str] = field(default_factory=list)  # columns that may describe the ablation
+    duplicates: List[str] = field(default_factory=list)  # one line per run found in several folders
+
+
+def first_set(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def config_value(config: DictConfig, dotted_key: str) -> Any:
+    """The value at ``dotted_key`` (None where the path does not exist), lists and dicts as plain Python."""
+    value = OmegaConf.select(config, dotted_key, default=None)
+    return OmegaConf.to_container(value) if isinstance(value, Container) else value
+
+
+def readable(value: Any) -> Any:
+    """Lists become short strings so that they can be grouped on and printed."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def swept_keys(overrides: Iterable[str], choices: Dict[str, Any]) -> List[str]:
+    """Dotted config keys a run set on the command line (group choices are columns already)."""
+    keys = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in choices or key.startswith(IGNORED_OVERRIDE_PREFIXES):
+            continue
+        keys.append(key)
+    return keys
+
+
+def record_to_row(record: RunRecord) -> Dict[str, Any]:
+    """One run's record (schema 1) -> one flat row."""
+    raw_config = record.get("config") or {}
+    config = OmegaConf.create(raw_config)
+    choices = {k: v for k, v in (record.get("choices") or {}).items() if k not in IGNORED_CHOICES}
+    model = record.get("model") or {}
+    model_config = raw_config.get("model") or {}
+    fusion_layers = model.get("fusion_layers", config_value(config, "fusion.layers"))
+    depth = model.get("depth") or model_config.get("depth")
+    history = record.get("history") or []
+    final, best = record.get("final") or {}, record.get("best") or {}
+    row = {"run_dir": record.get("run_dir"), "status": record.get("status"), "reason": record.get("reason"),
+           "seed": record.get("seed"), "config_hash": record.get("config_hash"), **choices,
+           "patch_size": format_pair(model.get("patch_size") or model_config.get("patch_size")),
+           "embed_dim": format_pair(model.get("embed_dim") or model_config.get("embed_dim")),
+           "depth": format_depth(depth, fusion_layers),
+           "K": len(depth) if depth else None, "img_size": model.get("img_size") or model_config.get("img_size"),
+           "class_token": first_set(model.get("class_token"), model_config.get("class_token"), True)}
+    swept = swept_keys(record.get("overrides") or [], choices)
+    for key in swept:
+        row[key] = readable(config_value(config, key))
+    images_per_s = [epoch["images_per_s"] for epoch in history if epoch.get("images_per_s")]
+    row.update(top1=final.get("top1"), top5=final.get("top5"), loss=final.get("loss"),
+               best_top1=best.get("top1"), best_epoch=best.get("epoch"), params_m=record.get("params_m"),
+               gmacs=record.get("gmacs"), fusion_params_m=record.get("fusion_params_m"),
+               fusion_gmacs=record.get("fusion_gmacs"), wall_time_s=record.get("wall_time_s"),
+               images_per_s=sum(images_per_s) / len(images_per_s) if images_per_s else None,
+               epochs=len(history), history=history, swept=swept)
+    for branch, top1 in enumerate(final.get("top1_branch") or []):  # older results have none
+        row[f"top1_branch{branch}"] = top1
+    provenance = record.get("provenance") or {}  # older results have none
+    row.update(device=provenance.get("device"), threads=provenance.get("threads"))
+    return row
+
+
+def rows_to_frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["run_dir"]).reset_index(drop=True) if "run_dir" in frame and len(frame) else frame
+
+
+def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], warn=log.warning) -> Collection:
+    """The rows as a Collection: completed and failed runs apart, each (config, seed) once."""
+    frame = rows_to_frame(rows)
+    candidates = candidate_factors(frame)
+    duplicates: List[str] = []
+
+    def duplicate(message: str) -> None:
+        duplicates.append(message)
+        warn(message)
+
+    completed = drop_duplicate_runs(frame[frame["status"] == "completed"].reset_index(drop=True), duplicate)
+    failed = drop_duplicate_runs(frame[frame["status"] != "completed"].reset_index(drop=True), duplicate)
+    warn_mixed_provenance(completed, warn)
+    return Collection(runs=completed, failed=failed, skipped=skipped, candidate_factors=candidates,
+                      duplicates=duplicates)
+
+
+def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
+    """On the CPU the thread count changes the numbers (same config and seed): say when a table pools runs
+    from different devices or thread counts."""
+    for column, what in (("device", "devices"), ("threads", "thread counts")):
+        values = sorted({str(value) for value in runs.get(column, pd.Series(dtype=object)).dropna()})
+        if len(values) > 1:
+            counts = runs[column].astype(str).value_counts()
+            listed = ", ".join(f"{value} ({counts[value]} runs)" for value in values)
+            warn(f"the table pools runs from different {what}: {listed}; results can differ with them "
+                 f"(keep train.threads and the device fixed for runs you compare)")
+
+
+def candidate_factors(frame: pd.DataFrame) -> List[str]:
+    """Columns that may describe an ablation, the most readable first (see stats.summary.varying_factors)."""
+    # arch (a conf/arch paper row) last: it names a row only where the architecture columns cannot
+    readable_first = ["fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size", "class_token",
+                      "arch"]
+    choices = [c for c in frame.columns if c in ("optim", "sched")]
+    swept = sorted({key for keys in frame.get("swept", []) for key in keys})
+    ordered = readable_first + choices + swept
+    return [column for column in dict.fromkeys(ordered) if column in frame.columns]

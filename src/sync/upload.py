@@ -1,0 +1,58 @@
+"""``python -m src.sync DIR... [--dry-run] [-- WANDB_SYNC_OPTIONS]``: upload the W&B offline runs under DIRs.
+
+Finds every ``offline-run-*`` folder under the dirs (a run dir, a sweep folder such as ``multirun/NAME`` or
+``multirun/wandb/SWEEP_ID``), groups them by run id, prints each run with its halves (a killed and resumed run
+leaves one folder per launch, all with the run's id) oldest first, then hands them, in that order, to
+``wandb sync``, which uploads the folders of one id as one run. ``--dry-run`` prints that command and stops. Exits 1,
+naming the dirs, when there is no offline run under them.
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from src.train.loggers import api_key_configured
+
+from .offline_runs import by_run, find_offline_runs, read_offline_run
+
+
+def describe(run_id: str, folders: List[Path]) -> str:
+    halves = [read_offline_run(folder) for folder in folders]
+    epochs = sorted({epoch for half in halves for epoch in half.epochs})
+    span = f"epochs {epochs[0]}-{epochs[-1]}" if epochs else "no epochs"
+    return f"run {run_id}: {len(folders)} part(s), {span}: " + ", ".join(str(folder) for folder in folders)
+
+
+def wandb_command() -> List[str]:
+    """The ``wandb`` CLI of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("wandb")
+    return [str(beside)] if beside.exists() else [shutil.which("wandb") or "wandb"]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.sync", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep folders (searched recursively)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and the wandb sync command only")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []  # after --: more `wandb sync` options (-p, -e)
+    args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
+    runs = by_run(find_offline_runs(args.dirs))
+    if not runs:
+        looked = ", ".join(str(path) for path in args.dirs)
+        print(f"error: no W&B offline runs (offline-run-*/run-*.wandb) under {looked}: runs logged with "
+              f"logger=none or online have none to upload", file=sys.stderr)
+        return 1
+    for run_id, folders in runs.items():
+        print(describe(run_id, folders))
+    command = wandb_command() + ["sync", *extra, *[str(folder) for folders in runs.values() for folder in folders]]
+    print(" ".join(command), flush=True)
+    if args.dry_run:
+        return 0
+    if not api_key_configured():  # wandb sync would otherwise prompt for a login
+        print("error: no W&B API key configured: run `wandb login` or set WANDB_API_KEY, then sync again",
+              file=sys.stderr)
+        return 1
+    return subprocess.run(command).returncode
+

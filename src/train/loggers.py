@@ -1,0 +1,242 @@
+"""The loop's logs: Weights & Biases (which must never hang nor kill training), ``metrics.csv`` in the run dir
+(always) and TensorBoard (``logger=tensorboard``), behind one ``Loggers``.
+
+W&B's mode is decided before ``wandb.init``, because an online init without a key waits at a login prompt, and
+with a key but no network blocks ~90 s: ``auto`` is online only when ``wandb.login(prompt=False,
+verify=False)`` finds a key. A failing online init falls back to offline, a failing offline init to no W&B,
+each with a warning. W&B's files live under the run dir (``dir=run_dir``).
+
+Every logged step and every epoch is one CSV row (``kind`` step or epoch, ``step``, then the metric columns), so
+every curve W&B draws can be drawn from the run dir alone. A resumed run first rewrites the file (atomically)
+without the rows past its checkpoint, which the resumed run logs again, and without a row a kill cut short.
+
+``src.run`` imports this module before Hydra answers ``--help``: wandb and torch load only when a logger starts.
+"""
+import csv
+import io
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .record import write_atomic
+
+log = logging.getLogger(__name__)
+MODES = ("auto", "online", "offline", "disabled")
+METRICS_FILE = "metrics.csv"
+
+
+# -- Weights & Biases ----------------------------------------------------------------------------------------
+def api_key_configured() -> bool:
+    import wandb
+
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except Exception:  # noqa: BLE001 - any failure to find a key means "not online"
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """The mode to start W&B in. ``online`` without a key would wait at a login prompt on a terminal, so it
+    becomes offline with a warning, like ``auto``."""
+    if mode not in MODES:
+        raise ValueError(f"logger.mode={mode!r}: pick one of {', '.join(MODES)}")
+    if mode == "auto" and os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return "disabled" if os.environ["WANDB_MODE"] == "disabled" else "offline"
+    if mode in ("offline", "disabled"):
+        return mode
+    if api_key_configured():
+        return "online"
+    if mode == "online":
+        warnings.warn("W&B online start failed (no API key configured: run `wandb login` or set "
+                      "WANDB_API_KEY); logging offline instead, upload later with `wandb sync`", stacklevel=1)
+    return "offline"
+
+
+class WandbLogger:
+    """``log_step`` / ``summary`` / ``finish``; every call is a no-op once W&B is off or has failed."""
+
+    def __init__(self, logger_cfg, run_dir: Path, config: Dict[str, Any], group: Optional[str], name: str,
+                 run_id: Optional[str] = None, job_type: Optional[str] = None, tags: Optional[list] = None):
+        self.run = None
+        self.info: Optional[Dict[str, Any]] = None  # mode, run id and folder, for results.json
+        self.mode = resolve_mode(logger_cfg.mode) if logger_cfg.name == "wandb" else "disabled"
+        if self.mode == "disabled":
+            return
+        attempts = [self.mode] + (["offline"] if self.mode == "online" else [])
+        for mode in attempts:
+            try:
+                self.run = self._init(logger_cfg, mode, Path(run_dir), config, group, name, run_id, job_type,
+                                      list(logger_cfg.tags) if tags is None else tags)
+                self.mode = mode
+                self.info = {"mode": mode, "run_id": self.run.id, "dir": str(Path(self.run.dir).parent)}
+                return
+            except Exception as error:  # noqa: BLE001 - W&B must never stop a training run
+                warnings.warn(f"W&B {mode} start failed ({type(error).__name__}: {error}); "
+                              f"{'trying offline' if mode == 'online' else 'continuing without W&B'}",
+                              stacklevel=1)
+        self.mode = "disabled"
+
+    @staticmethod
+    def _init(logger_cfg, mode: str, run_dir: Path, config: Dict[str, Any], group: Optional[str], name: str,
+              run_id: Optional[str], job_type: Optional[str], tags: list):
+        import wandb
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(init_timeout=logger_cfg.init_timeout, console="off", x_disable_stats=True,
+                                  silent=True)
+        return wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group, name=name,
+                          config=config, tags=tags, job_type=job_type, dir=str(run_dir), mode=mode,
+                          reinit="finish_previous", settings=settings,
+                          id=run_id, resume="allow" if run_id else None)  # a resumed run continues its W&B run
+
+    def _safely(self, action, *args, **kwargs) -> None:
+        if self.run is None:
+            return
+        try:
+            action(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            warnings.warn(f"W&B call failed ({type(error).__name__}: {error}); continuing without W&B",
+                          stacklevel=1)
+            self.run = None
+
+    def log_step(self, metrics: Dict[str, float], step: int) -> None:
+        self._safely(lambda: self.run.log(metrics, step=step))
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.info["run_id"] if self.info else None
+
+    def summary(self, values: Dict[str, Any]) -> None:
+        self._safely(lambda: self.run.summary.update(values))
+
+    def mark_preempting(self) -> None:
+        """A sweep agent re-queues a run marked preempting instead of counting it as failed."""
+        self._safely(lambda: self.run.mark_preempting())
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._safely(lambda: self.run.finish(exit_code=exit_code))
+        self.run = None
+
+
+def flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# -- metrics.csv and TensorBoard ----------------------------------------------------------------------------
+STEP_COLUMNS = ["train/loss", "train/lr", "train/images_per_s"]
+EPOCH_COLUMNS = ["epoch", "val/loss", "val/top1", "val/top5", "train/epoch_loss", "train/epoch_time_s",
+                 "train/epoch_images_per_s", "val/ema_top1"]
+
+
+def metric_columns(num_branches: int) -> List[str]:
+    return (["kind", "step", "time_s"] + STEP_COLUMNS + EPOCH_COLUMNS
+            + [f"val/top1_branch{i}" for i in range(num_branches)])
+
+
+class CsvTrail:
+    """``metrics.csv``: appended and flushed row by row."""
+
+    def __init__(self, run_dir: Path, num_branches: int, resume_step: int, resume_epoch: int):
+        self.path = Path(run_dir) / METRICS_FILE
+        self.columns = metric_columns(num_branches)
+        kept = self._rows_before(resume_step, resume_epoch)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.columns)
+        writer.writeheader()
+        writer.writerows(kept)
+        write_atomic(self.path, lambda file: file.write(text.getvalue().encode()))
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
+        self.started = time.time()
+
+    def _rows_before(self, step: int, epoch: int) -> List[Dict[str, str]]:
+        """Rows of an earlier part of this run up to its checkpoint; none for a new run."""
+        if step == 0 or not self.path.is_file():
+            return []
+        with open(self.path, newline="") as file:
+            rows = [row for row in csv.DictReader(file) if None not in row and None not in row.values()]
+        return [row for row in rows if int(row["step"]) <= step
+                and (row["kind"] != "epoch" or int(row["epoch"]) < epoch)]
+
+    def log_step(self, metrics: Dict[str, float], step: int) -> None:
+        kind = "epoch" if "epoch" in metrics else "step"
+        self.writer.writerow({"kind": kind, "step": step, "time_s": round(time.time() - self.started, 3), **metrics})
+        self.file.flush()
+
+    def finish(self) -> None:
+        self.file.close()
+
+
+class TensorboardTrail:
+    """``logger=tensorboard``: scalars under ``RUN_DIR/tensorboard``, tagged as in W&B (``val/top1``)."""
+
+    def __init__(self, run_dir: Path, resume_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError("logger=tensorboard needs the tensorboard package: pip install tensorboard "
+                              "(or pick logger=wandb / logger=none)") from error
+        # purge_step: events past the checkpoint, from before a kill, are dropped when the run resumes
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"),
+                                    purge_step=resume_step + 1 if resume_step else None)
+
+    def log_step(self, metrics: Dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, value, global_step=step)
+        self.writer.flush()
+
+    def finish(self) -> None:
+        self.writer.close()
+
+
+# -- all of them -------------------------------------------------------------------------------------------
+class Loggers:
+    """The loop's one logger: W&B (or nothing) plus the local trails; ``run_id``/``info`` are W&B's."""
+
+    def __init__(self, wandb, trails: List[Any]):
+        self.wandb, self.trails = wandb, trails
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.wandb.run_id
+
+    @property
+    def info(self) -> Optional[Dict[str, Any]]:
+        return self.wandb.info
+
+    def log_step(self, metrics: Dict[str, float], step: int) -> None:
+        self.wandb.log_step(metrics, step)
+        for trail in self.trails:
+            trail.log_step(metrics, step)
+
+    def summary(self, values: Dict[str, Any]) -> None:
+        self.wandb.summary(values)
+
+    def mark_preempting(self) -> None:
+        self.wandb.mark_preempting()
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.wandb.finish(exit_code)
+        for trail in self.trails:
+            trail.finish()
+
+
+
+def preset_tags(logger_cfg, choices: Dict[str, Any]) -> Tuple[Optional[str], List[str]]:
+    """(job type, tags): the ablation preset (``logger.job_type``, set by the W&B sweep files, else the
+    ``+experiment`` choice), added to ``logger.tags``."""
+    preset = logger_cfg.get("job_type") or choices.get("experiment")
+    tags = list(logger_cfg.get("tags") or [])
+    if preset and preset not in tags:
+        tags.append(preset)
+    return preset, tags
