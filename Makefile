@@ -23,17 +23,19 @@ run: $(STAMP)
 	$(PY) -m analysis.collate multirun/make_run
 
 # Lint (ruff) and the import layering (import-linter contracts in pyproject.toml), then the suite, which prints its
-# 20 slowest tests at the end.
+# 20 slowest tests at the end. Two pytest-xdist workers, each test file on one worker (its module fixtures built
+# once): the subprocess tests spend seconds starting Python, which the other worker fills.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
-	$(PY) -m pytest -q
+	$(PYTEST)
 
-# The edit loop: everything but the tests that train in a subprocess (marked slow). CI runs `make test`.
+# The edit loop: everything but the tests over 10 s (marked slow). CI runs `make test`.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The W&B tests against the lowest wandb pyproject.toml allows, installed beside .venv (not into it).
 WANDB_FLOOR := $(shell sed -n 's/.*"wandb>=\([0-9.]*\)".*/\1/p' pyproject.toml)

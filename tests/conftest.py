@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 register_configs()
 
-# Tests are sized for 2 CPU cores; more threads only add contention between pytest and subprocesses.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests are sized for 2 CPU cores; more threads only add contention between pytest and subprocesses. Under
+# pytest-xdist (make test runs one worker per core) each worker takes one thread.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

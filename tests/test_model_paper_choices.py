@@ -16,6 +16,12 @@ def _small(**kwargs):
     return timm.create_model("fusionvit_small_240", **kwargs).eval()
 
 
+def _small_shapes(**kwargs):
+    """CrossViT-S on the meta device: the tests that only count parameters or FLOPs need shapes, not weights."""
+    with torch.device("meta"):
+        return _small(**kwargs)
+
+
 def test_released_stacking_of_two_cross_attention_layers_equals_timm():
     reference = timm.create_model("crossvit_small_240", depth=((1, 4, 2),) * 3).eval()
     ours = _small(depth=((1, 4, 2),) * 3)
@@ -40,7 +46,7 @@ def test_reattending_layers_differ_from_the_released_ones_only_beyond_the_first(
 
 
 def test_reattending_costs_more_flops_and_the_released_stacking_costs_what_one_layer_does():
-    gmacs = {name: models.count_flops(_small(**kwargs), (3, 240, 240)) for name, kwargs in {
+    gmacs = {name: models.count_flops(_small_shapes(**kwargs), (3, 240, 240)) for name, kwargs in {
         "L1": {}, "L2": dict(depth=((1, 4, 2),) * 3),
         "L2_reattend": dict(depth=((1, 4, 2),) * 3, fusion_options=dict(stacking="reattend"))}.items()}
     assert gmacs["L2"] == pytest.approx(gmacs["L1"], abs=0.01)  # paper Table 7 D: 5.6 G, as L = 1
@@ -51,8 +57,8 @@ def test_reattending_costs_more_flops_and_the_released_stacking_costs_what_one_l
     ("cls_token", 24.19, 25.08), ("pairwise", 24.19, 25.08), ("all_attn", 25.96, 26.86)])
 def test_identity_projections_between_equal_widths_drop_the_large_branch_projections(
         fusion, identity_params_m, projecting_params_m):
-    counts = {identity: models.count_params(_small(fusion=fusion, fusion_options=dict(identity_when_equal=identity)))
-              for identity in (True, False)}
+    counts = {identity: models.count_params(_small_shapes(
+        fusion=fusion, fusion_options=dict(identity_when_equal=identity))) for identity in (True, False)}
     assert counts[True] / 1e6 == pytest.approx(identity_params_m, abs=0.01)
     assert counts[False] / 1e6 == pytest.approx(projecting_params_m, abs=0.01)
     # per encoder: f and g of the 384-wide branch, each LayerNorm(384) + Linear(384, 384)
@@ -60,14 +66,14 @@ def test_identity_projections_between_equal_widths_drop_the_large_branch_project
 
 
 def test_identity_projections_change_nothing_when_the_widths_differ():
-    with_identity = _small(fusion="cross", fusion_options=dict(identity_when_equal=True))
-    without = _small(fusion="cross", fusion_options=dict(identity_when_equal=False))
+    with_identity = _small_shapes(fusion="cross", fusion_options=dict(identity_when_equal=True))
+    without = _small_shapes(fusion="cross", fusion_options=dict(identity_when_equal=False))
     assert models.count_params(with_identity) == models.count_params(without)
 
 
 def test_pairwise_projects_before_resampling_by_default_which_costs_less():
-    project_first = models.count_flops(_small(fusion="pairwise"), (3, 240, 240))
-    resample_first = models.count_flops(_small(fusion="pairwise", fusion_options=dict(order="resample_first")),
+    project_first = models.count_flops(_small_shapes(fusion="pairwise"), (3, 240, 240))
+    resample_first = models.count_flops(_small_shapes(fusion="pairwise", fusion_options=dict(order="resample_first")),
                                         (3, 240, 240))
     assert project_first == pytest.approx(5.5, abs=0.05)  # paper Table 6
     assert resample_first > project_first + 0.03

@@ -17,10 +17,11 @@ def test_the_transcription_covers_every_crossvit_row_of_tables_2_6_and_7():
 
 
 @pytest.fixture(scope="module")
-def comparison():
+def comparison():  # every row composed, built and counted on the meta device: about 13 s
     return paper.measure_rows(ROWS)
 
 
+@pytest.mark.slow  # the comparison fixture: every row composed, built and counted on the meta device, ~13 s
 @pytest.mark.parametrize("index", range(len(ROWS)), ids=[f"table{r.table}-{r.row}" for r in ROWS])
 def test_row_is_within_tolerance_or_a_documented_exception_that_still_misses(comparison, index):
     record = comparison.iloc[index]
@@ -30,6 +31,7 @@ def test_row_is_within_tolerance_or_a_documented_exception_that_still_misses(com
         assert record["ok"], (record["row"], record["ours_params_m"], record["ours_gmacs"])
 
 
+@pytest.mark.slow  # the comparison fixture
 def test_all_attention_exception_is_the_params_alone(comparison):
     record = comparison[comparison["row"] == "All-Attention"].iloc[0]
     assert record["flops_ok"] and not record["params_ok"]

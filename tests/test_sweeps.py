@@ -83,6 +83,7 @@ def test_an_index_entry_naming_a_missing_preset_is_an_error(tmp_path):
         read_index(index)
 
 
+@pytest.mark.slow  # 1-3 s a preset, about 25 s in all: every grid point composed and built on the meta device
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_combination_composes_and_builds(preset):
     combinations = preset_combinations(preset)
@@ -112,6 +113,7 @@ def job_config(overrides):
     return config
 
 
+@pytest.mark.slow  # as above: every W&B grid point composed
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_wandb_grid_point_composes_to_the_config_of_the_presets_point(preset):
     wandb_points = [argv for _, argv in sweep_combinations(ROOT / "experiments" / f"{preset}.yaml")]
