@@ -47,6 +47,18 @@ class FusionConfig:
 
 
 @dataclass
+class RenderConfig:
+    """``data.render`` of ``data=multiscale_digits``: each digit drawn with its side a log-uniform share of the
+    canvas side, anywhere fully inside it, over ``clutter`` fragments of other digits; training renders drawn
+    afresh every epoch."""
+    min_scale: float = 0.25  # smallest digit side / canvas side; min_scale x canvas must be >= 4 px
+    max_scale: float = 1.0  # largest, <= 1 (the whole canvas)
+    clutter: int = 0  # fragments (random crops of other digits' renders) pasted at random places; 0: none
+    renders_per_digit: int = 4  # training renders of each training digit an epoch
+    val_renders_per_digit: int = 28  # fixed validation renders of each held-out digit: 28 x 360 = 10,080
+
+
+@dataclass
 class DataConfig:
     """``conf/data/NAME.yaml``: what the images are and the augmentation suited to them; the training recipe
     (epochs, batch, lr, warm-up) is ``conf/recipe``'s."""
@@ -55,10 +67,12 @@ class DataConfig:
     download: bool = False  # torchvision download, where the network allows
     num_classes: int = MISSING
     image_size: Optional[int] = None  # null: the model's img_size
-    val_fraction: float = 0.2  # digits: held-out share, split once with split_seed
+    val_fraction: float = 0.2  # digits, multiscale_digits: held-out share, split once with split_seed
     split_seed: int = 0
     num_train: int = 1024  # synthetic only
     num_val: int = 256  # synthetic only
+    # multiscale_digits only (null elsewhere, so that other runs' config identity is unchanged)
+    render: Optional[RenderConfig] = None
     limit_train: Optional[int] = None  # first N training samples (smoke runs)
     limit_val: Optional[int] = None
     num_workers: int = 0

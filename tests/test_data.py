@@ -65,7 +65,7 @@ def test_image_folders_load_with_their_class_count(tmp_path):
             folder.mkdir(parents=True)
             for index in range(2):
                 Image.fromarray(np.full((20, 20, 3), index * 100, np.uint8)).save(folder / f"{index}.png")
-    train, val, classes = build_datasets(data_cfg(name="imagefolder", root=str(tmp_path)), 32)
+    train, val, classes = build_datasets(data_cfg(name="imagefolder", root=str(tmp_path)), 32, seed=0)
     assert (len(train), len(val), classes) == (6, 6, 3)
     assert train[0][0].shape == (3, 32, 32)
 
@@ -79,7 +79,7 @@ def test_image_folders_load_with_their_class_count(tmp_path):
      r"cifar10 not found: looked for /no/such/dir/cifar-10-batches-py.*data.download=true"),
     (dict(name="imagenet", root="/no/such/dir"), 8, r"imagenet not found: looked for /no/such/dir/train"),
     (dict(name="imagefolder", root=None), 8, r"data.root is not set for imagefolder"),
-    (dict(name="mnist"), 8, r"unknown data.name='mnist': pick one of digits, synthetic"),
+    (dict(name="mnist"), 8, r"unknown data.name='mnist': pick one of digits, multiscale_digits, synthetic"),
 ])
 def test_bad_data_input_names_the_problem_and_the_fix(overrides, batch, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -10,9 +10,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .digits import NUM_CLASSES as DIGITS_CLASSES
 from .digits import DigitsDataset, digits_split
 from .folders import cifar, image_folders
+from .multiscale_digits import multiscale_digits
 from .synthetic import SyntheticDataset
 
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefolder")
+DATASETS = ("digits", "multiscale_digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefolder")
 
 
 @dataclass
@@ -35,8 +36,8 @@ def build_transforms(data_cfg, image_size: int):
     return train, create_transform(is_training=False, crop_pct=data_cfg.crop_pct, **common)
 
 
-def build_datasets(data_cfg, image_size: int):
-    """(train, val, num_classes the data has)."""
+def build_datasets(data_cfg, image_size: int, seed: int):
+    """(train, val, num_classes the data has); ``seed`` (the run's) draws multiscale_digits' training renders."""
     name = data_cfg.name
     if name not in DATASETS:
         raise ValueError(f"unknown data.name={name!r}: pick one of {', '.join(DATASETS)}")
@@ -45,8 +46,10 @@ def build_datasets(data_cfg, image_size: int):
         return (SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
                 SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1),
                 data_cfg.num_classes)
-    if name != "digits" and not data_cfg.root:
+    if name not in ("digits", "multiscale_digits") and not data_cfg.root:
         raise ValueError(f"data.root is not set for {name}: pass data.root=/path/to/{name}")
+    if name == "multiscale_digits":  # the render is the augmentation: training images take the eval transform
+        return (*multiscale_digits(data_cfg, image_size, seed), DIGITS_CLASSES)
     train_transform, eval_transform = build_transforms(data_cfg, image_size)
     if name == "digits":
         (train_x, train_y), (val_x, val_y) = digits_split(data_cfg.val_fraction, data_cfg.split_seed)
@@ -63,6 +66,17 @@ def _limit(dataset: Dataset, limit: Optional[int]) -> Dataset:
     return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
 
 
+def unlimited(dataset: Dataset) -> Dataset:
+    """The dataset under ``data.limit_*``'s ``Subset``."""
+    return dataset.dataset if isinstance(dataset, Subset) else dataset
+
+
+def set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tells a dataset that draws afresh every epoch (``multiscale_digits``) which epoch the next pass is."""
+    if hasattr(unlimited(dataset), "set_epoch"):
+        unlimited(dataset).set_epoch(epoch)
+
+
 def build_mixup(data_cfg, num_classes: int) -> Optional[Mixup]:
     if data_cfg.mixup <= 0 and data_cfg.cutmix <= 0:
         return None
@@ -75,7 +89,7 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(f"train.batch_size={batch_size} (eval {eval_batch_size}) must be >= 1, e.g. "
                          f"train.batch_size=64")
-    train, val, found_classes = build_datasets(data_cfg, image_size)
+    train, val, found_classes = build_datasets(data_cfg, image_size, seed)
     if found_classes != data_cfg.num_classes:
         raise ValueError(f"data.num_classes={data_cfg.num_classes} but {data_cfg.name} has {found_classes} "
                          f"classes: set data.num_classes={found_classes}")
@@ -90,10 +104,11 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
                          f"mixup drops incomplete batches: set train.batch_size <= {len(train)}")
     generator = torch.Generator().manual_seed(seed)
     sampler = (RepeatAugSampler(train, num_replicas=1, rank=0, shuffle=True) if data_cfg.repeated_aug else None)
+    # a dataset with set_epoch needs its workers started afresh each epoch: persistent ones keep their own copy
+    persistent = data_cfg.num_workers > 0 and not hasattr(unlimited(train), "set_epoch")
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=drop_last, num_workers=data_cfg.num_workers, generator=generator,
-                              pin_memory=torch.cuda.is_available(),
-                              persistent_workers=data_cfg.num_workers > 0)
+                              pin_memory=torch.cuda.is_available(), persistent_workers=persistent)
     val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=data_cfg.num_workers,
                             pin_memory=torch.cuda.is_available())
     return Data(train_loader, val_loader, mixup, len(train), len(val))

@@ -20,6 +20,8 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import numpy as np
 import torch
 
+from src.data import set_epoch
+
 from .record import NON_IDENTITY_KEYS, RESULTS_FILE, config_hash, read_results, write_atomic
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,7 @@ class ResumableBatches:
     def epoch(self, epoch: int) -> Iterator:
         if hasattr(self.loader.sampler, "set_epoch"):  # DistributedSampler, repeated augmentation
             self.loader.sampler.set_epoch(epoch)
+        set_epoch(self.loader.dataset, epoch)  # multiscale_digits: this epoch's renders, the same on a resume
         resume, self.resume_point = self.resume_point, None
         if resume is not None:
             self.loader.generator.set_state(resume["order"])

@@ -100,4 +100,4 @@ def shard_loader(loader, seed: int):
     return type(loader)(loader.dataset, batch_size=loader.batch_size // world, sampler=rank_sampler,
                         drop_last=loader.drop_last, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
                         generator=torch.Generator().manual_seed(seed),
-                        persistent_workers=loader.num_workers > 0)
+                        persistent_workers=loader.persistent_workers)
