@@ -51,10 +51,11 @@ class RenderConfig:
     """``data.render`` of ``data=multiscale_digits``: each digit drawn with its side a log-uniform share of the
     canvas side, anywhere fully inside it, over ``clutter`` fragments of other digits; training renders drawn
     afresh every epoch."""
-    min_scale: float = 0.25  # smallest digit side / canvas side; min_scale x canvas must be >= 4 px
+    min_scale: float = 0.375  # smallest digit side / canvas side (12 px of 32; 0.25 learns too slowly for the CPU
+    # recipe, docs/training.md); min_scale x canvas must be >= 4 px
     max_scale: float = 1.0  # largest, <= 1 (the whole canvas)
     clutter: int = 0  # fragments (random crops of other digits' renders) pasted at random places; 0: none
-    renders_per_digit: int = 4  # training renders of each training digit an epoch
+    renders_per_digit: int = 6  # training renders of each training digit an epoch: 8,622
     val_renders_per_digit: int = 28  # fixed validation renders of each held-out digit: 28 x 360 = 10,080
 
 

@@ -11,6 +11,8 @@ _32 = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), multi_conv=Fals
 _16 = dict(_32, img_size=16)
 _32_THREE = dict(img_size=32, img_scale=(1.0, 1.0, 1.0), patch_size=(4, 8, 16), multi_conv=False)
 _16_THREE = dict(_32_THREE, img_size=16)
+_32_P8 = dict(_32, patch_size=(8, 16))
+_32_P8_THREE = dict(_32_THREE, patch_size=(8, 16, 32))
 
 # The timm name -> its configuration; the paper's mirror timm's ``crossvit_*`` of the same suffix.
 # Depth triples are CrossViT's (N, M, L); with n branches, the released code's [d_0, ..., d_{n-1}, L].
@@ -56,5 +58,13 @@ VARIANTS: Dict[str, dict] = {
     # 2 vs 3 branches ablation on the digits under recipe=digits_cpu (conf/experiment/branches_ablation_cpu.yaml).
     "fusionvit_micro3_16": dict(_16_THREE, embed_dim=(48, 96, 96), depth=((1, 2, 1, 0),) * 2, num_heads=(3, 3, 3),
                                 mlp_ratio=(3, 3, 3, 1)),
+    # micro at 32x32 with 8- and 16-pixel patches (4x4 and 2x2 grids, micro_16's token counts at twice the
+    # resolution): the CPU proxy's model, for data=multiscale_digits (conf/experiment/cpu/proxy.yaml).
+    "fusionvit_micro_p8_32": dict(_32_P8, embed_dim=(48, 96), depth=((1, 2, 0),) * 2, num_heads=(3, 3),
+                                  mlp_ratio=(3, 3, 1)),
+    # micro_p8_32 plus a third branch whose one 32-pixel patch is the whole canvas: the 2 vs 3 branches ablation
+    # on the proxy (conf/experiment/branches_ablation_cpu.yaml).
+    "fusionvit_micro3_p8_32": dict(_32_P8_THREE, embed_dim=(48, 96, 96), depth=((1, 2, 1, 0),) * 2,
+                                   num_heads=(3, 3, 3), mlp_ratio=(3, 3, 3, 1)),
 }
 PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith(("_16", "_32"))]

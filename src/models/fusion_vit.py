@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import calculate_drop_path_rates, get_device_dtype, trunc_normal_
+from timm.layers import calculate_drop_path_rates, get_device_dtype
 from timm.models import checkpoint
 from timm.models._features import feature_take_indices
 from timm.models.crossvit import PatchEmbed, scale_image
@@ -14,6 +14,7 @@ from timm.models.vision_transformer import Block
 
 from .fusion import BranchSpec, FusionOptions, build_fusion, fusion_parameters
 from .fusion.base import from_mean_agents, with_mean_agents
+from .init import draw_model_seed, init_by_part
 from .validation import check_architecture, check_branch_counts, check_global_pool, check_input_size, normalise_depth
 
 DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for these
@@ -78,6 +79,7 @@ class FusionViT(nn.Module):
                  fusion_options: Optional[dict] = None, class_token: bool = True, global_pool: str = "token",
                  norm_layer=partial(nn.LayerNorm, eps=1e-6), device=None, dtype=None):
         super().__init__()
+        model_seed = draw_model_seed()  # before any module draws: see init.py
         self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
         self.grad_checkpointing = False
@@ -129,9 +131,7 @@ class FusionViT(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.ModuleList([nn.Linear(d, num_classes) if num_classes > 0 else nn.Identity()
                                    for d in embed_dim])
-        for param in [*self.cls_token, *self.pos_embed]:
-            trunc_normal_(param, std=0.02)
-        self.apply(self._init_weights)
+        init_by_part(self, model_seed)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 
@@ -149,16 +149,6 @@ class FusionViT(nn.Module):
             out.append(rates[start:start + span])
             start += span
         return out
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self):

@@ -75,7 +75,8 @@ def build_run(cfg) -> Run:
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp(cfg.train.amp, device)
-    model = build_model(cfg)
+    with torch.random.fork_rng(devices=[]):  # the model draws its own init (src/models/init.py); what comes after
+        model = build_model(cfg)  # it (augmentation, drop path) then sees the same stream whatever the model is
     image_size = cfg.data.image_size or model.img_size
     if image_size != model.img_size:
         raise ValueError(f"data.image_size={image_size} but {cfg.model.name} takes {model.img_size}x"
@@ -100,7 +101,8 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     """Trains ``cfg``, keeping ``results`` and ``run_dir/results.json`` up to date; returns ``results``."""
     started = time.perf_counter()
     run = build_run(cfg)
-    record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device))
+    record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device),
+                 {"num_train": run.data.num_train, "num_val": run.data.num_val})
     identity = ckpt.identity_hash(OmegaConf.to_container(cfg, resolve=True))
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()

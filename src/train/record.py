@@ -87,6 +87,13 @@ class Provenance(TypedDict):
 PROVENANCE_KEYS = tuple(Provenance.__annotations__)
 
 
+class DataSizes(TypedDict):
+    """How many images the run trained and validated on (after ``data.limit_*``): the validation count sets the
+    binomial noise of its top-1, which the analysis's flags judge against."""
+    num_train: int
+    num_val: int
+
+
 class WandbInfo(TypedDict):
     mode: str  # online or offline
     run_id: str
@@ -104,6 +111,7 @@ class RunRecord(TypedDict):
     config_hash: str  # sha256 of the resolved config
     seed: int
     model: Optional[ModelSummary]
+    data_sizes: Optional[DataSizes]  # set with the model; absent in older results
     params_m: Optional[float]  # millions of parameters
     gmacs: Optional[float]  # GMACs of one image
     fusion_params_m: Optional[float]  # the fusion modules alone
@@ -128,14 +136,16 @@ def new_record(config: Dict[str, Any], choices: Dict[str, Any], overrides: List[
                run_dir: Path) -> RunRecord:
     return {"schema": SCHEMA, "status": "running", "reason": None, "config": config, "choices": choices,
             "overrides": overrides, "config_hash": config_hash(config), "seed": seed,
-            "model": None, "params_m": None, "gmacs": None, "fusion_params_m": None, "fusion_gmacs": None,
-            "final": None, "best": None, "history": [], "provenance": None, "wall_time_s": None,
+            "model": None, "data_sizes": None, "params_m": None, "gmacs": None, "fusion_params_m": None,
+            "fusion_gmacs": None, "final": None, "best": None, "history": [], "provenance": None, "wall_time_s": None,
             "run_dir": str(Path(run_dir).resolve()), "wandb": None, "started_at": now_iso(), "finished_at": None}
 
 
-def record_build(record: RunRecord, model: ModelSummary, costs: Dict[str, float], provenance: Provenance) -> None:
-    """What was built: the architecture, its costs (``params_m``, ``gmacs``, ``fusion_*``) and the provenance."""
-    record.update(model=model, **costs, provenance=provenance)
+def record_build(record: RunRecord, model: ModelSummary, costs: Dict[str, float], provenance: Provenance,
+                 data_sizes: DataSizes) -> None:
+    """What was built: the architecture, its costs (``params_m``, ``gmacs``, ``fusion_*``), the provenance and
+    the data's sizes."""
+    record.update(model=model, **costs, provenance=provenance, data_sizes=data_sizes)
 
 
 def record_wandb(record: RunRecord, info: Optional[WandbInfo]) -> None:
