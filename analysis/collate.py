@@ -2,15 +2,17 @@
 
 Loads every run under the dirs (or in the W&B project), each (config, seed) once, groups by the factors that
 vary, aggregates over seeds, compares every row with the reference row (``cross``, ``--ref NAME``, or the
-best), prints the Markdown table with its legend and seeds-needed lines, and writes ablation.{md,tex,csv},
-runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1, saying where it looked,
-when there is no run at all; exits 2, listing the rows and writing nothing, when ``--ref`` matches no row.
+best), prints the Markdown table with its legend, seeds-needed and detectable-difference lines, and writes
+ablation.{md,tex,csv}, runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1,
+saying where it looked, when there is no run at all; exits 2, listing the rows and writing nothing, when
+``--ref`` matches no row.
 
-Rows that are not a result yet are flagged (``analysis/stats/flags.py``): "not converged" when a run's validation
-top-1 spans more than --converge-tol points over its last --converge-epochs epochs, "seeds disagree" when the
-std over seeds exceeds --max-seed-std or a seed lies more than --collapse-gap points below the others'
-median. A flagged row shows the flag instead of its top-1, is compared with nothing and is never the best
-row; a line under the table says what each flag means and how to fix it.
+Rows that are not a result yet are flagged (``analysis/stats/flags.py``): "not converged" when the trend of a run's
+validation top-1 over its last --converge-epochs epochs moves it by more than --converge-tol points and more than
+the validation set's binomial noise explains, "seeds disagree" when the spread over seeds is larger than the other
+rows' and the validation noise predict (--max-seed-std where neither is known) or a seed lies more than
+--collapse-gap points below the others' median. A flagged row shows the flag instead of its top-1, is compared
+with nothing and is never the best row; a line under the table says what each flag means and how to fix it.
 """
 import argparse
 import logging
@@ -62,10 +64,13 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
                        help="not converged: judge the last K epochs of each run's validation top-1 (default "
                        "%(default)s; runs with fewer epochs are not judged)")
     group.add_argument("--converge-tol", type=float, default=defaults.converge_tol, metavar="POINTS",
-                       help="not converged: those epochs span more than POINTS top-1 points, max - min "
-                       "(default %(default)s)")
+                       help="not converged: their least-squares trend moves top-1 by more than POINTS over "
+                       "the window, and by more than 2 SEs of the validation set's binomial noise (default "
+                       "%(default)s)")
     group.add_argument("--max-seed-std", type=float, default=defaults.max_seed_std, metavar="POINTS",
-                       help="seeds disagree: std over seeds above POINTS (default %(default)s)")
+                       help="seeds disagree, for a row with no other row's seeds and no validation size to judge "
+                       "its spread by (an F-test against those otherwise): std over seeds above POINTS (default "
+                       "%(default)s)")
     group.add_argument("--collapse-gap", type=float, default=defaults.collapse_gap, metavar="POINTS",
                        help="seeds disagree: a seed more than POINTS below the median of the row's other "
                        "seeds (default %(default)s)")

@@ -1,26 +1,33 @@
 """The table's flags on sweep folders written here with known curves: a row whose validation top-1 still
-moves over its last epochs is "not converged", a row whose seeds spread or collapse is "seeds disagree"; a
-flagged row shows the flag instead of its number (Markdown, LaTeX, CSV's flag column), is compared with
-nothing and is never the best row; collate's thresholds change the verdict."""
+moves over its last 3 epochs, by more than the tol (2 points: the tail of a cosine schedule on the CPU proxy
+still climbs 0.6-1.5) and more than the validation set's binomial noise explains, is "not converged"; a row
+whose seeds spread more than the other rows' seeds and the validation noise predict, or whose seed collapses,
+is "seeds disagree"; a flagged row shows the flag instead of its number (Markdown, LaTeX, CSV's flag column),
+is compared with nothing and is never the best row; collate's thresholds change the verdict. Rises, noise and
+F-tests are checked against numpy / scipy computed here."""
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.collate import main as collate_main
 from analysis.present.tables import ablation_table
 from analysis.runs.local import load_runs
 from analysis.stats.ablation import analyse
-from analysis.stats.flags import Checks, check_row, last_epochs_span
+from analysis.stats.flags import Checks, check_row, last_epochs_trend
 
-FLAT = [40.0, 70.0, 85.0, 87.5, 88.0, 88.2, 88.0]  # within 0.2 over the last 3 epochs
-RISING = [40.0, 60.0, 70.0, 76.0, 80.0, 83.0, 85.0]  # +5 over the last 3 epochs: training stopped too early
+FLAT = [40.0, 70.0, 85.0, 87.5, 88.0, 88.2, 88.0]  # its last 3 epochs' trend rises 0.00
+RISING = [40.0, 55.0, 65.0, 72.0, 77.0, 81.0, 85.0]  # its last 3 epochs' trend rises 8.00: stopped too early
+DIGITS_VAL, LARGE_VAL = 360, 10080  # the digits' validation split; one as large as 28 of them
 
 
-def write_run(sweep: Path, fusion: str, seed: int, curve, final=None) -> None:
-    """A completed results.json whose history is ``curve`` (validation top-1 per epoch)."""
+def write_run(sweep: Path, fusion: str, seed: int, curve, final=None, num_val=DIGITS_VAL) -> None:
+    """A completed results.json whose history is ``curve`` (validation top-1 per epoch); ``num_val`` None:
+    an older record without ``data_sizes``."""
     run_dir = sweep / f"fusion={fusion},seed={seed}"
     run_dir.mkdir(parents=True)
     top1 = curve[-1] if final is None else final
@@ -31,6 +38,8 @@ def write_run(sweep: Path, fusion: str, seed: int, curve, final=None) -> None:
                "overrides": [f"fusion={fusion}", f"seed={seed}"], "params_m": 0.58, "gmacs": 0.012,
                "final": {"top1": top1, "top5": 99.0}, "best": {"top1": max(curve)}, "history": history,
                "wall_time_s": 10.0, "run_dir": str(run_dir)}
+    if num_val is not None:
+        results["data_sizes"] = {"num_train": 1437, "num_val": num_val}
     (run_dir / "results.json").write_text(json.dumps(results))
 
 
@@ -38,12 +47,12 @@ def shifted(curve, points):
     return [value + points for value in curve]
 
 
-def write_sweep(root: Path, rows) -> Path:
+def write_sweep(root: Path, rows, num_val=DIGITS_VAL) -> Path:
     """rows: {fusion: [curve per seed]}."""
     sweep = root / "sweep"
     for fusion, curves in rows.items():
         for seed, curve in enumerate(curves):
-            write_run(sweep, fusion, seed, curve)
+            write_run(sweep, fusion, seed, curve, num_val=num_val)
     return sweep
 
 
@@ -51,23 +60,84 @@ def table_of(sweep: Path, **checks) -> pd.DataFrame:
     return analyse(load_runs([sweep]).runs, ["fusion"], checks=Checks(**checks)).table.set_index("fusion")
 
 
+def one_run(curve, num_val=None) -> pd.DataFrame:
+    return pd.DataFrame({"seed": [0], "top1": [curve[-1]], "num_val": [num_val],
+                         "history": [[{"epoch": e, "top1": v} for e, v in enumerate(curve)]]})
+
+
+def hand_trend(window, num_val):
+    """(rise, its SE) by the rule's definition, from scipy's regression and the binomial sd."""
+    x = np.arange(len(window))
+    rise = stats.linregress(x, window).slope * (len(window) - 1)
+    p = np.mean(window) / 100
+    sigma = 100 * math.sqrt(p * (1 - p) / num_val)
+    return rise, (len(window) - 1) * sigma / math.sqrt(np.sum((x - x.mean()) ** 2))
+
+
 def test_a_curve_still_rising_over_the_last_epochs_is_flagged_not_converged(tmp_path):
-    assert last_epochs_span([{"epoch": e, "top1": v} for e, v in enumerate(RISING)], 3) == pytest.approx(5.0)
+    rise, se = hand_trend(RISING[-3:], DIGITS_VAL)
+    assert (rise, se) == pytest.approx((8.0, 2.924), abs=1e-3)  # sd 2.07 at 81% on 360 images; 8 > 2 SE
+    trend = last_epochs_trend([{"epoch": e, "top1": v} for e, v in enumerate(RISING)], 3, DIGITS_VAL)
+    assert (trend.rise, trend.noise_se) == pytest.approx((rise, se))
     sweep = write_sweep(tmp_path, {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -1)],
                                    "none": [FLAT, RISING, shifted(FLAT, 0.5)]})  # one rising seed is enough
     table = table_of(sweep)
-    assert table.loc["none", "flag"] == "not converged (last 3 epochs span 5.00)"
-    assert table.loc["none", "converged"] is False and table.loc["none", "last_epochs_span"] == pytest.approx(5.0)
+    assert table.loc["none", "flag"] == "not converged (last 3 epochs rise 8.00 points by their trend, noise SE 2.92)"
+    assert table.loc["none", "converged"] is False and table.loc["none", "last_epochs_rise"] == pytest.approx(8.0)
+    flat_rise = hand_trend(FLAT[-3:], DIGITS_VAL)[0]
+    assert table.loc["cross", "flag"] == ""
+    assert table.loc["cross", "last_epochs_rise"] == pytest.approx(flat_rise, abs=1e-9)
 
 
-def test_a_curve_flat_within_a_point_over_the_last_epochs_is_not_flagged(tmp_path):
-    sweep = write_sweep(tmp_path, {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -1)]})
+def test_a_flat_curve_with_binomial_sized_jitter_is_not_flagged(tmp_path):
+    jitter = [0.0, 0.3, -0.3, 0.1]  # a few tenths: what 10,080 images give at 88% (sd 0.32)
+    curve = FLAT[:3] + [88.0 + step for step in jitter]
+    sweep = write_sweep(tmp_path, {"cross": [curve, shifted(curve, 0.2), shifted(curve, -0.2)]}, num_val=LARGE_VAL)
     row = table_of(sweep).loc["cross"]
-    assert row["flag"] == "" and row["converged"] is True and row["last_epochs_span"] == pytest.approx(0.2)
+    assert row["flag"] == "" and row["converged"] is True
+    rise, se = hand_trend(curve[-3:], LARGE_VAL)
+    assert abs(rise) < 2 * se and row["last_epochs_rise"] == pytest.approx(rise)
+
+
+def test_jitter_that_spans_more_than_a_point_on_360_images_is_no_longer_flagged(tmp_path):
+    window = [96.94, 97.78, 96.67]  # 349, 352, 348 of 360: one evaluation there at 97% has an sd of 0.9 points
+    assert max(window) - min(window) > 1.0  # the old rule (max - min over the last 3 epochs > 1 point) flagged it
+    rise, se = hand_trend(window, DIGITS_VAL)
+    assert abs(rise) < 0.3 < 2 * se  # the trend, last - first at k = 3, ignores the swing in between
+    sweep = write_sweep(tmp_path, {"cross": [FLAT[:4] + shifted(window, seed / 10) for seed in range(3)]})
+    row = table_of(sweep).loc["cross"]
+    assert row["flag"] == "" and row["converged"] is True
+    assert row["last_epochs_rise"] == pytest.approx(rise)
+
+
+def test_a_trend_inside_the_noise_of_a_small_validation_set_passes_and_on_a_large_one_flags(tmp_path):
+    climb = [70.0, 80.0, 86.0, 88.5, 90.0, 91.5]  # +3 over the last 3 epochs, beyond the 2-point tol
+    (rise, small_se), (_, large_se) = hand_trend(climb[-3:], DIGITS_VAL), hand_trend(climb[-3:], LARGE_VAL)
+    assert rise == pytest.approx(3.0) and rise > Checks().converge_tol
+    assert rise < 2 * small_se and rise > 2 * large_se  # SE 2.24 on 360 images at 90%, 0.42 on 10,080
+    assert check_row(one_run(climb, DIGITS_VAL), Checks()).flag == ""
+    assert check_row(one_run(climb, LARGE_VAL), Checks()).flag == (
+        f"not converged (last 3 epochs rise 3.00 points by their trend, noise SE {large_se:.2f})")
+    # validation size unknown (older results, W&B runs): the tol alone judges
+    unknown = check_row(one_run(climb), Checks())
+    assert unknown.flag == "not converged (last 3 epochs rise 3.00 points by their trend, validation size unknown)"
+    assert check_row(one_run(climb), Checks(converge_tol=3.1)).flag == ""
     # a late fall is not flat either: the final number depends on when training stopped
-    falling = pd.DataFrame({"seed": [0], "top1": [80.0], "history": [[{"epoch": e, "top1": v}
-                                                                       for e, v in enumerate([88.0, 88.0, 80.0])]]})
-    assert check_row(falling, Checks()).flag == "not converged (last 3 epochs span 8.00)"
+    falling = one_run([88.0, 88.0, 88.0, 80.0], LARGE_VAL)
+    assert check_row(falling, Checks()).flag.startswith("not converged (last 3 epochs fall 8.00 points by their trend")
+    assert check_row(falling, Checks()).last_epochs_rise == pytest.approx(hand_trend([88.0, 88.0, 80.0], LARGE_VAL)[0])
+
+
+def test_the_tail_of_a_real_cpu_proxy_run_is_the_budget_at_the_defaults_and_flagged_at_a_1_point_tol():
+    assert (Checks().converge_epochs, Checks().converge_tol) == (3, 2.0)
+    tail = [73.93, 77.46, 78.86, 80.12, 80.34]  # validation top-1 per epoch at the end of a 12-epoch cosine run
+    rise, se = hand_trend(tail[-3:], LARGE_VAL)
+    assert rise == pytest.approx(1.48) and 2 * se < rise < Checks().converge_tol  # SE 0.57 at 80% on 10,080
+    run = one_run(tail, LARGE_VAL)
+    verdict = check_row(run, Checks())
+    assert verdict.flag == "" and verdict.converged is True and verdict.last_epochs_rise == pytest.approx(rise)
+    assert check_row(run, Checks(converge_tol=1.0)).flag == (
+        f"not converged (last 3 epochs rise 1.48 points by their trend, noise SE {se:.2f})")
 
 
 def test_runs_shorter_than_the_window_are_not_judged_printed_and_named_under_the_table(tmp_path):
@@ -75,44 +145,94 @@ def test_runs_shorter_than_the_window_are_not_judged_printed_and_named_under_the
     ablation = analyse(load_runs([sweep]).runs, ["fusion"])
     table = ablation.table.set_index("fusion")
     assert table.loc["cross", "flag"] == "" and table.loc["cross", "converged"] is None
+    assert math.isnan(table.loc["cross", "last_epochs_rise"])
     assert "60.50 ± 0.71" in ablation_table(ablation).set_index("fusion").loc["cross", "top-1 (%)"]
     assert ablation.flag_notes == ["Convergence not judged (cross): runs with fewer than 3 epochs of validation "
                                    "history; their numbers are printed unchecked."]
 
 
-def test_a_collapsed_seed_flags_the_row_even_when_the_std_check_is_off(tmp_path):
-    sweep = write_sweep(tmp_path, {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -30)]})
+def spread_rows(spreads):
+    """{fusion: (a, b, c)}: three seeds of FLAT shifted by those points."""
+    return {fusion: [shifted(FLAT, points) for points in shifts] for fusion, shifts in spreads.items()}
+
+
+def test_a_row_spread_far_beyond_the_other_rows_seeds_is_flagged_and_one_like_them_is_not(tmp_path):
+    quiet = {"cross": (0, 0.5, -0.5), "pairwise": (0.3, 0.8, -0.2), "all_attn": (-1, -0.5, -1.5)}  # std 0.5 each
+    sweep = write_sweep(tmp_path / "a", spread_rows({**quiet, "none": (0, 3, -3)}), num_val=LARGE_VAL)
+    table = table_of(sweep)
+    p_value = stats.f.sf(3.0 ** 2 / 0.5 ** 2, 2, 6)  # pooled over 3 rows x 2 df; the binomial sd 0.32 is smaller
+    assert p_value == pytest.approx((1 + 2 * 36 / 6) ** -3)  # F(2, d) by hand: sf(F) = (1 + 2F / d)^(-d / 2)
+    assert table.loc["none", "flag"] == ("seeds disagree (std 3.00 vs 0.50 expected from the other rows, F-test "
+                                         "p 0.0005)")
+    assert (table.drop(index="none")["flag"] == "").all()
+    consistent = write_sweep(tmp_path / "b", spread_rows({**quiet, "none": (0, 0.8, -0.8)}), num_val=LARGE_VAL)
+    assert (table_of(consistent)["flag"] == "").all()  # std 0.8 among 0.5s: F-test p 0.16
+    # on 360 images one evaluation alone has an sd of 1.7 points at 88%: std 4 over 3 seeds is p 0.004 against it
+    small = write_sweep(tmp_path / "c", spread_rows({**quiet, "none": (0, 4, -4)}))
+    assert table_of(small).loc["none", "flag"] == ""
+
+
+def test_a_collapsed_seed_elsewhere_does_not_hide_a_disagreement(tmp_path):
+    rows = {"cross": (0, 0.5, -0.5), "pairwise": (0.3, 0.8, -0.2), "cls_token": (-1, -0.5, -1.5),
+            "all_attn": (0, 1, -30), "none": (0, 4, -4)}
+    table = table_of(write_sweep(tmp_path, spread_rows(rows), num_val=LARGE_VAL))
+    assert "seed 2 at 58.00, others' median 88.50" in table.loc["all_attn", "flag"]
+    assert table.loc["none", "flag"].startswith("seeds disagree (std 4.00 vs 0.50 expected from the other rows")
+
+
+def test_a_single_row_is_judged_against_the_binomial_noise_of_its_validation_set(tmp_path):
+    spread = {"cross": (0, 2, -2)}  # std 2
+    large = table_of(write_sweep(tmp_path / "a", spread_rows(spread), num_val=LARGE_VAL)).loc["cross", "flag"]
+    sigma = 100 * math.sqrt(np.mean([p * (1 - p) for p in (0.88, 0.90, 0.86)]) / LARGE_VAL)  # the runs' mean
+    assert stats.chi2.sf(2 * 2.0 ** 2 / sigma ** 2, 2) < 1e-4
+    assert large == (f"seeds disagree (std 2.00 vs {sigma:.2f} expected from the binomial noise of {LARGE_VAL} "
+                     f"validation images, chi-square test p < 0.0001)")
+    assert table_of(write_sweep(tmp_path / "b", spread_rows(spread))).loc["cross", "flag"] == ""  # sd 1.7 on 360
+    # neither another row nor the validation size: the absolute rule, std above max_seed_std (3)
+    unknown = write_sweep(tmp_path / "c", spread_rows(spread), num_val=None)
+    assert table_of(unknown).loc["cross", "flag"] == ""
+    assert table_of(unknown, max_seed_std=1.5).loc["cross", "flag"] == (
+        "seeds disagree (std 2.00 > 1.5, with no other row's seeds nor the validation size to judge it by)")
+
+
+def test_a_collapsed_seed_flags_the_row_even_when_the_spread_check_passes(tmp_path):
+    sweep = write_sweep(tmp_path, {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -30)]}, num_val=None)
     flag = table_of(sweep, max_seed_std=100.0).loc["cross", "flag"]
     assert flag == "seeds disagree (seed 2 at 58.00, others' median 88.50)"
-    assert table_of(sweep).loc["cross", "flag"] == "seeds disagree (std 17.62; seed 2 at 58.00, others' median 88.50)"
+    assert table_of(sweep).loc["cross", "flag"] == (
+        "seeds disagree (std 17.62 > 3, with no other row's seeds nor the validation size to judge it by; "
+        "seed 2 at 58.00, others' median 88.50)")
 
 
-def test_seeds_spread_above_the_std_threshold_flag_the_row_without_a_collapsed_seed(tmp_path):
-    sweep = write_sweep(tmp_path, {"cross": [shifted(FLAT, -8), shifted(FLAT, -2), shifted(FLAT, 4)]})
-    assert table_of(sweep).loc["cross", "flag"] == "seeds disagree (std 6.00)"  # -8 is 9 below the others' median
+RISING_FLAG = "not converged (last 3 epochs rise 8.00 points by their trend, noise SE 2."  # 2.86 to 2.98: p 80-82%
 
 
 def test_a_flagged_row_shows_its_flag_not_its_number_in_markdown_latex_and_csv(tmp_path, capsys):
     sweep = write_sweep(tmp_path, {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -1)],
                                    "none": [RISING, shifted(RISING, 1), shifted(RISING, -1)],
-                                   "all_attn": [shifted(FLAT, -3), shifted(FLAT, -2), shifted(FLAT, -4)]})
+                                   "all_attn": [shifted(FLAT, -3), shifted(FLAT, -2.5), shifted(FLAT, -4)]})
     out = tmp_path / "out"
     assert collate_main([str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     none_line = next(line for line in printed.splitlines() if line.startswith("| none"))
-    assert "not converged (last 3 epochs span 5.00)" in none_line and "85.00" not in none_line
+    assert RISING_FLAG in none_line and "85.00" not in none_line
     assert [cell.strip() for cell in none_line.split("|")[3:6]] == ["-", "-", "-"]  # CI, Δ, p
     all_attn_line = next(line for line in printed.splitlines() if line.startswith("| all_attn"))
-    assert "85.00 ± 1.00" in all_attn_line and "-3.00 [" in all_attn_line  # the other rows as before
-    assert "Not converged (none): a run's validation top-1 moved more than 1 point over its last 3 epochs" in printed
+    assert "84.83 ± 0.76" in all_attn_line and "-3.17 [" in all_attn_line  # the other rows as before
+    assert ("Not converged (none): the least-squares trend of a run's validation top-1 over its last 3 epochs "
+            "moves it by more than 2 points and by more than 2 standard errors") in printed
     assert "train.epochs=14; these runs had 7" in printed and "metrics.csv" in printed
+    assert "Minimum detectable difference at the seeds run" in printed and "all_attn 0.94 points" in printed
     latex = (out / "ablation.tex").read_text()
-    assert "none & not converged (last 3 epochs span 5.00) & - & - & - & 3" in latex and "% Not converged" in latex
+    assert f"none & {RISING_FLAG}" in latex and "% Not converged" in latex
+    assert "% Minimum detectable difference at the seeds run" in latex
     csv = pd.read_csv(out / "ablation.csv").set_index("fusion")
-    assert csv.loc["none", "flag"] == "not converged (last 3 epochs span 5.00)" and math.isnan(csv.loc["cross", "flag"])
+    assert csv.loc["none", "flag"].startswith(RISING_FLAG) and math.isnan(csv.loc["cross", "flag"])
     assert csv.loc["none", "top1_mean"] == pytest.approx(85.0)  # what the runs measured, kept for diagnosis
     assert math.isnan(csv.loc["none", "diff_vs_ref"]) and math.isnan(csv.loc["none", "p_holm"])
-    assert csv.loc["none", "test"] == "none (flagged)"
+    assert math.isnan(csv.loc["none", "mdd"]) and math.isnan(csv.loc["cross", "mdd"])  # flagged, reference
+    assert csv.loc["none", "test"] == "none (flagged)" and csv.loc["none", "last_epochs_rise"] == pytest.approx(8.0)
+    assert list(csv.columns).index("mdd") == list(csv.columns).index("p_holm") + 1
     assert (out / "top1_vs_gflops.png").stat().st_size > 5000
 
 
@@ -128,6 +248,9 @@ def test_a_flagged_row_is_never_the_best_row_nor_compared_and_holm_counts_only_t
     assert math.isnan(table.loc["none", "p_value"]) and table.loc["all_attn", "test"] == "paired t"
     assert "over 2 comparison(s)" in ablation.legend  # Holm over the rows compared
     assert "none vs pairwise" not in ablation.seeds_needed
+    # all_attn is 3 below pairwise on every seed: no spread to size a detectable difference from
+    assert ablation.power_line.endswith("all_attn n/a (no spread), cls_token 0.94 points; largest 0.94.")
+    assert "none" not in ablation.power_line.split(":", 1)[1]
 
 
 def test_a_flagged_cross_is_not_the_reference_unless_ref_names_it(tmp_path):
@@ -139,22 +262,29 @@ def test_a_flagged_cross_is_not_the_reference_unless_ref_names_it(tmp_path):
     chosen = analyse(runs, ["fusion"], ref="cross")
     assert chosen.reference == "cross" and chosen.table["p_value"].isna().all()
     assert "the reference row is flagged" in chosen.table.set_index("fusion").loc["none", "note"]
-    assert "no comparison was made" in chosen.seeds_needed
+    assert "no comparison was made" in chosen.seeds_needed and "no comparison was made" in chosen.power_line
     assert ablation_table(chosen).set_index("fusion").loc["cross", "Δ vs cross [95% CI]"] == "ref"
 
 
 def test_collate_thresholds_change_the_verdict(tmp_path, capsys):
-    sweep = write_sweep(tmp_path, {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -1)],
-                                   "none": [RISING, shifted(RISING, 4), shifted(RISING, -4)]})  # std 4
-    def none_line(*options):
+    def row_line(sweep, label, *options):
         assert collate_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots", *options]) == 0
-        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| none"))
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {label}"))
 
-    assert "not converged (last 3 epochs span 5.00); seeds disagree (std 4.00)" in none_line()
-    assert "seeds disagree (std 4.00)" in none_line("--converge-tol", "5")
-    assert "not converged" in none_line("--converge-tol", "5", "--converge-epochs", "4")  # 76 -> 85 spans 9
-    assert "85.00 ± 4.00" in none_line("--converge-tol", "5", "--max-seed-std", "4")
-    assert "seeds disagree (seed 2" in none_line("--converge-tol", "5", "--max-seed-std", "4", "--collapse-gap", "3")
+    # older records without the validation size: the tol alone judges the trend
+    rising = write_sweep(tmp_path / "a", {"cross": [FLAT, shifted(FLAT, 1), shifted(FLAT, -1)],
+                                          "none": [RISING, shifted(RISING, 0.5), shifted(RISING, -0.5)]}, num_val=None)
+    assert ("not converged (last 3 epochs rise 8.00 points by their trend, validation size unknown)"
+            in row_line(rising, "none"))
+    assert "not converged" in row_line(rising, "none", "--converge-tol", "5")
+    assert "85.00 ± 0.50" in row_line(rising, "none", "--converge-tol", "10")
+    assert "85.00 ± 0.50" in row_line(rising, "none", "--converge-tol", "5", "--converge-epochs", "2")  # 81 -> 85
+    # one row, no validation size: nothing to judge the spread by but --max-seed-std
+    spread = write_sweep(tmp_path / "b", {"cross": [FLAT, shifted(FLAT, 4), shifted(FLAT, -4)]}, num_val=None)
+    assert "seeds disagree (std 4.00 > 3" in row_line(spread, "cross")
+    assert "88.00 ± 4.00" in row_line(spread, "cross", "--max-seed-std", "5")
+    assert "seeds disagree (seed 2 at 84.00, others' median 90.00)" in row_line(
+        spread, "cross", "--max-seed-std", "5", "--collapse-gap", "3")
 
 
 def test_collate_rejects_thresholds_that_cannot_judge_anything(tmp_path, capsys):

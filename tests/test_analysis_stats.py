@@ -1,7 +1,7 @@
 """The statistics of the ablation table against scipy/statsmodels or a hand computation, on small frames
 and prediction files made here: Welch when rows share no seeds, McNemar and a paired bootstrap over images
 for single runs (with Clopper-Pearson intervals), missing / unreadable / unpairable predictions, Holm,
-the seeds-needed line, and the choice of the reference row."""
+the seeds-needed and minimum-detectable-difference lines, and the choice of the reference row."""
 import math
 
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import TTestPower
+from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from analysis.stats.ablation import analyse
 from analysis.stats.compare import holm
@@ -76,6 +76,7 @@ def test_single_runs_are_compared_over_images_like_statsmodels_mcnemar_and_a_han
     assert analyse(runs, ["fusion"]).table.equals(ablation.table)  # fixed bootstrap seed: reproducible
     assert "McNemar" in ablation.legend and "Clopper-Pearson" in ablation.legend
     assert "not computable" in ablation.seeds_needed
+    assert math.isnan(row["mdd"]) and ablation.power_line.startswith("Minimum detectable difference: not computable")
 
 
 def test_single_run_mean_interval_is_clopper_pearson_by_hand(tmp_path):
@@ -145,6 +146,42 @@ def test_seeds_needed_ignores_a_float_rounding_gap_and_caps_the_count(tmp_path):
     runs = runs_frame([("cross", 0, 80.0), ("cross", 1, 82.0), ("cross", 2, 84.0),
                        ("none", 0, 80.5), ("none", 1, 81.5), ("none", 2, 84.03)], tmp_path)  # gap 0.01, sd 0.50
     assert "Seeds needed: more than 1,000 seeds per row" in analyse(runs, ["fusion"]).seeds_needed
+
+
+def t_test_power(effect_size: float, df: int, noncentrality_per_effect: float) -> float:
+    """Two-sided power of a t-test at alpha 0.05 from scipy's noncentral t: the outside check on statsmodels."""
+    critical = stats.t.ppf(0.975, df)
+    noncentrality = effect_size * noncentrality_per_effect
+    return stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+
+
+def test_minimum_detectable_difference_of_a_paired_row_is_ttestpower_at_its_seeds(tmp_path):
+    # differences none - cross of 1, 3, 1, 3, 2 over five seeds: mean 2, sd exactly 1.0
+    runs = runs_frame([("cross", seed, 80.0 + seed) for seed in range(5)] +
+                      [("none", seed, 80.0 + seed + diff) for seed, diff in enumerate([1, 3, 1, 3, 2])], tmp_path)
+    ablation = analyse(runs, ["fusion"])
+    mdd = ablation.table.set_index("fusion").loc["none", "mdd"]
+    expected = TTestPower().solve_power(effect_size=None, nobs=5, alpha=0.05, power=0.8, alternative="two-sided")
+    assert mdd == pytest.approx(expected * 1.0) and mdd == pytest.approx(1.682, abs=1e-3)  # ~1.7 sds at n = 5
+    assert t_test_power(mdd / 1.0, df=4, noncentrality_per_effect=math.sqrt(5)) == pytest.approx(0.8, abs=1e-4)
+    assert ablation.power_line == ("Minimum detectable difference at the seeds run (80% power, alpha 0.05 two-sided "
+                                   "before Holm; paired t over 5 seeds): none 1.68 points; largest 1.68.")
+    assert ablation.notes[1:3] == [ablation.seeds_needed, ablation.power_line]
+    assert math.isnan(ablation.table.set_index("fusion").loc["cross", "mdd"])  # the reference
+
+
+def test_minimum_detectable_difference_of_an_unpaired_row_is_ttestindpower_in_pooled_sds(tmp_path):
+    cross, none = [80.0, 82.0, 84.0], [70.0, 71.0, 73.0, 74.0]  # no shared seeds: Welch
+    runs = runs_frame([("cross", seed, top1) for seed, top1 in enumerate(cross)] +
+                      [("none", seed + 3, top1) for seed, top1 in enumerate(none)], tmp_path)
+    ablation = analyse(runs, ["fusion"])
+    row = ablation.table.set_index("fusion").loc["none"]
+    pooled_sd = math.sqrt((2 * np.var(cross, ddof=1) + 3 * np.var(none, ddof=1)) / 5)
+    effect = TTestIndPower().solve_power(effect_size=None, nobs1=3, ratio=4 / 3, alpha=0.05, power=0.8)
+    assert row["test"] == "Welch (unpaired)" and row["mdd"] == pytest.approx(effect * pooled_sd)
+    assert t_test_power(effect, df=5, noncentrality_per_effect=math.sqrt(3 * 4 / 7)) == pytest.approx(0.8, abs=1e-4)
+    assert "unpaired t over 3 and 4 seeds" in ablation.power_line
+    assert f"none {row['mdd']:.2f} points" in ablation.power_line
 
 
 def two_factor_runs(tmp_path):

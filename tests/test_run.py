@@ -50,6 +50,7 @@ def assert_complete(results: dict, run_dir: Path) -> None:
     assert EpochRow.__required_keys__ <= set(results["history"][0]) <= set(EpochRow.__annotations__)
     assert Path(results["run_dir"]) == run_dir.resolve() and results["wall_time_s"] > 0
     assert results["model"]["name"] == "fusionvit_micro_16" and results["model"]["img_size"] == 16
+    assert results["data_sizes"] == {"num_train": 128, "num_val": 64}  # TINY's limits: what the flags judge by
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ wandb's own agent functions, trains for one epoch through src.run."""
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,8 @@ INDEXED = read_index()
 PRESETS = preset_names(INDEXED)
 SWEEP_FILES = sorted(path for path in (ROOT / "experiments").glob("*.yaml") if path != INDEX)
 ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token")
-# CPU presets run the 16-px default; the branches ablation sets it against its three-branch twin
-CPU_MODELS = {"branches_ablation_cpu": {"fusionvit_micro_16", "fusionvit_micro3_16"}}
+# CPU presets run the proxy's model (cpu/proxy.yaml); the branches ablation sets it against its three-branch twin
+CPU_MODELS = {"branches_ablation_cpu": {"fusionvit_micro_p8_32", "fusionvit_micro3_p8_32"}}
 
 
 def build_on_meta(cfg) -> None:
@@ -97,8 +98,9 @@ def test_every_preset_combination_composes_and_builds(preset):
         cfg = compose_config([f"+experiment={preset}", *overrides])
         recipe = (cfg.train.epochs, cfg.train.batch_size, cfg.sched.warmup_epochs)
         if preset.endswith("_cpu"):
-            assert cfg.model.name in CPU_MODELS.get(preset, {"fusionvit_micro_16"}) and cfg.data.name == "digits"
-            assert recipe == (16, 64, 3) and cfg.optim.lr == 2e-3  # recipe=digits_cpu
+            assert cfg.model.name in CPU_MODELS.get(preset, {"fusionvit_micro_p8_32"})
+            assert cfg.data.name == "multiscale_digits" and cfg.data.render.min_scale == 0.375
+            assert recipe == (12, 64, 2) and cfg.optim.lr == 1e-3  # recipe=multiscale_cpu
         else:
             assert cfg.model.name == "fusionvit_small_240" and cfg.data.name == "imagenet"
             assert recipe == (300, 4096, 30) and cfg.optim.lr is None  # recipe=crossvit_imagenet
@@ -148,7 +150,7 @@ def copied_tree(tmp_path: Path) -> Path:
 def test_check_names_the_sweep_file_and_table_a_changed_preset_makes_stale(tmp_path, capsys):
     tree = copied_tree(tmp_path)
     preset = tree / "conf" / "experiment" / "patch_size_ablation_cpu.yaml"
-    preset.write_text(preset.read_text().replace('"[4,8],[2,8]"', '"[4,8],[1,8]"'))
+    preset.write_text(preset.read_text().replace('"[8,16],[4,16]"', '"[8,16],[2,16]"'))
     assert check(tree / "conf", tree / "experiments") == 1
     printed = capsys.readouterr().out
     assert "patch_size_ablation_cpu.yaml, README.md" in printed and "run `python -m src.sweeps`" in printed
@@ -157,7 +159,9 @@ def test_check_names_the_sweep_file_and_table_a_changed_preset_makes_stale(tmp_p
 def test_check_finds_a_hand_edited_table_row_and_a_sweep_file_nothing_writes(tmp_path, expected):
     out = copied_tree(tmp_path) / "experiments"
     readme = out / README
-    readme.write_text(readme.read_text().replace("`seed=0,1,2` | 18 | 5 |", "`seed=0,1,2` | 18 | 4 |", 1))
+    text = readme.read_text()
+    row = re.search(r"`seed=0,1,2` \| (\d+) \| (\d+) \|", text)
+    readme.write_text(text.replace(row.group(0), f"`seed=0,1,2` | {row.group(1)} | {int(row.group(2)) + 1} |", 1))
     (out / "old_ablation.yaml").write_text("program: src/run.py\n")
     assert stale_files(expected, out) == [README]
     assert orphan_files(expected, out) == ["old_ablation.yaml"]

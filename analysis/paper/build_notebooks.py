@@ -7,6 +7,7 @@ Every notebook has the same five parts: the paper's table, the paper's costs bes
 on the CPU proxy (the ablation table and plots), the two side by side, and a reading."""
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,8 +16,11 @@ from typing import List, Optional
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from src.train.record import RESULTS_FILE
+
 from . import ROOT
 from .ablations import AblationSpec, specs
+from .shipped import results_dir
 
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -35,14 +39,23 @@ sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +e
 
 
 LIMITS = (
-    "**What the proxy can and cannot say.** The proxy trains a model of about half a million parameters on 1,437 "
-    "8x8 digits (upsampled to 16x16) for 16 epochs and validates on 360; the paper trains models of 7 to 105 million "
-    "parameters on 1.28 million ImageNet images at 224-240 px for 300 epochs. The cost ratios are properties of the "
+    "**What the proxy can and cannot say.** The proxy trains a model of about 0.6 million parameters for 12 epochs "
+    "on fresh renders of 1,437 8x8 digits, each drawn 12 to 32 px wide anywhere on a 32 px canvas, and validates "
+    "on 10,080 fixed renders of the 360 held-out digits; the paper trains models of 7 to 105 million parameters on "
+    "1.28 million ImageNet images at 224-240 px for 300 epochs. The cost ratios are properties of the "
     "architectures and carry over in direction, not in size: the proxy's token counts and widths are far smaller. "
-    "The accuracy columns say whether a design trains and whether, at this scale, it helps or hurts by more than "
-    "the noise of 3 seeds on 360 images (about a point); they cannot say what it does on ImageNet. The paper's "
-    "differences are single runs, mostly under a point, printed without error bars: a proxy that does not resolve "
-    "them does not contradict them.")
+    "The accuracy columns say whether a design trains and whether, at this scale and budget, it helps or hurts by "
+    "more than the noise of its seeds: the validation set's share of that noise is small (binomial SE about 0.4 "
+    "point), the training's is not (a fusion's top-1 spreads 1-2 points over seeds at this budget), and the "
+    "minimum-detectable-difference line under each table says what the seeds run can resolve. They cannot say "
+    "what a design does on ImageNet. The paper's differences are single runs, mostly under a point, printed "
+    "without error bars: a proxy that does not resolve them does not contradict them.")
+
+
+def seed_count(ablation: AblationSpec) -> int:
+    """How many seeds the shipped results of ``ablation`` have (the preset's ``seed=`` grid)."""
+    folder = results_dir(ablation.name)
+    return len({json.loads(path.read_text())["seed"] for path in folder.glob(f"*/{RESULTS_FILE}")})
 
 
 def paper_source(ablation: AblationSpec) -> str:
@@ -58,7 +71,8 @@ def cells(ablation: AblationSpec) -> List:
             f"**Question.** {ablation.question}\n\n**Proxy.** {ablation.proxy}\n\n"
             f"**Results.** The numbers below come from `results/cpu/{ablation.name}/`, shipped with the repo: the "
             f"sweep `python -m src.run -m +experiment={ablation.preset} hydra/launcher=parallel train.threads=1` "
-            f"(3 seeds, the CPU recipe `recipe=digits_cpu`, W&B offline; about {ablation.minutes:g} minutes on 2 "
+            f"({seed_count(ablation)} seeds on the CPU proxy, `conf/experiment/cpu/proxy.yaml`, W&B offline; about "
+            f"{ablation.minutes:g} minutes on 2 "
             f"cores). `RERUN = True` runs it again and replaces those files; `{rerun}` does that and stores this "
             f"notebook's outputs. Set `sweep_dir` to read another sweep of the same preset."),
         new_code_cell(SETUP.format(name=ablation.name, minutes=ablation.minutes, preset=ablation.preset)),
@@ -75,12 +89,13 @@ def cells(ablation: AblationSpec) -> List:
             "costs are in the next table."),
         new_code_cell("show_architecture(ABLATION);"),
         new_markdown_cell(
-            "## 3. Our accuracy on the CPU proxy\n\nTop-1 on the digits' fixed validation split after the last "
+            "## 3. Our accuracy on the CPU proxy\n\nTop-1 on the 10,080 fixed validation renders after the last "
             f"epoch, mean ± std over seeds, with its 95% interval. Every row is compared with "
             f"`{ablation.reference_label}` (our {ablation.paper_reference}) seed by seed: the difference Δ with "
             "its 95% interval and the paired t-test's p-value, Holm-adjusted over the rows (`*` below 0.05). The "
-            "lines under the table name the test and estimate how many seeds would resolve the smallest gap; a "
-            "row still improving at the end, or whose seeds disagree, shows a flag instead of its number. Then "
+            "lines under the table name the test, estimate how many seeds would resolve the smallest gap and give "
+            "the smallest difference each row's seeds could detect; a row still improving at the end (beyond the "
+            "validation set's noise), or whose seeds disagree, shows a flag instead of its number. Then "
             "top-1 against FLOPs and against params (95% intervals as error bars) and the validation curves."),
         new_code_cell("result = show_shipped_ablation(ABLATION, sweep_dir)"),
         new_markdown_cell(

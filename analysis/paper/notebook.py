@@ -23,8 +23,8 @@ from .sweeps import output_root
 def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
                   checks: Checks = DEFAULT_CHECKS, ref_reason: Optional[str] = None) -> Ablation:
     """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend,
-    seeds-needed and flag lines) and plots inline; returns the Ablation (``.table``: the columns of
-    ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``)."""
+    seeds-needed, detectable-difference and flag lines) and plots inline; returns the Ablation (``.table``: the
+    columns of ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``)."""
     collection = load_runs([sweep_dir], warn=print)
     factors = varying_factors(collection.runs, collection.candidate_factors)
     ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks, ref_reason=ref_reason)

@@ -110,7 +110,8 @@ def to_latex(shown: pd.DataFrame, caption: str) -> str:
 
 
 def markdown_report(ablation: Ablation) -> str:
-    """The table and the two lines under it (legend, seeds needed), as printed and saved."""
+    """The table and the lines under it (legend, seeds needed, detectable difference, flags), as printed and
+    saved."""
     return "\n\n".join([to_markdown(ablation_table(ablation)), *ablation.notes])  # blank lines: separate paragraphs
 
 

@@ -5,7 +5,8 @@ A row holds the run's Hydra choices, the values it swept (each ``key=value`` ove
 resolved config so that runs that kept the default get the same column), readable architecture columns
 (``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
 cost and status. Per-branch top-1 (``final.top1_branch``, S first; absent in older results) becomes
-``top1_branch0``, ``top1_branch1``, ... Runs found twice (same config hash and seed) are counted once, with a
+``top1_branch0``, ``top1_branch1``, ...; ``num_val`` is the validation set's size (``data_sizes``, None in older
+results and W&B runs). Runs found twice (same config hash and seed) are counted once, with a
 warning (see ``dedupe``).
 """
 import json
@@ -99,6 +100,8 @@ def record_to_row(record: RunRecord) -> Dict[str, Any]:
                epochs=len(history), history=history, swept=swept)
     for branch, top1 in enumerate(final.get("top1_branch") or []):  # older results have none
         row[f"top1_branch{branch}"] = top1
+    # the validation size sets the binomial noise the flags judge by; older results and W&B runs have none
+    row["num_val"] = (record.get("data_sizes") or {}).get("num_val")
     provenance = record.get("provenance") or {}  # older results have none
     row.update(device=provenance.get("device"), threads=provenance.get("threads"))
     return row

@@ -1,6 +1,7 @@
 """The ablation table: each group's summary over seeds (``summary``), compared with a reference row
-(``reference``) by the test its seeds allow (``compare``), Holm-adjusted across rows, with a legend line and
-a seeds-needed line (``power``) for under the table.
+(``reference``) by the test its seeds allow (``compare``), Holm-adjusted across rows, with a legend line,
+a seeds-needed line and a minimum-detectable-difference line (``power``) for under the table; each compared row's
+minimum detectable difference is also the ``mdd`` column.
 
 Per row, which test:
 - the row and the reference share >= 2 seeds: paired t over those seeds;
@@ -26,7 +27,7 @@ from analysis.runs.predictions import Predictions, pairing_problem, read_predict
 from . import compare
 from .compare import ALPHA, Comparison
 from .flags import DEFAULT_CHECKS, Checks, check_rows, flag_notes
-from .power import seeds_needed_line
+from .power import minimum_detectable_difference, power_line, seeds_needed_line
 from .reference import choose_reference, reference_reason, row_labels
 from .summary import keyed_by_factors, summarize_groups
 
@@ -35,8 +36,8 @@ REFERENCE_TEST = "none (reference)"
 NOT_COMPARED = "none (flagged)"
 # ablation.csv leads with these (after the factors), under these names.
 FIRST_COLUMNS = ["label", "flag", "top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref",
-                 "diff_ci_low", "diff_ci_high", "p_value", "p_holm", "test", "note", "is_ref", "seeds", "converged",
-                 "last_epochs_span"]
+                 "diff_ci_low", "diff_ci_high", "p_value", "p_holm", "mdd", "test", "note", "is_ref", "seeds",
+                 "converged", "last_epochs_rise"]
 TEST_LEGENDS = {
     compare.PAIRED_T: "paired t-test over the seeds shared with the reference (scipy ttest_rel)",
     compare.WELCH: "Welch's unpaired t-test, rows share < 2 seeds (scipy ttest_ind)",
@@ -53,11 +54,12 @@ class Ablation:
     reference: str
     legend: str
     seeds_needed: str
+    power_line: str  # the minimum detectable difference of each compared row
     flag_notes: List[str] = field(default_factory=list)  # one line per kind of flag in the table
 
     @property
     def notes(self) -> List[str]:
-        return [self.legend, self.seeds_needed, *self.flag_notes]
+        return [self.legend, self.seeds_needed, self.power_line, *self.flag_notes]
 
 
 class PredictionCache:
@@ -165,6 +167,7 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
     table["diff_ci_high"] = [c.ci_high for c in rows]
     table["p_value"] = [c.p_value for c in rows]
     table["p_holm"] = compare.holm(table["p_value"])
+    table["mdd"] = [minimum_detectable_difference(c) for c in rows]
     table["test"] = [c.test for c in rows]
     table["note"] = [c.note for c in rows]
     table["is_ref"] = table.index == ref_index
@@ -173,11 +176,14 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
     reference = labels[ref_index]
     why = ref_reason if ref is not None and ref_reason else reference_reason(table, factors, ref, ref_index, flagged)
     legend = legend_line(table, reference, why)
-    seeds_line = seeds_needed_line([(labels[i], c) for i, c in comparisons.items()], reference)
+    compared = [(labels[i], c) for i, c in comparisons.items()]
+    seeds_line, detectable_line = seeds_needed_line(compared, reference), power_line(compared)
     if not comparisons and len(table) > 1:
         seeds_line = "Seeds needed: not computable: no comparison was made (flagged rows are not compared)."
+        detectable_line = ("Minimum detectable difference: not computable: no comparison was made (flagged rows "
+                           "are not compared).")
     return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line,
-                    flag_notes=flag_notes(table, checks))
+                    power_line=detectable_line, flag_notes=flag_notes(table, checks))
 
 
 def significance_mark(p_holm: float) -> str:

@@ -44,6 +44,9 @@ class Comparison:
     test: str = "n/a"
     note: str = ""
     sd_of_differences: float = NAN  # seed-to-seed spread of the difference: what the power estimate needs
+    n_ref: int = 0  # seeds behind the test on each side (paired: the shared seeds); 0 over images
+    n_row: int = 0
+    pooled_sd: float = NAN  # unpaired: the pooled sd over seeds, the unit of TTestIndPower's effect size
 
 
 def quietly(function, *args, **kwargs):
@@ -70,7 +73,8 @@ def paired_t(reference: pd.Series, other: pd.Series) -> Comparison:
     if np.all(row == ref):  # t = 0/0: scipy gives NaN; no seed shows any difference, so nothing to reject
         p_value, note = 1.0, "identical top-1 on every shared seed"
     return Comparison(diff=float(np.mean(row - ref)), ci_low=low, ci_high=high, p_value=p_value,
-                      test=PAIRED_T, note=note, sd_of_differences=float(np.std(row - ref, ddof=1)))
+                      test=PAIRED_T, note=note, sd_of_differences=float(np.std(row - ref, ddof=1)),
+                      n_ref=len(seeds), n_row=len(seeds))
 
 
 def welch(reference: Sequence[float], other: Sequence[float]) -> Comparison:
@@ -79,7 +83,15 @@ def welch(reference: Sequence[float], other: Sequence[float]) -> Comparison:
     low, high = interval(result)
     return Comparison(diff=float(row.mean() - ref.mean()), ci_low=low, ci_high=high, p_value=float(result.pvalue),
                       test=WELCH, note="unpaired: the rows share fewer than two seeds",
-                      sd_of_differences=float(math.sqrt(np.var(row, ddof=1) + np.var(ref, ddof=1))))
+                      sd_of_differences=float(math.sqrt(np.var(row, ddof=1) + np.var(ref, ddof=1))),
+                      n_ref=len(ref), n_row=len(row), pooled_sd=pooled_sd(ref, row))
+
+
+def pooled_sd(first: np.ndarray, second: np.ndarray) -> float:
+    """sqrt(((n1 - 1) s1^2 + (n2 - 1) s2^2) / (n1 + n2 - 2)): the common sd a two-sample t-test assumes."""
+    dof = len(first) + len(second) - 2
+    return float(math.sqrt(((len(first) - 1) * np.var(first, ddof=1) + (len(second) - 1) * np.var(second, ddof=1))
+                           / dof))
 
 
 def mcnemar_table(reference: Predictions, other: Predictions) -> np.ndarray:

@@ -9,6 +9,7 @@ The values follow timm's CrossVit init (truncated normal, std 0.02, for Linear w
 embeddings; LayerNorm to identity) and PyTorch's default for convolutions; only where they come from changes."""
 import hashlib
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ TOKEN_STD = 0.02  # timm's CrossVit: trunc_normal_(std=.02) for Linear weights, 
 def draw_model_seed() -> int:
     """One draw from the global generator, taken before any module is built: the same under the same
     ``torch.manual_seed`` whatever the model, and the only draw the init depends on."""
-    return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
+    return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64, device="cpu"))  # also under a meta-device context
 
 
 def part_generator(seed: int, name: str) -> torch.Generator:
@@ -63,5 +64,5 @@ def init_by_part(model: nn.Module, seed: int, token_parameters=("cls_token", "po
         init_module(module, part_generator(seed, name))
     for list_name in token_parameters:
         for index, param in enumerate(getattr(model, list_name)):
-            generator = part_generator(seed, f"{list_name}.{index}")
-            _fill(param, lambda t: nn.init.trunc_normal_(t, std=TOKEN_STD, generator=generator))
+            _fill(param, partial(nn.init.trunc_normal_, std=TOKEN_STD,
+                                 generator=part_generator(seed, f"{list_name}.{index}")))
