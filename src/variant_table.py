@@ -13,6 +13,9 @@ _32_THREE = dict(img_size=32, img_scale=(1.0, 1.0, 1.0), patch_size=(4, 8, 16), 
 _16_THREE = dict(_32_THREE, img_size=16)
 _32_P8 = dict(_32, patch_size=(8, 16))
 _32_P8_THREE = dict(_32_THREE, patch_size=(8, 16, 32))
+# One branch: a plain ViT, built with fusion=none. One block per encoder, so that encoder k is timm's blocks.k:
+# intermediates, layer-wise lr decay (one group per encoder) and checkpointing then go block by block, as in timm.
+_DEIT = dict(img_size=224, img_scale=(1.0,), patch_size=(16,), multi_conv=False, depth=((1,),) * 12, mlp_ratio=(4,))
 
 # The timm name -> its configuration; the paper's mirror timm's ``crossvit_*`` of the same suffix.
 # Depth triples are CrossViT's (N, M, L); with n branches, the released code's [d_0, ..., d_{n-1}, L].
@@ -66,5 +69,11 @@ VARIANTS: Dict[str, dict] = {
     # on the proxy (conf/experiment/branches_ablation_cpu.yaml).
     "fusionvit_micro3_p8_32": dict(_32_P8_THREE, embed_dim=(48, 96, 96), depth=((1, 2, 1, 0),) * 2,
                                    num_heads=(3, 3, 3), mlp_ratio=(3, 3, 3, 1)),
+    # The paper's Table 2 baselines: timm's deit_{tiny,small,base}_patch16_224, the L-branches of CrossViT-Ti/S/B.
+    "fusionvit_deit_tiny_224": dict(_DEIT, embed_dim=(192,), num_heads=(3,)),
+    "fusionvit_deit_small_224": dict(_DEIT, embed_dim=(384,), num_heads=(6,)),
+    "fusionvit_deit_base_224": dict(_DEIT, embed_dim=(768,), num_heads=(12,)),
 }
-PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith(("_16", "_32"))]
+# Apart from PAPER_VARIANTS, which mirror timm's crossvit_* (weights, tests against CrossVit): these mirror deit_*.
+DEIT_VARIANTS = [name for name in VARIANTS if name.startswith("fusionvit_deit_")]
+PAPER_VARIANTS = [name for name in VARIANTS if not name.endswith(("_16", "_32")) and name not in DEIT_VARIANTS]

@@ -7,7 +7,9 @@ import statistics
 
 import pytest
 import timm
+import torch
 
+from src.bench import throughput
 from src.bench.__main__ import check_targets, main, to_markdown
 from src.bench.sweep import epoch_numbers, summary
 from src.models import count_flops
@@ -124,3 +126,30 @@ def test_sweep_section_reports_throughput_ratio_and_same_numbers():
     assert "Parallel / serial throughput: 1.50; the same per-epoch numbers: yes." in to_markdown(r)
     one_worker = dict(sweep, parallel=dict(parallel, workers=1))
     assert check_targets({"sweep": one_worker}) == []  # one core: nothing runs beside anything
+
+
+def test_throughput_part_reports_a_cpu_figure_at_the_papers_batch_as_ours_alone(tmp_path):
+    """Not timed: the part runs the paper's protocol on a Table 2 row's model and labels what it measured."""
+    main(["--parts", "throughput", "--row", "DeiT-Ti", "--throughput-iterations", "1", "--throughput-warmup", "0",
+          "--matmul-n", "256", "--device", "cpu", "--out", str(tmp_path), "--name", "throughput"])
+    (r,) = json.loads((tmp_path / "throughput.json").read_text())["throughput"]
+    assert (r["row"], r["model"], r["batch"], r["dtype"], r["iterations"]) == (
+        "DeiT-Ti", "model=fusionvit_deit_tiny_224 fusion=none", 64, "float32", 1)
+    assert r["ours_img_s"] > 0 and r["paper_img_s"] is None
+    md = (tmp_path / "throughput.md").read_text()
+    (row,) = markdown_rows(md, "Throughput")
+    assert row[:5] == ["DeiT-Ti", r["model"], f"cpu ({r['threads']} threads)", f"{r['ours_img_s']:.1f}", "-"]
+    assert row[5].startswith("ours alone: a CPU figure")
+    assert "2557" not in md  # the paper's V100 figure for DeiT-Ti is not set beside a CPU's
+
+
+def test_throughput_on_a_gpu_sets_the_papers_figure_beside_ours(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    paper, label = throughput.paper_beside(torch.device("cuda"), throughput.paper_row("DeiT-S")["throughput"])
+    assert paper == 966 and label.startswith("ours on NVIDIA H200 beside the paper's V100")
+    result = dict(row="DeiT-S", model="m", device="cuda:0", threads=1, batch=64, iterations=100, warmup=10,
+                  ours_img_s=3000.0, paper_img_s=paper, label=label)
+    (row,) = markdown_rows("\n".join(["# x", ""] + throughput.to_markdown([result])), "Throughput")
+    assert row[3:5] == ["3000.0", "966"]
+    with pytest.raises(ValueError, match=r"no throughput for row 'DeiT-XL' .*: pick one of DeiT-Ti, CrossViT-Ti"):
+        throughput.paper_row("DeiT-XL")

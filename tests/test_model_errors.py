@@ -30,7 +30,10 @@ import src.models as models
      r"model.embed_dim has 2 entries but model.patch_size has 3: give one per branch"),
     (dict(mlp_ratio=(3, 3, 1, 1)), r"model.mlp_ratio has 4 entries but model.patch_size has 2: give one per branch, "
                                    r"optionally followed by the fusion's"),
-    (dict(patch_size=(4,), img_scale=(1,), embed_dim=(48,), num_heads=(3,)), r"at least two branches"),
+    (dict(patch_size=(), img_scale=(), embed_dim=(), num_heads=()), r"model.patch_size is empty: give one patch size "
+                                                                   r"per branch"),
+    (dict(patch_size=(4,), img_scale=(1,), embed_dim=(48,), num_heads=(3,), mlp_ratio=(3,), fusion="cross"),
+     r"fusion=cross needs at least 2 branches .*: a single-branch model is a plain ViT, build it with fusion=none"),
     (dict(fusion="pairwise", fusion_options=dict(partners="all")),
      r"fusion 'pairwise' does not take partners: it takes .*; drop fusion.options.partners, or pick a strategy "
      r"that takes it \(cross"),

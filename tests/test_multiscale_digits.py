@@ -2,6 +2,7 @@
 no run's seed moves, scales that span the range, digits whole on the canvas, timm's eval values, a resumed epoch
 with the same renders, each bad input, and a real one-epoch run."""
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,7 +57,7 @@ def test_training_renders_depend_on_seed_epoch_and_index_only():
     train, _ = datasets(seed=3)
     again, _ = datasets(seed=3)
     other_seed, _ = datasets(seed=4)
-    assert len(train) == 4 * 1437
+    assert len(train) == 6 * 1437
     for index in (0, 1436, 5000):
         image, target = train[index]
         assert image.shape == (3, CANVAS, CANVAS) and image.dtype == torch.float32
@@ -89,12 +90,13 @@ def bounding_side(canvas: np.ndarray) -> int:
 def test_scales_span_the_range_log_uniformly_and_the_ink_fills_most_of_each_digit():
     _, val = datasets()
     sides = val.sides
-    assert sides.min() == round(0.25 * CANVAS) and sides.max() == CANVAS
-    assert np.median(sides) == pytest.approx(16, abs=1)  # log-uniform on 8-32 px: the median is sqrt(8 * 32)
-    assert abs(np.mean(sides < 16) - 0.5) < 0.03
+    assert sides.min() == round(0.375 * CANVAS) and sides.max() == CANVAS
+    median = math.sqrt(12 * 32)  # log-uniform on 12-32 px: the median is the geometric mean of the ends
+    assert np.median(sides) == pytest.approx(median, abs=1)
+    assert abs(np.mean(sides < median) - 0.5) < 0.03
     ink = np.array([bounding_side(image) for image in val.images[:2000]])
     assert np.all(ink <= sides[:2000]) and np.all(ink >= 0.5 * sides[:2000])
-    assert ink.min() <= 8 and ink.max() >= 28
+    assert ink.min() <= 12 and ink.max() >= 28
 
 
 def test_every_digit_lies_whole_inside_the_canvas():

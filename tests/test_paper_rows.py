@@ -1,6 +1,6 @@
-"""Every CrossViT row of the paper's Tables 2, 4, 6 and 7 (analysis/paper/crossvit_paper.yaml), built from the same
-Hydra overrides the presets train, has the paper's parameter count and FLOPs within tolerance, or a
-documented exception that still holds."""
+"""Every row of the paper's Tables 2 (CrossViT and its DeiT baselines), 4, 6 and 7 (analysis/paper/crossvit_paper.yaml),
+built from the same Hydra overrides the presets train, has the paper's parameter count and FLOPs within tolerance, or
+a documented exception that still holds."""
 import pytest
 
 from analysis.paper import rows as paper
@@ -8,12 +8,26 @@ from analysis.paper import rows as paper
 ROWS = paper.paper_rows()
 
 
-def test_the_transcription_covers_every_crossvit_row_of_tables_2_6_and_7():
+def test_the_transcription_covers_every_row_of_tables_2_6_and_7():
     counts = {table: sum(row.table == table for row in ROWS) for table in ("2", "6", "7")}
-    assert counts == {"2": 9, "6": 5, "7": 6}
+    assert counts == {"2": 12, "6": 5, "7": 6}
+    assert {row.row for row in ROWS if row.table == "2" and row.row.startswith("DeiT")} == {"DeiT-Ti", "DeiT-S",
+                                                                                            "DeiT-B"}
+    # Table 2's throughput column (images/s, batch 64, V100), every row; Table 4's for its 384-px rows
+    assert all(row.throughput is not None for row in ROWS if row.table in ("2", "4"))
+    table_2 = {row.row: row.throughput for row in ROWS if row.table == "2"}
+    assert (table_2["DeiT-S"], table_2["CrossViT-S"], table_2["DeiT-B"]) == (966, 690, 314)
     assert {row.row for row in ROWS if row.table == "6"} == {"None", "All-Attention", "Class Token", "Pairwise",
                                                               "Cross-Attention"}
     assert all(row.top1_l is not None and row.top1_s is not None for row in ROWS if row.table == "6")
+
+
+def test_the_deit_rows_are_single_branch_models_within_tolerance():
+    deit = [row for row in ROWS if row.row.startswith("DeiT")]
+    assert all(any(o.startswith("model=fusionvit_deit_") for o in row.overrides) for row in deit)
+    records = paper.measure_rows(deit)
+    assert records["ok"].all(), records[["row", "ours_params_m", "ours_gmacs"]]
+    assert list(records["ours_params_m"].round(2)) == [5.72, 22.05, 86.57]  # timm's deit_*_patch16_224
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""``python -m analysis.paper [--table 6] [--out FILE]``: every CrossViT row of the paper's Tables 2, 4, 6 and 7
-(and the no-CLS model of Sec. 4.3) next to our model built from the same description: params and GMACs,
-their relative difference, and whether they are within tolerance, as Markdown.
+"""``python -m analysis.paper [--table 6] [--out FILE]``: every row of the paper's Tables 2 (CrossViT and its DeiT
+baselines), 4, 6 and 7 (and the no-CLS model of Sec. 4.3) next to our model built from the same description: params
+and GMACs, their relative difference, and whether they are within tolerance, as Markdown; with the paper's V100
+throughput where it prints one (ours, on the device at hand, is ``python -m src.bench --parts throughput``).
 
 The paper's numbers live in ``analysis/paper/crossvit_paper.yaml``; each row's model is built from its Hydra
 overrides through the harness's own config tree, so the row we check is the row the presets train.
@@ -36,6 +37,7 @@ class PaperRow:
     top1: Optional[float] = None
     top1_l: Optional[float] = None
     top1_s: Optional[float] = None
+    throughput: Optional[float] = None  # images/s, batch 64, one V100 (Tables 2 and 4)
     exception: Optional[str] = None
 
 
@@ -119,6 +121,7 @@ def measured_markdown(comparison: pd.DataFrame) -> str:
         "FLOPs (G) paper": comparison["gflops"].map(lambda v: number(v, printed_decimals(v) if v == v and v else 1)),
         "GMACs ours": comparison["ours_gmacs"].map(lambda v: number(v, 2)),
         "Δ FLOPs": comparison["flops_diff"].map(percent), "top-1 paper (L / S branch)": top1,
+        "img/s paper (V100)": comparison["throughput"].map(lambda v: number(v, 0)),
         "within tolerance": [tolerance_verdict(r) for _, r in comparison.iterrows()]})
     return shown.to_markdown(index=False, disable_numparse=True)
 

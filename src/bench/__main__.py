@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from src.bench import startup
+from src.bench import startup, throughput
 from src.bench.overhead import bench_overhead
 from src.bench.scaling import bench_fusion
 from src.bench.speed import bench_models, matmul_gflops, profile_train_step
@@ -49,6 +49,8 @@ def to_markdown(r: dict) -> str:
         lines += startup.to_markdown(r["startup"])
     if "sweep" in r:
         lines += sweep_markdown(r["sweep"])
+    if r.get("throughput"):
+        lines += throughput.to_markdown(r["throughput"])
     if r.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['measured']:.2f} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
@@ -105,7 +107,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", choices=["off", "on", "both"], default="off")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--parts", default="models,fusion,overhead,startup,sweep")
+    p.add_argument("--parts", default="models,fusion,overhead,startup,sweep",
+                   help="any of models,fusion,overhead,startup,sweep,throughput (throughput is not in the default)")
     p.add_argument("--fusion-base-img", type=int, default=32, help="first image size; doubled 3 times")
     p.add_argument("--overhead-variant", default="fusionvit_micro_32")
     p.add_argument("--overhead-train", type=int, default=512)
@@ -113,6 +116,11 @@ def main(argv=None):
     p.add_argument("--startup-repeats", type=int, default=3, help="fresh `src.run --help` processes timed")
     p.add_argument("--sweep-grid", default="fusion=none,cross seed=0,1", help="the sweep's overrides of make_run")
     p.add_argument("--sweep-epochs", type=int, default=2)
+    p.add_argument("--row", action="append", help="throughput: a paper row of Table 2 or 4 (e.g. DeiT-S, CrossViT-S); "
+                   "repeatable; default DeiT-S")
+    p.add_argument("--throughput-batch", type=int, default=throughput.PAPER_BATCH, help="the paper's: 64")
+    p.add_argument("--throughput-iterations", type=int, default=throughput.PAPER_ITERATIONS, help="the paper's: 100")
+    p.add_argument("--throughput-warmup", type=int, default=10, help="untimed passes before them")
     p.add_argument("--out", default="bench_results")
     p.add_argument("--name", default="bench")
     p.add_argument("--profile", choices=["auto", "on", "off"], default="auto",
@@ -135,6 +143,9 @@ def main(argv=None):
         r["startup"] = startup.bench_startup(a.startup_repeats)
     if "sweep" in parts:
         r["sweep"] = bench_sweep(a.sweep_grid, a.sweep_epochs)
+    if "throughput" in parts:
+        r["throughput"] = [throughput.bench_throughput(row, a.device, a.throughput_batch, a.throughput_iterations,
+                                                       a.throughput_warmup) for row in a.row or ["DeiT-S"]]
     r["load_after"] = load_average()
     r["targets"] = check_targets(r)
     missed_model_target = any(not t["met"] for t in r["targets"]

@@ -5,8 +5,8 @@ config (the set depends on ``data.split_seed`` alone):
     python -m src.bench.scale_split multirun/DATE/TIME [RUN_DIR ...]
 
 One row per run: the fused top-1, each branch head's alone, on small / medium / large digits (the log-thirds of
-the scale range: 8-13, 13-20, 20-32 px on a 32 px canvas at scales 0.25-1), the images only the S or only the L
-branch gets right, and both branches' oracle (either right), with the time per epoch and per run."""
+the scale range: 12-17, 17-23, 23-32 px on a 32 px canvas at the default scales 0.375-1), the images only the S or
+only the L branch gets right, and both branches' oracle (either right), with the time per epoch and per run."""
 import argparse
 import math
 from pathlib import Path

@@ -1,6 +1,6 @@
 """The multi-scale ViT: one patch embedding per branch (two in the paper, any number as in the released code),
 K multi-scale encoders each ending in a fusion step, a final norm and a linear head per branch, logits averaged
-(CrossViT, arXiv 2103.14899)."""
+(CrossViT, arXiv 2103.14899). One branch with ``fusion="none"`` is a plain ViT (the paper's DeiT baselines)."""
 from functools import partial
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -15,7 +15,14 @@ from timm.models.vision_transformer import Block
 from .fusion import BranchSpec, FusionOptions, build_fusion, fusion_parameters
 from .fusion.base import from_mean_agents, with_mean_agents
 from .init import draw_model_seed, init_by_part
-from .validation import check_architecture, check_branch_counts, check_global_pool, check_input_size, normalise_depth
+from .validation import (
+    check_architecture,
+    check_branch_counts,
+    check_fusion_takes,
+    check_global_pool,
+    check_input_size,
+    normalise_depth,
+)
 
 DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for these
 
@@ -51,12 +58,12 @@ class FusionViT(nn.Module):
     (``convert_crossvit_state_dict`` maps its weights, and the released code's for any number of branches);
     ``fusion`` picks the strategy by registry name.
 
-    ``patch_size`` sets the number of branches n; ``img_scale``, ``embed_dim`` and ``num_heads`` give one entry
-    per branch, ``mlp_ratio`` one per branch optionally followed by the fusion's (CrossViT's ``(S, L, fusion)``;
-    no strategy here reads it, as the released cross-attention has no FFN). ``depth`` is the released code's
-    ``[d_0, ..., d_{n-1}, L]`` per encoder, K times: d_i blocks on branch i, then L fusion layers (0 means 1, as
-    in the official code); with two branches that is CrossViT's ``((N, M, L), ...) * K``. A missing L is 0.
-    ``fusion_layers`` overrides L for strategies that stack layers.
+    ``patch_size`` sets the number of branches n (one: a plain ViT, whose only fusion is ``none``); ``img_scale``,
+    ``embed_dim`` and ``num_heads`` give one entry per branch, ``mlp_ratio`` one per branch optionally followed by
+    the fusion's (CrossViT's ``(S, L, fusion)``; no strategy here reads it, as the released cross-attention has no
+    FFN). ``depth`` is the released code's ``[d_0, ..., d_{n-1}, L]`` per encoder, K times: d_i blocks on branch i,
+    then L fusion layers (0 means 1, as in the official code); with two branches that is CrossViT's
+    ``((N, M, L), ...) * K``. A missing L is 0. ``fusion_layers`` overrides L for strategies that stack layers.
 
     ``class_token=False`` (timm's name) is the paper's model without CLS tokens (Sec. 4.3): no CLS and no
     position embedding for it, the fusion uses each branch's mean patch token as its agent, and each head
@@ -86,6 +93,7 @@ class FusionViT(nn.Module):
         self.img_size = int(img_size)
         self.img_size_scaled = [int(self.img_size * s) for s in img_scale]
         num_branches = check_branch_counts(patch_size, img_scale, embed_dim, num_heads, mlp_ratio)
+        check_fusion_takes(fusion, patch_size)
         depth, fusion_layers = normalise_depth(depth, fusion_layers, num_branches)
         check_architecture(self.img_size, self.img_size_scaled, patch_size, embed_dim, num_heads, multi_conv,
                            DAGGER_PATCH_SIZES)

@@ -1,11 +1,15 @@
-"""Starting a ``fusionvit_*`` model from CrossViT weights: timm's ``pretrained_filter_fn`` for our entrypoints.
+"""Starting a ``fusionvit_*`` model from published weights: timm's ``pretrained_filter_fn`` for our entrypoints, and
+one branch of a multi-branch model from a single-scale ViT (``load_branch_from_vit``).
 
 timm loads the file or hub weights and drops the classifier when ``num_classes`` differs; this filter maps the
-keys (``convert_crossvit_state_dict``), resamples the position embeddings to the model's patch grids
-(timm's ``resample_abs_pos_embed``), starts a non-cross fusion fresh, and checks every other shape."""
+keys (``convert_crossvit_state_dict``, or ``convert_vit_state_dict`` for a timm ViT / DeiT on a single-branch
+model), resamples the position embeddings to the model's patch grids (timm's ``resample_abs_pos_embed``), starts a
+non-cross fusion fresh, and checks every other shape."""
 import logging
 import math
-from typing import Dict, List, Mapping
+import re
+from pathlib import Path
+from typing import Dict, List, Mapping, Union
 
 import timm
 import torch
@@ -14,17 +18,23 @@ from timm.layers import resample_abs_pos_embed
 
 from src.variant_table import VARIANTS
 
-from .convert import convert_crossvit_state_dict
+from .convert import convert_crossvit_state_dict, convert_vit_state_dict, is_vit_state_dict
 
 _logger = logging.getLogger(__name__)
 
 
+def branch_blocks(model: nn.Module, branch: int) -> List[str]:
+    """Branch ``branch``'s blocks in depth order, ``encoders.K.branches.B.I``: where a ViT's ``blocks.N`` go."""
+    return [f"encoders.{k}.branches.{branch}.{i}" for k, encoder in enumerate(model.encoders)
+            for i in range(len(encoder.branches[branch]))]
+
+
 def _resample_pos_embeds(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> None:
-    checkpoint_prefix = 1 if "cls_token.0" in state_dict else 0
     for i, grid in enumerate(model.grid_sizes):
         key = f"pos_embed.{i}"
         if key not in state_dict:
             continue
+        checkpoint_prefix = 1 if f"cls_token.{i}" in state_dict else 0  # a ViT checkpoint fills one branch alone
         pos_embed = state_dict[key]
         if checkpoint_prefix > model.num_prefix_tokens:  # a model without CLS tokens has no CLS position
             pos_embed = pos_embed[:, checkpoint_prefix:]
@@ -77,23 +87,31 @@ def _check_shapes(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> N
         problem = f"{extra[0]} is in the checkpoint but not in the model"
     fits = _variants_that_fit(state_dict)
     hint = (f"it fits {' or '.join(fits)} as registered (no architecture overrides)" if fits
-            else "it fits no fusionvit_* variant: is it a CrossViT checkpoint?")
+            else "it fits no fusionvit_* variant: is it a CrossViT (or, for one branch, a ViT) checkpoint?")
     raise ValueError(f"checkpoint does not fit {model.pretrained_cfg.get('architecture', 'this model')}: {problem}; "
                      f"{hint}")
 
 
 def adapt_crossvit_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm's ``pretrained_filter_fn``: a timm ``crossvit_*`` or official CrossViT state dict for ``model``.
+    """timm's ``pretrained_filter_fn``: a timm ``crossvit_*`` or official CrossViT state dict for ``model``, or a
+    timm ViT / DeiT one for a single-branch model (``fusionvit_deit_*``).
 
     A fusion other than ``cross`` keeps its own freshly initialised modules (the branches, embeddings and
     norms load); one log line names what started fresh."""
-    state_dict = convert_crossvit_state_dict(state_dict)
+    if is_vit_state_dict(state_dict):
+        if len(model.embed_dim) != 1:
+            raise ValueError(f"a single-scale ViT checkpoint cannot start all {len(model.embed_dim)} branches: load it "
+                             f"into one with src.models.load_branch_from_vit(model, PATH, branch=...)")
+        state_dict = convert_vit_state_dict(state_dict, branch_blocks(model, 0))
+    else:
+        state_dict = convert_crossvit_state_dict(state_dict)
     own = model.state_dict()
     fresh = []
+    fusion_keys = [k for k in own if ".fusion." in k]
     if model.fusion_name != "cross":
         state_dict = {k: v for k, v in state_dict.items() if ".fusion." not in k}
-        fusion_keys = [k for k in own if ".fusion." in k]
         state_dict.update({k: own[k] for k in fusion_keys})
+    if model.fusion_name != "cross" and fusion_keys:
         encoders = sorted({".".join(k.split(".")[:3]) for k in fusion_keys})
         fresh.append(f"{', '.join(encoders)} (fusion={model.fusion_name}, {len(fusion_keys)} tensors)")
     _resample_pos_embeds(state_dict, model)
@@ -104,3 +122,82 @@ def adapt_crossvit_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.
     if fresh:
         _logger.info("pretrained start: fresh %s", "; ".join(fresh))
     return state_dict
+
+
+def _in_branch(key: str, branch: int) -> bool:
+    return re.match(rf"^((cls_token|pos_embed)\.{branch}$|(patch_embed|norm|head)\.{branch}\.|"
+                    rf"encoders\.\d+\.branches\.{branch}\.)", key) is not None
+
+
+def _encoders(keys: List[str]) -> str:
+    """``encoders.0-2`` for keys under encoders 0 to 2, for the log line."""
+    encoders = sorted({int(key.split(".")[1]) for key in keys})
+    return f"encoders.{encoders[0]}" + (f"-{encoders[-1]}" if len(encoders) > 1 else "")
+
+
+def load_branch_from_vit(model: nn.Module, source: Union[Mapping[str, torch.Tensor], str, Path],
+                         branch: int = 1) -> List[str]:
+    """Loads a single-scale ViT / DeiT checkpoint (a timm state dict, or its file) into branch ``branch`` of
+    ``model``: patch embedding, CLS token, position embedding (timm's ``resample_abs_pos_embed`` where the grids
+    differ, e.g. DeiT's 14x14 at 224 px into a branch seeing 240 px), the blocks in order over the encoders (each
+    encoder's share of the branch's depth: CrossViT-S's L-branch takes DeiT-S's 12 as 3 x 4), the final norm and
+    the head (left fresh when the class counts differ). The other branches and every fusion module keep their
+    values. Logs one line naming what loaded and what stayed fresh; returns the loaded keys.
+
+    A checkpoint does not record its head count: the branch should have the ViT's ``num_heads`` (CrossViT-Ti/S/B's
+    L-branch, branch 1, has DeiT-Ti/S/B's width, heads, depth and MLP ratio), or the attention is split anew."""
+    if not 0 <= branch < len(model.embed_dim):
+        raise ValueError(f"branch={branch}: the model has branches 0 to {len(model.embed_dim) - 1}")
+    weights, notes = _vit_weights_for_branch(model, source, branch)
+    model.load_state_dict(weights, strict=False)
+    _logger.info("%s", _branch_summary(model, weights, branch, notes))
+    return sorted(weights)
+
+
+def _vit_weights_for_branch(model: nn.Module, source, branch: int):
+    """The checkpoint as branch ``branch``'s tensors, resampled and checked, and notes for the log line."""
+    weights = convert_vit_state_dict(source, branch_blocks(model, branch), branch)
+    own, notes = model.state_dict(), {}
+    pos_key, head_key = f"pos_embed.{branch}", f"head.{branch}.weight"
+    if pos_key in weights:
+        side = math.isqrt(weights[pos_key].shape[1] - (1 if f"cls_token.{branch}" in weights else 0))
+        _resample_pos_embeds(weights, model)
+        if [side, side] != list(model.grid_sizes[branch]):
+            notes["pos"] = f"resampled {side}x{side} -> {'x'.join(map(str, model.grid_sizes[branch]))}"
+    head = weights.get(head_key)
+    if head is not None and (head_key not in own or own[head_key].shape != head.shape):
+        weights = {k: v for k, v in weights.items() if not k.startswith(f"head.{branch}.")}
+        notes["head"] = f"{model.num_classes} classes, the checkpoint has {head.shape[0]}"
+    for key, tensor in weights.items():
+        if key not in own or own[key].shape != tensor.shape:
+            shape = list(own[key].shape) if key in own else "no such tensor"
+            raise ValueError(f"the ViT checkpoint does not fit branch {branch}: {key} has shape {list(tensor.shape)} "
+                             f"in the checkpoint and {shape} in the model; the branch needs the ViT's width, patch "
+                             f"size and MLP ratio (it is {model.embed_dim[branch]} wide with "
+                             f"{model.patch_embed[branch].patch_size[0]}-pixel patches)")
+    missing = [k for k in own if _in_branch(k, branch) and k not in weights and not k.startswith(f"head.{branch}.")]
+    if missing:
+        raise ValueError(f"the ViT checkpoint has no {missing[0]} for branch {branch}")
+    return weights, notes
+
+
+def _branch_summary(model: nn.Module, weights: Mapping[str, torch.Tensor], branch: int, notes: Dict[str, str]) -> str:
+    """One line: what loaded into the branch and what stayed fresh."""
+    def noted(name, note):
+        return name + (f" ({notes[note]})" if note in notes else "")
+
+    blocks = branch_blocks(model, branch)
+    head = f"head.{branch}"
+    loaded = [f"patch_embed.{branch}", *([f"cls_token.{branch}"] if model.class_token else []),
+              noted(f"pos_embed.{branch}", "pos"), f"{len(blocks)} blocks ({_encoders(blocks)}.branches.{branch})",
+              f"norm.{branch}", *([head] if f"{head}.weight" in weights else [])]
+    others = [k for k in model.state_dict() if k not in weights]
+    fresh = [f"branch {b}" for b in range(len(model.embed_dim))
+             if b != branch and any(_in_branch(k, b) for k in others)]
+    fusion = [k for k in others if ".fusion." in k]
+    if fusion:
+        fresh.append(f"the fusion ({_encoders(fusion)}.fusion, fusion={model.fusion_name})")
+    if any(k.startswith(f"{head}.") for k in others):
+        fresh.append(noted(head, "head"))
+    return (f"branch {branch} from a ViT checkpoint: loaded {', '.join(loaded)} ({len(weights)} tensors); "
+            f"fresh {', '.join(fresh) or 'nothing'} ({len(others)} tensors)")

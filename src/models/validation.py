@@ -4,6 +4,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from timm.layers import register_notrace_function
 
+from .fusion import fusion_class, fusion_names
+
 
 def _divisors(n: int) -> List[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
@@ -42,9 +44,9 @@ def check_branch_counts(patch_size: Sequence[int], img_scale: Sequence[float], e
     """Every per-branch list has one entry per branch (``patch_size`` sets the count); ``mlp_ratio`` may add one
     for the fusion, as CrossViT's ``(S, L, fusion)`` does. Returns the number of branches."""
     branches = len(patch_size)
-    if branches < 2:
-        raise ValueError(f"model.patch_size has {branches} entries: a multi-scale model needs at least two "
-                         f"branches, one patch size each (e.g. patch_size=[4,8])")
+    if branches < 1:
+        raise ValueError("model.patch_size is empty: give one patch size per branch (e.g. patch_size=[4,8], or "
+                         "patch_size=[16] for a single-branch ViT)")
     for name, values in (("img_scale", img_scale), ("embed_dim", embed_dim), ("num_heads", num_heads)):
         if len(values) != branches:
             raise ValueError(f"model.{name} has {len(values)} entries but model.patch_size has {branches}: "
@@ -54,6 +56,17 @@ def check_branch_counts(patch_size: Sequence[int], img_scale: Sequence[float], e
                          f"one per branch, optionally followed by the fusion's (CrossViT's last entry, unused by "
                          f"its cross-attention)")
     return branches
+
+
+def check_fusion_takes(fusion: str, patch_size: Sequence[int]) -> None:
+    """A fusion step needs branches to fuse: on one branch only a strategy declared for it (``none``) builds."""
+    branches = len(patch_size)
+    needed = fusion_class(fusion).min_branches
+    if branches < needed:
+        fits = ", ".join(f"fusion={name}" for name in fusion_names() if fusion_class(name).min_branches <= branches)
+        raise ValueError(f"fusion={fusion} needs at least {needed} branches but model.patch_size={list(patch_size)} "
+                         f"gives {branches}: a single-branch model is a plain ViT, build it with {fits} (or give "
+                         f"{needed} patch sizes, one per branch)")
 
 
 def check_architecture(img_size: int, scaled_sizes: Sequence[int], patch_size: Sequence[int],

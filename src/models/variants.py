@@ -1,7 +1,9 @@
-"""Every CrossViT configuration of the paper (timm's ``crossvit_*`` entries) plus small ones for CPU work,
-registered with timm under their ``VARIANTS`` key (``fusionvit_*``), which is also their ``model=`` option and
-``model.name``. Each takes any fusion strategy (``fusion=...``). The table itself is ``src.variant_table``
-(plain data, read by the config before torch is needed); ``VARIANTS`` and ``PAPER_VARIANTS`` are re-exported."""
+"""Every CrossViT configuration of the paper (timm's ``crossvit_*`` entries), the paper's single-branch DeiT
+baselines (timm's ``deit_*_patch16_224``) and small ones for CPU work, registered with timm under their ``VARIANTS``
+key (``fusionvit_*``), which is also their ``model=`` option and ``model.name``. Each multi-branch variant takes any
+fusion strategy (``fusion=...``); a single-branch one only ``none``, its default. The table itself is
+``src.variant_table`` (plain data, read by the config before torch is needed); ``VARIANTS``, ``PAPER_VARIANTS`` and
+``DEIT_VARIANTS`` are re-exported."""
 import sys
 from pathlib import Path
 from typing import Optional
@@ -9,7 +11,7 @@ from typing import Optional
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from src.variant_table import PAPER_VARIANTS, VARIANTS  # noqa: F401  (re-exported)
+from src.variant_table import DEIT_VARIANTS, PAPER_VARIANTS, VARIANTS  # noqa: F401  (re-exported)
 
 from .fusion_vit import FusionViT
 from .pretrained import adapt_crossvit_state_dict
@@ -21,24 +23,34 @@ def _first_convs(config: dict) -> tuple:
     return tuple(f"patch_embed.{branch}.proj{suffix}" for branch in range(len(config["patch_size"])))
 
 
+def _crop_pct(name: str, size: int) -> float:
+    if name in DEIT_VARIANTS:
+        return 0.9  # timm's deit_*_patch16_224 (resize to 248, crop 224)
+    return 0.875 if size == 240 else 1.0
+
+
 def _default_cfg(name: str, config: dict) -> dict:
     size = config["img_size"]
     return dict(url="", num_classes=1000, input_size=(3, size, size), pool_size=None,
-                crop_pct=0.875 if size == 240 else 1.0, interpolation="bicubic", fixed_input_size=True,
+                crop_pct=_crop_pct(name, size), interpolation="bicubic", fixed_input_size=True,
                 mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=_first_convs(config),
                 classifier=tuple(f"head.{branch}" for branch in range(len(config["patch_size"]))),
                 license="apache-2.0")
 
 
-def _hub_weights(name: str) -> str:
-    """timm's ImageNet-1k weights of the crossvit_* with the same suffix (loaded through the converter)."""
-    return "timm/" + name.replace("fusionvit_", "crossvit_", 1) + ".in1k"
+def timm_reference(name: str) -> str:
+    """The timm model a published variant mirrors: crossvit_ with the same suffix, or deit_<size>_patch16_224."""
+    if name in DEIT_VARIANTS:
+        return name.replace("fusionvit_deit_", "deit_", 1).replace("_224", "_patch16_224")
+    return name.replace("fusionvit_", "crossvit_", 1)
 
 
+# timm's ImageNet-1k weights of the mirrored model under its own tag, loaded through the converter.
+_WEIGHT_TAGS = {**{name: "in1k" for name in PAPER_VARIANTS}, **{name: "fb_in1k" for name in DEIT_VARIANTS}}
 default_cfgs = generate_default_cfgs({
-    **{f"{name}.in1k": dict(_default_cfg(name, VARIANTS[name]), hf_hub_id=_hub_weights(name))
-       for name in PAPER_VARIANTS},
-    **{name: _default_cfg(name, config) for name, config in VARIANTS.items() if name not in PAPER_VARIANTS},
+    **{f"{name}.{tag}": dict(_default_cfg(name, VARIANTS[name]), hf_hub_id=f"timm/{timm_reference(name)}.{tag}")
+       for name, tag in _WEIGHT_TAGS.items()},
+    **{name: _default_cfg(name, config) for name, config in VARIANTS.items() if name not in _WEIGHT_TAGS},
 })
 
 
@@ -48,8 +60,9 @@ def _check_pretrained_source(name: str, overlay: Optional[dict]) -> None:
     path = overlay.get("file")
     if path is not None and not Path(path).is_file():
         raise FileNotFoundError(f"no checkpoint at {path} (pretrained_cfg_overlay file=): give the path of a "
-                                f"timm or official CrossViT .pth / .safetensors file")
-    if name not in PAPER_VARIANTS and not any(overlay.get(k) for k in ("file", "state_dict", "hf_hub_id", "url")):
+                                f"timm or official CrossViT .pth / .safetensors file (for {', '.join(DEIT_VARIANTS)}: "
+                                f"a timm ViT / DeiT one)")
+    if name not in _WEIGHT_TAGS and not any(overlay.get(k) for k in ("file", "state_dict", "hf_hub_id", "url")):
         raise ValueError(f"{name} has no published weights: give a CrossViT checkpoint with "
                          f"pretrained_cfg_overlay=dict(file=PATH), converted on load")
 
@@ -59,6 +72,8 @@ def _entrypoint(name: str):
         if pretrained:
             _check_pretrained_source(name, kwargs.get("pretrained_cfg_overlay"))
         config = dict(VARIANTS[name], **kwargs)
+        if len(config["patch_size"]) == 1:
+            config.setdefault("fusion", "none")  # the only strategy a single branch takes
         blocks = len(config["depth"])  # features default to each branch's last encoder output, as CrossVit
         branches = len(config["patch_size"])
         out_indices = config.pop("out_indices", tuple(b * blocks + blocks - 1 for b in range(branches)))

@@ -29,12 +29,15 @@ class FusionOptions:
 
 
 class Fusion(nn.Module):
-    """A fusion step: takes the tokens of every branch, ``[B, 1 + N_i, C_i]``, returns the same shapes."""
+    """A fusion step: takes the tokens of every branch, ``[B, 1 + N_i, C_i]``, returns the same shapes.
+    ``min_branches``: the fewest branches it fuses (the identity ``none`` also runs on one, a plain ViT)."""
+
+    min_branches = 2
 
     def __init__(self, branches: Sequence[BranchSpec], options: FusionOptions):
         super().__init__()
-        if len(branches) < 2:
-            raise ValueError(f"fusion needs at least two branches, got {len(branches)}")
+        if len(branches) < self.min_branches:
+            raise ValueError(f"fusion needs at least {self.min_branches} branches, got {len(branches)}")
         self.branches = tuple(branches)
 
     def forward(self, tokens: List[torch.Tensor]) -> List[torch.Tensor]:  # pragma: no cover - interface
