@@ -41,15 +41,15 @@ def test_report_holds_the_table_inlined_plots_config_diff_provenance_and_problem
     assert "src=\"http" not in page and "<link" not in page, "self-contained: nothing fetched"
     table = page.split("<h2>Ablation table</h2>")[1].split("<h2>")[0]
     assert [row for row in FUSIONS if f"<td>{row}</td>" in table] == FUSIONS
-    assert "98.06 ± 0.56" in table and "Reference: cross" in table
+    assert "86.56 ± 1.23" in table and "Reference: cross" in table
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3 and all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     varied = page.split("<h3>Varied")[1].split("<details>")[0]
-    assert "<td>fusion.name</td>" in varied and "cross (3)" in varied and "<td>optim.lr</td>" not in varied
-    assert re.search(r"Held fixed: \d+ config keys with one value across all 18 runs", page)
+    assert "<td>fusion.name</td>" in varied and "cross (5)" in varied and "<td>optim.lr</td>" not in varied
+    assert re.search(r"Held fixed: \d+ config keys with one value across all 30 runs", page)
     provenance = page.split("<h2>Provenance</h2>")[1]
     sha = json.loads((runs[0] / "results.json").read_text())["provenance"]["git_sha"][:12]
-    assert f"{sha} (18)" in provenance and "<td>threads</td>" in provenance and "1 (18)" in provenance
+    assert f"{sha} (30)" in provenance and "<td>threads</td>" in provenance and "1 (30)" in provenance
     problems = page.split("<h2>Failed runs and duplicates</h2>")[1]
     assert "1 run(s) did not complete" in problems and "RuntimeError: out of memory" in problems
     assert "the same run" in problems and runs[0].name in problems
@@ -85,7 +85,7 @@ def test_report_over_runs_that_vary_in_nothing_but_the_seed_says_so_and_writes_n
         shutil.copytree(run, tmp_path / run.name)
     assert main([str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert "the 3 completed run(s) vary in nothing but the seed (one configuration: fusion=cross)" in error
+    assert "the 5 completed run(s) vary in nothing but the seed (one configuration: fusion=cross)" in error
     assert "no ablation to tabulate" in error and not (tmp_path / "report.html").exists()
 
 

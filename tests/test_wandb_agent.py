@@ -94,14 +94,14 @@ def test_a_preempted_agent_run_is_requeued_with_its_whole_config_and_resumes_its
     assert agent_run.first_rc == 143 and agent_run.first_results["status"] == "interrupted"
     assert agent_run.first_results["reason"].startswith("SIGTERM")
     assert any(arg.startswith("_wandb={") for arg in agent_run.requeue_argv)  # what Hydra alone rejects
-    assert "data.root=None" in agent_run.requeue_argv and "model.patch_size=[4,8]" in agent_run.requeue_argv
+    assert "data.root=None" in agent_run.requeue_argv and "model.patch_size=[8,16]" in agent_run.requeue_argv
     results = agent_run.results
     assert agent_run.second_rc == 0 and results["status"] == "completed", results["reason"]
     assert [row["epoch"] for row in results["history"]] == list(range(EPOCHS))
     assert results["history"][0] == agent_run.first_results["history"][0]  # epoch 0 was not trained again
     assert results["wandb"]["run_id"] == RUN_ID and Path(results["run_dir"]) == agent_run.run_dir.resolve()
     assert results["overrides"] == agent_run.first_results["overrides"]  # the sweep's keys, not the whole config
-    assert results["config"]["model"]["patch_size"] == [4, 8] and results["config_hash"] == \
+    assert results["config"]["model"]["patch_size"] == [8, 16] and results["config_hash"] == \
         agent_run.first_results["config_hash"]
 
 
@@ -120,11 +120,11 @@ def test_both_offline_halves_carry_the_run_id_hold_every_epoch_and_the_first_is_
 def test_wandb_metadata_group_job_type_tags_arch_keys_and_summary(agent_run):
     first, second = (read_offline_run(folder) for folder in by_run(find_offline_runs([agent_run.run_dir]))[RUN_ID])
     results = agent_run.results
-    assert second.group == group_name(results["config"]) and second.group.startswith("micro_16-cross-p4/8-w48/96-")
+    assert second.group == group_name(results["config"]) and second.group.startswith("micro_p8_32-cross-p8/16-w48/96-")
     assert second.job_type == PRESET and PRESET in second.tags
-    assert second.config["model.patch_size"] == "[4,8]"  # sweep-locked: the sweep's raw string
+    assert second.config["model.patch_size"] == "[8,16]"  # sweep-locked: the sweep's raw string
     assert {k: second.config[k] for k in arch_keys(results["model"])} == arch_keys(results["model"])
-    assert second.config["arch/patch_size"] == "4/8"
+    assert second.config["arch/patch_size"] == "8/16"
     summary = second.summary
     assert summary["provenance/peak_memory_mb"] > 0 and summary["images_per_s"] > 0
     assert summary["fusion_params_m"] == results["fusion_params_m"]

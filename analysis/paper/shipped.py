@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Union
 
+import numpy as np
+
 from src.train.record import PREDICTIONS_FILE, RESULTS_FILE
 
 from . import ROOT
@@ -124,9 +126,9 @@ def export(sweep_dir: Path, dest: Path) -> List[Path]:
         if isinstance(results.get("wandb"), dict):
             results["wandb"]["dir"] = None  # the offline W&B files stay in the sweep folder
         (target / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")
-        for extra in SHIPPED_FILES[1:]:
-            if (run / extra).exists():
-                shutil.copy2(run / extra, target / extra)
+        if (run / PREDICTIONS_FILE).exists():  # compressed (older runs wrote them plain): 20x smaller in the repo
+            with np.load(run / PREDICTIONS_FILE) as saved:
+                np.savez_compressed(target / PREDICTIONS_FILE, **{key: saved[key] for key in saved.files})
         written.append(target)
     print(f"exported {len(written)} runs to {display_path(dest)}")
     return written

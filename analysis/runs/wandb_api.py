@@ -68,7 +68,8 @@ def wandb_run_to_record(run) -> RunRecord:
                   "depth": model.get("depth"), "num_heads": model.get("num_heads"),
                   "fusion_layers": fusion.get("layers"), "class_token": model.get("class_token"),
                   "num_branches": len(model["patch_size"]) if model.get("patch_size") else None},
-        "data_sizes": None,  # not logged to W&B: the flags judge these runs without the validation noise
+        "data_sizes": ({"num_train": summary.get("data_sizes/num_train"), "num_val": summary.get("data_sizes/num_val")}
+                       if summary.get("data_sizes/num_val") is not None else None),  # None: logged before it was
         "params_m": summary.get("params_m"), "gmacs": summary.get("gmacs"),
         "fusion_params_m": summary.get("fusion_params_m"), "fusion_gmacs": summary.get("fusion_gmacs"),
         "final": {"top1": summary.get("final/top1"), "top5": summary.get("final/top5"),

@@ -7,25 +7,30 @@ place of its top-1 and left out of the comparisons and of the choice of the best
   100 sqrt(p (1 - p) / n) points (p the window's mean top-1 / 100), so the rise has standard error
   SE = (k - 1) sigma / sqrt(sum (x - mean x)^2). The run is not converged when |rise| > ``converge_tol``
   and |rise| > CONVERGE_Z SE (2): a trend the validation noise cannot explain and larger than the tail of a
-  schedule gives. ``converge_tol`` is 2.0 points: a run at the end of its cosine schedule still climbs, and on
-  the CPU proxy (recipe=multiscale_cpu, 12 epochs) the last 3 epochs of every fusion rise 0.6-1.5 points by
-  their trend (docs/training.md): that is the budget, the same for every row, not a run that has not
-  settled; a curve climbing twice as fast, swinging or falling is. The trend, unlike max - min, does not flip
+  schedule gives. ``converge_tol`` is 3.0 points: a run at the end of its cosine schedule still climbs, and on
+  the CPU proxy (recipe=multiscale_cpu, 12 epochs) the last 3 epochs of every fusion rise 0.6-2.0 points by
+  their trend (30 runs, `make run` at 1 and 2 threads; docs/training.md): that is the budget, the same for every
+  row, not a run that has not settled. 3.0 leaves a point of margin above the largest, so that a
+  floating-point perturbation (another CPU, another thread count) does not carry a run across it; a curve
+  climbing half again as fast, or falling, is flagged. The trend, unlike max - min, does not flip
   on a few images: on 360 images one evaluation swings by about a point at 97%, and three such values span
   more than a point by chance alone. With the validation size unknown (older results, W&B runs) only the tol
   condition applies. A row is not converged when any of its runs is. A run with fewer than k epochs of
   history (a one-epoch smoke run, a W&B run without history) cannot be judged: the check is skipped for it,
   its number is printed, and a line under the table names the rows not judged.
 - **seeds disagree**: the row's variance over seeds s^2 (ddof 1, the ± printed) is larger than seed and
-  validation noise predict. Expected = max(the pooled variance over seeds of the table's other rows with two
-  or more seeds, sum (n_j - 1) s_j^2 / sum (n_j - 1); the mean binomial variance sigma^2 of this row's runs),
-  rows with a collapsed seed left out of the pool. F = s^2 / expected is tested against F(n - 1, pooled df),
-  or chi^2(n - 1) / (n - 1) where the binomial floor is the larger or there is no pool; p < DISAGREE_P (0.001)
-  flags: once per thousand rows by chance, so an ablation's few rows are almost never flagged for nothing.
-  With neither a pool nor the validation size (one row, older results), the absolute rule stands: std above
-  ``max_seed_std`` (default 3.0 points; with three seeds of true std 2 the sample std exceeds 3 about one time
-  in ten, exp(-2.25)). Independently, a run that lies more than ``collapse_gap`` points (default 10) below the
-  median of the row's other runs is a collapsed seed, named even with many seeds, where it moves the std
+  validation noise predict. What seed noise is, only the table's other rows can say: their pooled variance over
+  seeds, sum (n_j - 1) s_j^2 / sum (n_j - 1) over the rows with two or more seeds (rows with a collapsed seed
+  left out), floored at the mean binomial variance sigma^2 of this row's runs (seeds cannot agree better than
+  one evaluation's noise, so a pool that happens to lie below it is no yardstick). F = s^2 / expected is
+  tested against F(n - 1, the pool's df); p < DISAGREE_P (0.001) flags: once per thousand rows by chance, so an
+  ablation's few rows are almost never flagged for nothing. The pool's df stay in the test even when the floor
+  is the larger: the binomial variance bounds seed noise from below, it does not measure it (on the proxy a
+  row's seeds spread 0.5-2.3 points where one evaluation's sd is 0.35), so judging against it as if known would
+  flag ordinary seeds. Without a pool (one row, or no other row with two seeds) the absolute rule stands: std
+  above ``max_seed_std`` (default 3.0 points; with three seeds of true std 2 the sample std exceeds 3 about one
+  time in ten, exp(-2.25)). Independently, a run that lies more than ``collapse_gap`` points (default 10) below
+  the median of the row's other runs is a collapsed seed, named even with many seeds, where it moves the std
   little.
 """
 import math
@@ -47,7 +52,7 @@ class Checks:
     """The thresholds of both checks, in top-1 points (collate's --converge-epochs, --converge-tol,
     --max-seed-std, --collapse-gap)."""
     converge_epochs: int = 3
-    converge_tol: float = 2.0
+    converge_tol: float = 3.0
     max_seed_std: float = 3.0
     collapse_gap: float = 10.0
 
@@ -170,21 +175,19 @@ def spread_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame], checks: Chec
         return ""
     variance, df1 = float(measured["top1"].var(ddof=1)), len(measured) - 1
     pooled, df2 = pooled_seed_variance(others)
-    binomial = pd.Series([binomial_sd(top1, size) ** 2 for top1, size in measured.itertuples(index=False)]).mean()
-    if not (pooled > 0 or binomial > 0):  # nothing to judge the spread by: the absolute rule
+    if not pooled > 0:  # no other row's seeds to say what seed noise is: the absolute rule
         std = math.sqrt(variance)
-        return (f"std {std:.2f} > {checks.max_seed_std:g}, with no other row's seeds nor the validation size to "
-                f"judge it by" if std > checks.max_seed_std else "")
-    if pooled >= binomial or math.isnan(binomial):
-        expected, p = pooled, float(stats.f.sf(variance / pooled, df1, df2))
-        source, test = "the other rows", "F-test"
-    else:
-        expected, p = binomial, float(stats.chi2.sf(df1 * variance / binomial, df1))
-        images = int(measured["num_val"].median())
-        source, test = f"the binomial noise of {images} validation images", "chi-square test"
+        return (f"std {std:.2f} > {checks.max_seed_std:g}, with no other row's seeds to judge it by"
+                if std > checks.max_seed_std else "")
+    binomial = pd.Series([binomial_sd(top1, size) ** 2 for top1, size in measured.itertuples(index=False)]).mean()
+    floored = binomial > pooled
+    expected = binomial if floored else pooled
+    p = float(stats.f.sf(variance / expected, df1, df2))
     if p >= DISAGREE_P:
         return ""
-    return f"std {math.sqrt(variance):.2f} vs {math.sqrt(expected):.2f} expected from {source}, {test} {p_text(p)}"
+    source = "the other rows" + (f", floored at the binomial noise of {int(measured['num_val'].median())} "
+                                 f"validation images" if floored else "")
+    return f"std {math.sqrt(variance):.2f} vs {math.sqrt(expected):.2f} expected from {source}, F-test {p_text(p)}"
 
 
 def check_row(runs: pd.DataFrame, checks: Checks, others: Sequence[pd.DataFrame] = ()) -> RowCheck:
@@ -243,8 +246,8 @@ def flag_notes(table: pd.DataFrame, checks: Checks) -> List[str]:
     disagree = table["flag"].str.contains(SEEDS_DISAGREE, regex=False)
     if disagree.any():
         lines.append(f"Seeds disagree ({rows(disagree)}): the spread over seeds is larger than the other rows' "
-                     f"pooled seed spread or the validation set's binomial noise predicts (F or chi-square test, "
-                     f"p < {DISAGREE_P:g}; with neither known, std above {points(checks.max_seed_std)}), or a "
+                     f"pooled seed spread predicts, floored at the validation set's binomial noise (F-test, "
+                     f"p < {DISAGREE_P:g}; with no other row, std above {points(checks.max_seed_std)}), or a "
                      f"seed lies more than {points(checks.collapse_gap)} below the others' median; not printed, "
                      f"not compared. Fix: look at each seed's val/top1 per epoch in metrics.csv for a collapsed "
                      f"or diverged run, then rerun it or add seeds (thresholds: collate --max-seed-std, "

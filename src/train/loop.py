@@ -167,7 +167,9 @@ def start_loggers(cfg, run_dir: Path, results: RunRecord, state: ckpt.TrainState
     wandb = WandbLogger(cfg.logger, run_dir, wandb_config, group, name, run_id=wandb_run_id, job_type=job_type,
                         tags=tags)
     # what collate --wandb needs to count each (config, seed) once and to list the swept keys
-    wandb.summary({"config_hash": results.get("config_hash"), "overrides": results.get("overrides") or []})
+    # and the validation size, which the flags judge a run's noise by
+    sizes = {f"data_sizes/{key}": value for key, value in (results.get("data_sizes") or {}).items()}
+    wandb.summary({"config_hash": results.get("config_hash"), "overrides": results.get("overrides") or [], **sizes})
     trails = [CsvTrail(run_dir, results["model"]["num_branches"], state.step, state.epoch)]
     if cfg.logger.name == "tensorboard":
         trails.append(TensorboardTrail(run_dir, state.step))

@@ -225,10 +225,11 @@ def write_results(run_dir: Path, record: RunRecord) -> Path:
 def write_predictions(run_dir: Path, predictions: Dict[str, np.ndarray]) -> Path:
     """``val_predictions.npz``: ``target``, ``pred`` (averaged logits) and ``pred_branch`` ([branches, N],
     S first) as int64, in the validation loader's fixed order, so that runs on the same data pair image by
-    image (McNemar's test for single-seed comparisons)."""
+    image (McNemar's test for single-seed comparisons). Compressed: class indices are mostly zero bytes, 16 KB
+    instead of 320 KB for the proxy's 10,080 images."""
     path = Path(run_dir) / PREDICTIONS_FILE
     if is_rank_zero():
-        write_atomic(path, lambda file: np.savez(file, **predictions))
+        write_atomic(path, lambda file: np.savez_compressed(file, **predictions))
     return path
 
 
