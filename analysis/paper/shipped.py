@@ -22,7 +22,6 @@ from . import ROOT
 from .ablations import spec
 from .sweeps import QUICK, run_sweep
 
-SHIPPED_FILES = (RESULTS_FILE, PREDICTIONS_FILE)
 # How the shipped sweeps ran: one job per core, one thread each (the thread count changes the numbers).
 SWEEP_OVERRIDES = ["hydra/launcher=parallel", "train.threads=1"]
 QUICK_SEEDS = "seed=0,1"
