@@ -1,11 +1,12 @@
-"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT [--sweep ID] [--group G] [--tag T]] [--out DIR]``
+"""``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT [--sweep ID] [--group G] [--tag T]] [--out DIR]
+[--curve LABEL,...]``
 
 Loads every run under the dirs (or in the W&B project), each (config, seed) once, groups by the factors that
 vary, aggregates over seeds, compares every row with the reference row (``cross``, ``--ref NAME``, or the
 best), prints the Markdown table with its legend, seeds-needed and detectable-difference lines, and writes
 ablation.{md,tex,csv}, runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1,
 saying where it looked, when there is no run at all; exits 2, listing the rows and writing nothing, when
-``--ref`` matches no row.
+``--ref`` or ``--curve`` matches no row.
 
 Rows that are not a result yet are flagged (``analysis/stats/flags.py``): "not converged" when the trend of a run's
 validation top-1 over its last --converge-epochs epochs moves it by more than --converge-tol points and more than
@@ -42,6 +43,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--ref", metavar="NAME", help="reference row: its label (e.g. cross) or a factor value "
                         "only it has (default: cross when fusion varies, else the best row; flagged rows passed over)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--curve", metavar="LABEL,...", type=lambda text: [label for label in text.split(",") if label],
+                        default=[], help="rows (their labels) joined by a dashed line in the top-1 vs FLOPs and "
+                        "params plots, e.g. the single-scale rows of a scales ablation")
     add_check_arguments(parser)
     args = parser.parse_args(argv)
     if not args.run_dirs and not args.wandb:
@@ -114,6 +118,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UnknownReferenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    unknown_curve = [label for label in args.curve if label not in set(ablation.table["label"])]
+    if unknown_curve:
+        print(f"error: --curve names no row {', '.join(unknown_curve)}; the rows are: "
+              f"{'; '.join(ablation.table['label'])}", file=sys.stderr)
+        return 2
     paths = write_tables(ablation, out)
     collection.runs.drop(columns=["history", "swept"]).to_csv(out / "runs.csv", index=False)
     print(f"{len(collection.runs)} completed run(s), grouped by {', '.join(factors)}\n")
@@ -121,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     report_failures(collection)
     written = [path for path in paths.values()] + [out / "runs.csv"]
     if not args.no_plots:
-        written += [path for paths_ in write_plots(collection.runs, ablation, out).values() for path in paths_]
+        written += [path for paths_ in write_plots(collection.runs, ablation, out, curve=args.curve).values()
+                    for path in paths_]
     print(f"\nwrote {len(written)} files to {out}: {', '.join(path.name for path in written)}")
     return 0
 

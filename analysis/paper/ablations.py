@@ -25,6 +25,12 @@ class AblationSpec:
     minutes: float
     notebook: str = ""
     paper_rows: List[str] = field(default_factory=list)
+    # optional: show every row of paper_table, not only the rows ours stand for (Table 2: DeiT and CrossViT whole)
+    whole_table: bool = False
+    # optional: rows of the ImageNet preset the paper does not print (label -> overrides), counted beside its rows
+    imagenet_rows: Dict[str, List[str]] = field(default_factory=dict)
+    # optional: our rows joined by a line in the top-1 vs FLOPs plot (the single-scale curve)
+    curve: List[str] = field(default_factory=list)
 
     @property
     def reference_label(self) -> str:
@@ -36,9 +42,10 @@ class AblationSpec:
         return labels[0]
 
 
-# What an entry of the index sets (name, notebook and paper_rows follow from it).
+# What an entry of the index sets (name, notebook and paper_rows follow from it), and what it may set.
+OPTIONAL_KEYS = ("whole_table", "imagenet_rows", "curve")
 ENTRY_KEYS = [spec_field.name for spec_field in fields(AblationSpec)
-              if spec_field.name not in ("name", "notebook", "paper_rows")]
+              if spec_field.name not in ("name", "notebook", "paper_rows", *OPTIONAL_KEYS)]
 
 
 def specs() -> Dict[str, AblationSpec]:
@@ -49,9 +56,14 @@ def specs() -> Dict[str, AblationSpec]:
         if missing:
             raise KeyError(f"{SPEC_FILE.name}, ablation {name}: no {', '.join(missing)}; every entry sets "
                            f"{', '.join(ENTRY_KEYS)}")
+        unknown_curve = [label for label in entry.get("curve", []) if label not in entry["rows"]]
+        if unknown_curve:
+            raise KeyError(f"{SPEC_FILE.name}, ablation {name}: curve names {', '.join(unknown_curve)}, not among "
+                           f"its rows ({', '.join(entry['rows'])})")
         paper_rows = [row for row in entry["rows"].values() if row is not None]
         found[name] = AblationSpec(name=name, notebook=f"{name}_ablation", paper_rows=list(dict.fromkeys(
-            [entry["paper_reference"], *paper_rows])), **{key: entry[key] for key in ENTRY_KEYS})
+            [entry["paper_reference"], *paper_rows])), **{key: entry[key] for key in ENTRY_KEYS},
+            **{key: entry[key] for key in OPTIONAL_KEYS if key in entry})
     return found
 
 

@@ -2,7 +2,7 @@
 and plots of a sweep (``sweeps``, ``shipped``), and the two side by side (``side_by_side``), each shown inline
 (IPython's display) and returned."""
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
@@ -15,22 +15,24 @@ from analysis.stats.flags import DEFAULT_CHECKS, Checks
 from analysis.stats.summary import varying_factors
 
 from .ablations import spec
-from .rows import measure_rows, measured_markdown
+from .rows import PaperRow, measure_rows, measured_markdown
 from .side_by_side import branch_table, paper_rows_table, rows_of, side_by_side
 from .sweeps import output_root
 
 
 def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
-                  checks: Checks = DEFAULT_CHECKS, ref_reason: Optional[str] = None) -> Ablation:
+                  checks: Checks = DEFAULT_CHECKS, ref_reason: Optional[str] = None,
+                  curve: Sequence[str] = ()) -> Ablation:
     """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend,
     seeds-needed, detectable-difference and flag lines) and plots inline; returns the Ablation (``.table``: the
-    columns of ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``)."""
+    columns of ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``);
+    ``curve``: rows joined by a line in the top-1 vs FLOPs and params plots."""
     collection = load_runs([sweep_dir], warn=print)
     factors = varying_factors(collection.runs, collection.candidate_factors)
     ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks, ref_reason=ref_reason)
     out = out or Path(sweep_dir) / "analysis"
     write_tables(ablation, out)
-    plots = write_plots(collection.runs, ablation, out)
+    plots = write_plots(collection.runs, ablation, out, curve=curve)
     display(Markdown(markdown_report(ablation)))
     for name in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
         display(Image(filename=str(plots[name][0])))
@@ -46,8 +48,12 @@ def show_paper_table(name: str) -> pd.DataFrame:
 
 def show_architecture(name: str) -> pd.DataFrame:
     """Each paper row's model built from the same description (ImageNet size, 1000 classes): params and GMACs
-    counted on our model beside the paper's, as ``python -m analysis.paper`` does."""
-    comparison = measure_rows(rows_of(spec(name)))
+    counted on our model beside the paper's, as ``python -m analysis.paper`` does; then the rows of our ImageNet
+    preset that the paper does not print (``imagenet_rows``), counted the same way."""
+    ablation = spec(name)
+    ours = [PaperRow(table="(ours)", row=label, overrides=overrides)
+            for label, overrides in ablation.imagenet_rows.items()]
+    comparison = measure_rows(rows_of(ablation) + ours)
     display(Markdown(measured_markdown(comparison)))
     return comparison
 
@@ -57,7 +63,7 @@ def show_shipped_ablation(name: str, sweep_dir: Path) -> Ablation:
     row; tables and plots go to the notebook output folder."""
     ablation = spec(name)
     return show_ablation(sweep_dir, out=output_root() / name, ref=ablation.reference_label,
-                         ref_reason=f"it stands for the paper's {ablation.paper_reference}")
+                         ref_reason=f"it stands for the paper's {ablation.paper_reference}", curve=ablation.curve)
 
 
 def show_side_by_side(name: str, result: Ablation) -> pd.DataFrame:

@@ -16,22 +16,29 @@ from .rows import PaperRow, paper_rows
 
 def rows_of(ablation: AblationSpec) -> List[PaperRow]:
     """The paper rows the ablation uses (the reference first), each from the ablation's table when it is
-    printed there, else from the first table that prints it (CrossViT-S of Sec. 4.3 is Table 7's)."""
+    printed there, else from the first table that prints it (CrossViT-S of Sec. 4.3 is Table 7's). With
+    ``whole_table``: every row of the ablation's table in the paper's order, then the others it uses."""
     everything = paper_rows()
-    found = []
+    found = [row for row in everything if row.table == ablation.paper_table] if ablation.whole_table else []
     for name in ablation.paper_rows:
         matches = [row for row in everything if row.row == name]
         if not matches:
             raise KeyError(f"no paper row {name!r} in crossvit_paper.yaml (experiments/ablations.yaml, "
                            f"{ablation.name})")
-        found.append(next((row for row in matches if row.table == ablation.paper_table), matches[0]))
+        chosen = next((row for row in matches if row.table == ablation.paper_table), matches[0])
+        if chosen not in found:
+            found.append(chosen)
     return found
+
+
+def reference_row(ablation: AblationSpec, rows: List[PaperRow]) -> PaperRow:
+    return next(row for row in rows if row.row == ablation.paper_reference)
 
 
 def paper_rows_table(ablation: AblationSpec) -> pd.DataFrame:
     """The paper's rows as printed, with each row's top-1 difference to the reference row."""
     rows = rows_of(ablation)
-    reference = rows[0]
+    reference = reference_row(ablation, rows)
     shown = pd.DataFrame({
         "paper row": [row.row for row in rows],
         "table": [row.table for row in rows],
@@ -99,8 +106,8 @@ def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:
 
 
 def branch_table(ablation: AblationSpec, result: Ablation) -> Optional[pd.DataFrame]:
-    """Each branch's head alone (Table 6 prints L and S): the paper's beside ours, or None where the paper
-    prints none."""
+    """Each branch's head alone (Table 6 prints L and S) for our two-branch rows: the paper's beside ours, or
+    None where the paper prints none."""
     by_name = {row.row: row for row in rows_of(ablation)}
     if not any(row.top1_l is not None for row in by_name.values()):
         return None
@@ -109,8 +116,8 @@ def branch_table(ablation: AblationSpec, result: Ablation) -> Optional[pd.DataFr
         return None
     records = []
     for label, paper_name in ablation.rows.items():
-        if label not in table.index:
-            continue
+        if label not in table.index or is_missing(table.loc[label].get("top1_branch1_mean")):
+            continue  # a one-branch model: its head is the model's
         paper, row = by_name.get(paper_name or ""), table.loc[label]
         records.append({"ours": label, "paper row": paper.row if paper else "(not in the paper)",
                         "paper L-branch": number(paper.top1_l, 1) if paper else "-",

@@ -3,7 +3,8 @@ backend alone), each saved as PNG and SVG: top-1 against GFLOPs and against para
 95% confidence intervals of the mean as error bars (one marker per group, n in the legend; the interval is
 the one in the table: t over seeds, Clopper-Pearson over images for one run), and validation top-1 per epoch
 per group (mean over seeds, shaded 95% t-interval where a group has two or more seeds). A flagged row (not
-converged, seeds disagree) is drawn with an open marker and its flag in the legend."""
+converged, seeds disagree) is drawn with an open marker and its flag in the legend. Rows named as a ``curve``
+(the single-scale rows of a scales ablation) are joined by a dashed line in the two trade-off plots."""
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -44,8 +45,18 @@ def interval_error(row: pd.Series) -> np.ndarray:
     return np.array([[0.0 if np.isnan(below) else below], [0.0 if np.isnan(above) else above]])
 
 
-def plot_tradeoff(ablation: Ablation, x: str, x_label: str, out_dir: Path, stem: str):
+def plot_tradeoff(ablation: Ablation, x: str, x_label: str, out_dir: Path, stem: str, curve: Sequence[str] = ()):
+    return save(tradeoff_figure(ablation, x, x_label, curve), out_dir, stem)
+
+
+def tradeoff_figure(ablation: Ablation, x: str, x_label: str, curve: Sequence[str] = ()) -> Figure:
+    """Top-1 against ``x``, one marker per row; the rows named in ``curve`` (labels) are also joined by a dashed
+    line in order of ``x``, so that a row above or below that curve (one scale at growing cost) can be seen."""
     figure, axes = new_axes()
+    on_curve = ablation.table[ablation.table["label"].isin(list(curve))].sort_values(x)
+    if len(on_curve) >= 2:
+        axes.plot(on_curve[x], on_curve["top1_mean"], linestyle="--", color="0.5", zorder=0,
+                  label=f"curve: {', '.join(on_curve['label'])}")
     for index, row in ablation.table.iterrows():
         reference = " (ref)" if row["is_ref"] else ""
         flag = f" [{flag_kinds(row['flag'])}]" if row["flag"] else ""
@@ -57,7 +68,7 @@ def plot_tradeoff(ablation: Ablation, x: str, x_label: str, out_dir: Path, stem:
     axes.set_ylabel("top-1 (%), mean with 95% CI")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    return save(figure, out_dir, stem)
+    return figure
 
 
 def t_band(curves: pd.DataFrame):
@@ -86,8 +97,9 @@ def plot_curves(runs: pd.DataFrame, factors: Sequence[str], out_dir: Path, stem:
     return save(figure, out_dir, stem)
 
 
-def write_plots(runs: pd.DataFrame, ablation: Ablation, out_dir: Path) -> Dict[str, List[Path]]:
+def write_plots(runs: pd.DataFrame, ablation: Ablation, out_dir: Path,
+                curve: Sequence[str] = ()) -> Dict[str, List[Path]]:
     return {"top1_vs_gflops": plot_tradeoff(ablation, "gmacs", "FLOPs (G, multiply-accumulates)", out_dir,
-                                            "top1_vs_gflops"),
-            "top1_vs_params": plot_tradeoff(ablation, "params_m", "params (M)", out_dir, "top1_vs_params"),
+                                            "top1_vs_gflops", curve),
+            "top1_vs_params": plot_tradeoff(ablation, "params_m", "params (M)", out_dir, "top1_vs_params", curve),
             "val_curves": plot_curves(runs, ablation.factors, out_dir)}

@@ -21,7 +21,8 @@ from .formatting import bracket, is_missing, mean_std, signed_points, significan
 
 FACTOR_TITLES = {"fusion": "fusion", "model": "model", "data": "data", "patch_size": "patch sizes (S/L)",
                  "embed_dim": "widths (S/L)", "depth": "K x (N,M,L)", "K": "K", "img_size": "image size",
-                 "class_token": "CLS token", "arch": "paper row (conf/arch)"}
+                 "class_token": "CLS token", "arch": "paper row (conf/arch)",
+                 "scales": "scales (conf/scales)"}
 # pandas escapes LaTeX's special characters (& % $ # _ { } ~ ^ \); these print wrong in LaTeX's text mode
 # (< and > as other glyphs, the rest not at all), so they are set in math mode after pandas has escaped.
 LATEX_MATH = {"±": r"$\pm$", "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "≥": r"$\geq$"}

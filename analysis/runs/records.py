@@ -143,8 +143,9 @@ def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
 
 def candidate_factors(frame: pd.DataFrame) -> List[str]:
     """Columns that may describe an ablation, the most readable first (see stats.summary.varying_factors)."""
+    # scales (a conf/scales row sets model and fusion together) first: its option names a row in one word.
     # arch (a conf/arch paper row) last: it names a row only where the architecture columns cannot
-    readable_first = ["fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size", "class_token",
+    readable_first = ["scales", "fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size", "class_token",
                       "arch"]
     choices = [c for c in frame.columns if c in ("optim", "sched")]
     swept = sorted({key for keys in frame.get("swept", []) for key in keys})

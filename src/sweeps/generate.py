@@ -4,7 +4,8 @@ comments; the rest of that file is written by hand). The presets in conf/experim
 each grid; the index only says which presets there are and what they ablate.
 
 A preset's group choices (model, data, recipe, ...) become fixed ``value`` parameters and its
-``hydra.sweeper.params`` the grid's ``values``, so that ``wandb agent`` runs ``python -m src.run`` with the
+``hydra.sweeper.params`` the grid's ``values`` (a group that a swept option chooses, as a conf/scales row
+chooses the model and the fusion, is left to that option), so that ``wandb agent`` runs ``python -m src.run`` with the
 same config as ``python -m src.run -m +experiment=<preset>``; the logger is left to the agent (W&B online).
 Each file also fixes ``logger.job_type`` to the preset's name, the runs' W&B job type and tag (a Hydra run
 gets it from its ``+experiment`` choice). ``--check`` writes nothing and exits 1 naming the files that differ
@@ -13,7 +14,7 @@ from what the index and the presets give.
 import argparse
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -46,6 +47,25 @@ def compose_presets(names: List[str], conf: Path = CONF) -> Dict[str, DictConfig
                 for name in names}
 
 
+def groups_set_by_grid(configs: Dict[str, DictConfig], conf: Path = CONF) -> Dict[str, Set[str]]:
+    """Per preset, the groups whose choice changes with a swept group's option (a conf/scales row picks the model
+    and the fusion): a sweep file must leave them to that option, since a command-line choice would win over it."""
+    register_configs()
+    found: Dict[str, Set[str]] = {}
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for name, cfg in configs.items():
+            choices = cfg.hydra.runtime.choices
+            found[name] = set()
+            for key, values in grid(cfg).items():
+                if not (conf / key).is_dir():
+                    continue  # a config value (fusion.layers, seed), not a group
+                for value in values:
+                    job = compose("config", overrides=[f"+experiment={name}", f"{key}={value}"],
+                                  return_hydra_config=True).hydra.runtime.choices
+                    found[name] |= {group for group in job if group != key and job[group] != choices.get(group)}
+    return found
+
+
 def grid(cfg: DictConfig) -> Dict[str, List[str]]:
     """``hydra.sweeper.params`` as Hydra's basic sweeper expands it: each key's values, in the preset's order."""
     params = cfg.hydra.sweeper.params or {}
@@ -62,18 +82,19 @@ def as_wandb_value(text: str) -> Any:
     return value if isinstance(value, (int, float, str)) else text
 
 
-def sweep_parameters(cfg: DictConfig, name: str) -> Dict[str, Dict[str, Any]]:
-    """The preset's fixed group choices and job type, then its grid in the preset's order."""
+def sweep_parameters(cfg: DictConfig, name: str, set_by_grid: Set[str] = frozenset()) -> Dict[str, Dict[str, Any]]:
+    """The preset's fixed group choices (but those a swept option sets) and job type, then its grid in the
+    preset's order."""
     swept = {key: {"values": [as_wandb_value(text) for text in values]} for key, values in grid(cfg).items()}
     fixed = {group: {"value": cfg.hydra.runtime.choices[group]} for group in default_groups()
-             if group not in NOT_PASSED and group not in swept}
+             if group not in NOT_PASSED and group not in swept and group not in set_by_grid}
     return {**fixed, "logger.job_type": {"value": name}, **swept}
 
 
-def sweep_file(cfg: DictConfig, name: str) -> str:
+def sweep_file(cfg: DictConfig, name: str, set_by_grid: Set[str] = frozenset()) -> str:
     spec = {"program": "src/run.py", "method": "grid", "metric": {"name": "final/top1", "goal": "maximize"},
             "command": ["${env}", "python", "-m", "src.run", "${args_no_hyphens}"],
-            "parameters": sweep_parameters(cfg, name)}
+            "parameters": sweep_parameters(cfg, name, set_by_grid)}
     return HEADER.format(name=name) + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=110)
 
 
@@ -116,7 +137,8 @@ def expected_files(conf: Path = CONF, out: Path = OUT) -> Dict[str, str]:
     under ``conf`` give."""
     ablations = read_index(out / INDEX.name, conf / "experiment")
     configs = compose_presets(preset_names(ablations), conf)
-    files = {f"{name}.yaml": sweep_file(cfg, name) for name, cfg in configs.items()}
+    set_by_grid = groups_set_by_grid(configs, conf)
+    files = {f"{name}.yaml": sweep_file(cfg, name, set_by_grid[name]) for name, cfg in configs.items()}
     files[README] = with_table((out / README).read_text(), table(ablations, configs))
     return files
 
