@@ -21,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
+from src.sweeps.agent import default_groups, rewrite_argument
 from src.sweeps.generate import README, check, expected_files, orphan_files, stale_files
 from src.sweeps.index import INDEX, preset_names, read_index
 from src.train.build import build_model
@@ -30,9 +31,12 @@ from conftest import CONF, ROOT, cli_env, compose_config
 INDEXED = read_index()
 PRESETS = preset_names(INDEXED)
 SWEEP_FILES = sorted(path for path in (ROOT / "experiments").glob("*.yaml") if path != INDEX)
-ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token")
+ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token",
+             "scales")
 # CPU presets run the proxy's model (cpu/proxy.yaml); the branches ablation sets it against its three-branch twin
 CPU_MODELS = {"branches_ablation_cpu": {"fusionvit_micro_p8_32", "fusionvit_micro3_p8_32"}}
+# ImageNet presets run CrossViT-S; the scales ablation sets it against DeiT-S
+IMAGENET_MODELS = {"scales_ablation": {"fusionvit_small_240", "fusionvit_deit_small_224"}}
 
 
 def build_on_meta(cfg) -> None:
@@ -102,7 +106,8 @@ def test_every_preset_combination_composes_and_builds(preset):
             assert cfg.data.name == "multiscale_digits" and cfg.data.render.min_scale == 0.375
             assert recipe == (12, 64, 2) and cfg.optim.lr == 1e-3  # recipe=multiscale_cpu
         else:
-            assert cfg.model.name == "fusionvit_small_240" and cfg.data.name == "imagenet"
+            assert cfg.model.name in IMAGENET_MODELS.get(preset, {"fusionvit_small_240"})
+            assert cfg.data.name == "imagenet"
             assert recipe == (300, 4096, 30) and cfg.optim.lr is None  # recipe=crossvit_imagenet
         build_on_meta(cfg)  # raises ValueError on a patch size, width or depth the model cannot take
     assert len(architectures) >= 2
@@ -118,13 +123,17 @@ def job_config(overrides):
 @pytest.mark.slow  # as above: every W&B grid point composed
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_wandb_grid_point_composes_to_the_config_of_the_presets_point(preset):
-    wandb_points = [argv for _, argv in sweep_combinations(ROOT / "experiments" / f"{preset}.yaml")]
+    groups = default_groups()  # an agent's run adds `+` to a group the defaults do not list (scales), as src.run does
+    wandb_points = [[rewrite_argument(arg, groups) for arg in argv]
+                    for _, argv in sweep_combinations(ROOT / "experiments" / f"{preset}.yaml")]
     preset_points = preset_combinations(preset)
     swept = {override.split("=", 1)[0] for override in preset_points[0]}
     assert len(wandb_points) == len(preset_points)
     first_seed = next((o for o in preset_points[0] if o.startswith("seed=")), None)
     for argv, overrides in zip(wandb_points, preset_points):  # the same grid, in the same order
-        assert [arg for arg in argv if arg.split("=", 1)[0] in swept] == overrides
+        assert [arg for arg in argv if arg.split("=", 1)[0].lstrip("+") in swept] == [
+            ("+" if (CONF / o.split("=", 1)[0]).is_dir() and o.split("=", 1)[0] not in groups else "") + o
+            for o in overrides]
         if first_seed is None or first_seed in overrides:  # another seed changes `seed` alone: composed once
             assert job_config(argv) == job_config([f"+experiment={preset}", *overrides]), argv
 

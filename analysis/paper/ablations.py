@@ -16,6 +16,7 @@ class AblationSpec:
     name: str
     title: str
     preset: str
+    imagenet_preset: str  # the same ablation in the paper's setting
     paper_table: str
     paper_reference: str
     rows: Dict[str, Optional[str]]  # our row label -> the paper row it stands for (None: not in the paper)

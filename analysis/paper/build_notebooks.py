@@ -86,7 +86,10 @@ def cells(ablation: AblationSpec) -> List:
             "same description (ImageNet size, 1000 classes) and counted: params, and FLOPs as multiply-accumulates "
             "(GMACs, attention included; `python -m analysis.paper` checks every row). This shows that our version "
             "of the ablation changes the architecture the way the paper's did; the proxy's own, much smaller "
-            "costs are in the next table."),
+            "costs are in the next table." + (
+                " Below the paper's rows, the rows of our ImageNet preset "
+                f"(`+experiment={ablation.imagenet_preset}`) that the paper does not print, counted the same way."
+                if ablation.imagenet_rows else "")),
         new_code_cell("show_architecture(ABLATION);"),
         new_markdown_cell(
             "## 3. Our accuracy on the CPU proxy\n\nTop-1 on the 10,080 fixed validation renders after the last "
@@ -96,7 +99,9 @@ def cells(ablation: AblationSpec) -> List:
             "lines under the table name the test, estimate how many seeds would resolve the smallest gap and give "
             "the smallest difference each row's seeds could detect; a row still improving at the end (beyond the "
             "validation set's noise), or whose seeds disagree, shows a flag instead of its number. Then "
-            "top-1 against FLOPs and against params (95% intervals as error bars) and the validation curves."),
+            "top-1 against FLOPs and against params (95% intervals as error bars) and the validation curves." + (
+                f" In both, a dashed line joins {', '.join(f'`{label}`' for label in ablation.curve)}: a row above "
+                "that curve does better than it at the same cost." if ablation.curve else "")),
         new_code_cell("result = show_shipped_ablation(ABLATION, sweep_dir)"),
         new_markdown_cell(
             "## 4. The paper and the proxy, row by row\n\nEach of our rows beside the paper row it stands for: "

@@ -99,7 +99,7 @@ def measure_rows(rows: List[PaperRow]) -> pd.DataFrame:
 
 def tolerance_verdict(record: pd.Series) -> str:
     if pd.isna(record["params_diff"]) and pd.isna(record["flops_diff"]):
-        return "n/a (the paper gives top-1 only)"
+        return "n/a (the paper gives top-1 only)" if not pd.isna(record["top1"]) else "n/a (not in the paper)"
     if record["ok"]:
         return "yes"
     missed = [name for name, ok in (("params", record["params_ok"]), ("FLOPs", record["flops_ok"])) if not ok]

@@ -67,7 +67,7 @@ def tradeoff_figure(ablation: Ablation, x: str, x_label: str, curve: Sequence[st
     axes.set_xlabel(x_label)
     axes.set_ylabel("top-1 (%), mean with 95% CI")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: it covers no row
     return figure
 
 

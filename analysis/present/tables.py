@@ -68,7 +68,8 @@ def ablation_table(ablation: Ablation, plus_minus: str = "±") -> pd.DataFrame:
     shown["n"] = table["n"]
     branches = branch_mean_columns(table)
     for column in branches:
-        shown[branch_title(column, len(branches))] = table[column].map(lambda value: f"{value:.2f}")
+        shown[branch_title(column, len(branches))] = table[column].map(  # "-": a one-branch row
+            lambda value: "-" if is_missing(value) else f"{value:.2f}")
     hide_flagged_results(shown, table, ["95% CI", delta, "p (Holm)",
                                         *[branch_title(column, len(branches)) for column in branches]])
     shown["FLOPs (GMACs)"] = table["gmacs"].map(significant)

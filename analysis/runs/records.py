@@ -5,7 +5,7 @@ A row holds the run's Hydra choices, the values it swept (each ``key=value`` ove
 resolved config so that runs that kept the default get the same column), readable architecture columns
 (``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
 cost and status. Per-branch top-1 (``final.top1_branch``, S first; absent in older results) becomes
-``top1_branch0``, ``top1_branch1``, ...; ``num_val`` is the validation set's size (``data_sizes``, None in older
+``top1_branch0``, ``top1_branch1``, ... (none for a one-branch model, whose head is the model); ``num_val`` is the validation set's size (``data_sizes``, None in older
 results and W&B runs). Runs found twice (same config hash and seed) are counted once, with a
 warning (see ``dedupe``).
 """
@@ -98,7 +98,8 @@ def record_to_row(record: RunRecord) -> Dict[str, Any]:
                fusion_gmacs=record.get("fusion_gmacs"), wall_time_s=record.get("wall_time_s"),
                images_per_s=sum(images_per_s) / len(images_per_s) if images_per_s else None,
                epochs=len(history), history=history, swept=swept)
-    for branch, top1 in enumerate(final.get("top1_branch") or []):  # older results have none
+    branch_top1 = final.get("top1_branch") or []  # older results have none
+    for branch, top1 in enumerate(branch_top1 if len(branch_top1) > 1 else []):  # one branch: its head is the model
         row[f"top1_branch{branch}"] = top1
     # the validation size sets the binomial noise the flags judge by; older results and W&B runs have none
     row["num_val"] = (record.get("data_sizes") or {}).get("num_val")
