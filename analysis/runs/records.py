@@ -5,9 +5,9 @@ A row holds the run's Hydra choices, the values it swept (each ``key=value`` ove
 resolved config so that runs that kept the default get the same column), readable architecture columns
 (``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
 cost and status. Per-branch top-1 (``final.top1_branch``, S first; absent in older results) becomes
-``top1_branch0``, ``top1_branch1``, ... (none for a one-branch model, whose head is the model); ``num_val`` is the validation set's size (``data_sizes``, None in older
-results and W&B runs). Runs found twice (same config hash and seed) are counted once, with a
-warning (see ``dedupe``).
+``top1_branch0``, ``top1_branch1``, ... (none for a one-branch model, whose head is the model); ``num_val`` is
+the validation set's size (``data_sizes``, None in older results and W&B runs). Runs found twice (same config
+hash and seed) are counted once, with a warning (see ``dedupe``).
 """
 import json
 import logging
@@ -146,8 +146,8 @@ def candidate_factors(frame: pd.DataFrame) -> List[str]:
     """Columns that may describe an ablation, the most readable first (see stats.summary.varying_factors)."""
     # scales (a conf/scales row sets model and fusion together) first: its option names a row in one word.
     # arch (a conf/arch paper row) last: it names a row only where the architecture columns cannot
-    readable_first = ["scales", "fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size", "class_token",
-                      "arch"]
+    readable_first = ["scales", "fusion", "model", "data", "patch_size", "embed_dim", "depth", "K", "img_size",
+                      "class_token", "arch"]
     choices = [c for c in frame.columns if c in ("optim", "sched")]
     swept = sorted({key for keys in frame.get("swept", []) for key in keys})
     ordered = readable_first + choices + swept
