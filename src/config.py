@@ -76,10 +76,14 @@ class DataConfig:
     render: Optional[RenderConfig] = None
     limit_train: Optional[int] = None  # first N training samples (smoke runs)
     limit_val: Optional[int] = None
-    num_workers: int = 0
+    # loader processes; null: auto, the CPUs this rank has (one kept) on CUDA, 0 on the CPU (src/data/__init__.py)
+    num_workers: Optional[int] = 0
     # The DeiT recipe, from timm's create_transform / Mixup.
     auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
     reprob: float = 0.25
+    # random erasing's fill (timm's re_mode): null is timm's default, const; DeiT and CrossViT erase with pixel
+    # (random values), as data=imagenet sets. Null here, so that other runs' config identity is unchanged.
+    remode: Optional[str] = None
     hflip: float = 0.5
     color_jitter: float = 0.4
     scale: List[float] = field(default_factory=lambda: [0.08, 1.0])

@@ -131,16 +131,36 @@ def test_sweep_section_reports_throughput_ratio_and_same_numbers():
 def test_throughput_part_reports_a_cpu_figure_at_the_papers_batch_as_ours_alone(tmp_path):
     """Not timed: the part runs the paper's protocol on a Table 2 row's model and labels what it measured."""
     main(["--parts", "throughput", "--row", "DeiT-Ti", "--throughput-iterations", "1", "--throughput-warmup", "0",
-          "--matmul-n", "256", "--device", "cpu", "--out", str(tmp_path), "--name", "throughput"])
-    (r,) = json.loads((tmp_path / "throughput.json").read_text())["throughput"]
+          "--throughput-dtype", "fp32,bf16", "--matmul-n", "256", "--device", "cpu", "--out", str(tmp_path),
+          "--name", "throughput"])
+    r, r_bf16 = json.loads((tmp_path / "throughput.json").read_text())["throughput"]
     assert (r["row"], r["model"], r["batch"], r["dtype"], r["iterations"]) == (
-        "DeiT-Ti", "model=fusionvit_deit_tiny_224 fusion=none", 64, "float32", 1)
-    assert r["ours_img_s"] > 0 and r["paper_img_s"] is None
+        "DeiT-Ti", "model=fusionvit_deit_tiny_224 fusion=none", 64, "fp32", 1)
+    assert (r_bf16["row"], r_bf16["dtype"]) == ("DeiT-Ti", "bf16") and r_bf16["ours_img_s"] > 0
+    assert r["ours_img_s"] > 0 and r["paper_img_s"] is None and r_bf16["paper_img_s"] is None
     md = (tmp_path / "throughput.md").read_text()
-    (row,) = markdown_rows(md, "Throughput")
-    assert row[:5] == ["DeiT-Ti", r["model"], f"cpu ({r['threads']} threads)", f"{r['ours_img_s']:.1f}", "-"]
-    assert row[5].startswith("ours alone: a CPU figure")
+    row, row_bf16 = markdown_rows(md, "Throughput")
+    assert row[:6] == ["DeiT-Ti", r["model"], f"cpu ({r['threads']} threads)", "fp32", f"{r['ours_img_s']:.1f}", "-"]
+    assert row[6].startswith("ours alone: a CPU figure")
+    assert row_bf16[3:6] == ["bf16", f"{r_bf16['ours_img_s']:.1f}", "-"]
+    assert row_bf16[6] == "ours alone: bf16 autocast, where the paper measured fp32"
     assert "2557" not in md  # the paper's V100 figure for DeiT-Ti is not set beside a CPU's
+
+
+def test_an_unknown_throughput_dtype_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--parts", "throughput", "--throughput-dtype", "fp32,fp8"])
+    assert exit_.value.code == 2
+    assert "--throughput-dtype fp8: pick from fp32, bf16" in capsys.readouterr().err
+
+
+def test_the_models_part_trains_under_bf16_autocast_on_the_cpu_when_asked(tmp_path):
+    main(["--parts", "models", "--variant", "fusionvit_micro_32", "--batch", "2", "--repeats", "1", "--warmup", "0",
+          "--amp", "bf16", "--matmul-n", "64", "--profile", "off", "--out", str(tmp_path), "--name", "bf16"])
+    (m,) = json.loads((tmp_path / "bf16.json").read_text())["models"]
+    assert m["amp_bf16"] is True and m["device"] == "cpu" and m["train"]["ours_img_s"] > 0
+    assert "## fusionvit_micro_32 vs timm crossvit, batch 2, compile=False, bf16 autocast" in (
+        tmp_path / "bf16.md").read_text()
 
 
 def test_throughput_on_a_gpu_sets_the_papers_figure_beside_ours(monkeypatch):
@@ -148,8 +168,8 @@ def test_throughput_on_a_gpu_sets_the_papers_figure_beside_ours(monkeypatch):
     paper, label = throughput.paper_beside(torch.device("cuda"), throughput.paper_row("DeiT-S")["throughput"])
     assert paper == 966 and label.startswith("ours on NVIDIA H200 beside the paper's V100")
     result = dict(row="DeiT-S", model="m", device="cuda:0", threads=1, batch=64, iterations=100, warmup=10,
-                  ours_img_s=3000.0, paper_img_s=paper, label=label)
+                  ours_img_s=3000.0, paper_img_s=paper, label=label, dtype="fp32")
     (row,) = markdown_rows("\n".join(["# x", ""] + throughput.to_markdown([result])), "Throughput")
-    assert row[3:5] == ["3000.0", "966"]
+    assert row[3:6] == ["fp32", "3000.0", "966"]
     with pytest.raises(ValueError, match=r"no throughput for row 'DeiT-XL' .*: pick one of DeiT-Ti, CrossViT-Ti"):
         throughput.paper_row("DeiT-XL")

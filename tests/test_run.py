@@ -109,7 +109,8 @@ def train_in_process(tmp_path, overrides) -> dict:
 
 
 def strip_timings(history):
-    return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")} for row in history]
+    return [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s", "data_wait_frac")}
+            for row in history]
 
 
 @pytest.mark.slow
@@ -130,6 +131,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
     ("data.num_classes=7", r"data.num_classes=7 but digits has 10 classes: set data.num_classes=10"),
     ("data=cifar10", r"cifar10 not found: looked for .*data/cifar10/cifar-10-batches-py"),
     ("data.image_size=64", r"data.image_size=64 but fusionvit_micro_16 takes 16x16"),
+    ("data.num_workers=-1", r"data.num_workers=-1: use 0 \(load in the training process\)"),
     ("train.amp=bf16", r"train.amp=bf16 needs CUDA" if not __import__("torch").cuda.is_available() else "$^"),
 ])
 def test_bad_input_fails_before_training_and_names_the_fix(tmp_path, override, message):
@@ -185,6 +187,6 @@ def test_each_branch_top1_is_logged_to_wandb_every_epoch():
     logged = []
     logger = type("Recorder", (), {"log_step": lambda self, metrics, step: logged.append(metrics)})()
     row = {"epoch": 2, "train_loss": 1.0, "val_loss": 0.9, "top1": 70.0, "top5": 95.0, "top1_branch": [40.0, 65.5],
-           "epoch_time_s": 1.0, "images_per_s": 10.0}
+           "epoch_time_s": 1.0, "images_per_s": 10.0, "data_wait_frac": 0.05}
     log_epoch(logger, row, num_epochs=3, step=30)
     assert logged[0]["val/top1_branch0"] == 40.0 and logged[0]["val/top1_branch1"] == 65.5

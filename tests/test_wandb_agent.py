@@ -127,6 +127,7 @@ def test_wandb_metadata_group_job_type_tags_arch_keys_and_summary(agent_run):
     assert second.config["arch/patch_size"] == "8/16"
     summary = second.summary
     assert summary["provenance/peak_memory_mb"] > 0 and summary["images_per_s"] > 0
+    assert 0 <= summary["data_wait_frac"] < 1
     assert summary["fusion_params_m"] == results["fusion_params_m"]
     assert summary["fusion_gmacs"] == results["fusion_gmacs"]
     assert summary["config_hash"] == results["config_hash"]
@@ -185,7 +186,8 @@ def test_a_wandb_api_run_gives_the_row_of_its_local_results(agent_run):
     from_file = load_runs([agent_run.run_dir]).runs.iloc[0].to_dict()
     for column in ("status", "seed", "config_hash", "fusion", "model", "data", "arch", "patch_size", "embed_dim",
                    "depth", "K", "img_size", "class_token", "model.patch_size", "top1", "top5", "best_top1",
-                   "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "images_per_s", "wall_time_s",
+                   "params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "images_per_s", "data_wait_frac",
+                   "wall_time_s",
                    "top1_branch0", "top1_branch1", "epochs", "device", "threads"):
         assert from_wandb[column] == pytest.approx(from_file[column]) if isinstance(from_file[column], float) \
             else from_wandb[column] == from_file[column], column

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from src.bench import startup, throughput
+from src.bench import loader, startup, throughput
 from src.bench.overhead import bench_overhead
 from src.bench.scaling import bench_fusion
 from src.bench.speed import bench_models, matmul_gflops, profile_train_step
@@ -23,7 +23,8 @@ def load_average() -> str:
 def to_markdown(r: dict) -> str:
     lines = [f"# Benchmark ({r['device']}, {r['threads']} threads, load {r['load_before']} -> {r['load_after']})", ""]
     for m in r.get("models", []):
-        lines += [f"## {m['variant']} vs timm crossvit, batch {m['batch']}, compile={m['compile']}", "",
+        precision = "bf16 autocast" if m["amp_bf16"] else "fp32"
+        lines += [f"## {m['variant']} vs timm crossvit, batch {m['batch']}, compile={m['compile']}, {precision}", "",
                   "| step | ours img/s | timm img/s | ours/timm | per-repeat ratio IQR | ours GFLOP/s | / matmul |",
                   "|---|---|---|---|---|---|---|"]
         for mode in ("train", "infer"):
@@ -51,6 +52,8 @@ def to_markdown(r: dict) -> str:
         lines += sweep_markdown(r["sweep"])
     if r.get("throughput"):
         lines += throughput.to_markdown(r["throughput"])
+    if r.get("loader"):
+        lines += loader.to_markdown(r["loader"])
     if r.get("targets"):
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['measured']:.2f} | {'yes' if t['met'] else 'NO'} |" for t in r["targets"]]
@@ -106,9 +109,12 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", choices=["off", "on", "both"], default="off")
+    p.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
+                   help="models: bf16 autocast (auto: on CUDA only; bf16 on the CPU too)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--parts", default="models,fusion,overhead,startup,sweep",
-                   help="any of models,fusion,overhead,startup,sweep,throughput (throughput is not in the default)")
+                   help="any of models,fusion,overhead,startup,sweep,throughput,loader (throughput and loader are "
+                   "not in the default)")
     p.add_argument("--fusion-base-img", type=int, default=32, help="first image size; doubled 3 times")
     p.add_argument("--overhead-variant", default="fusionvit_micro_32")
     p.add_argument("--overhead-train", type=int, default=512)
@@ -121,11 +127,25 @@ def main(argv=None):
     p.add_argument("--throughput-batch", type=int, default=throughput.PAPER_BATCH, help="the paper's: 64")
     p.add_argument("--throughput-iterations", type=int, default=throughput.PAPER_ITERATIONS, help="the paper's: 100")
     p.add_argument("--throughput-warmup", type=int, default=10, help="untimed passes before them")
+    p.add_argument("--throughput-dtype", default="fp32",
+                   help="throughput: fp32 (the paper's), bf16 (autocast) or both: fp32,bf16")
+    p.add_argument("--loader-root", default=None, help="loader: where to write the JPEGs (default a temporary folder)")
+    p.add_argument("--loader-images", type=int, default=64, help="loader: JPEGs written per split (train, val)")
+    p.add_argument("--loader-classes", type=int, default=2, help="loader: class folders they are dealt into")
+    p.add_argument("--loader-size", default="500x375", help="loader: WIDTHxHEIGHT of the JPEGs (ImageNet-like)")
+    p.add_argument("--loader-batch", type=int, default=64)
+    p.add_argument("--loader-workers", default="0,1,2", help="loader: worker counts timed (0: the main process)")
+    p.add_argument("--loader-batches", type=int, default=8, help="loader: timed batches after the warm-up")
+    p.add_argument("--loader-target-img-s", type=float, default=loader.TARGET_IMG_S,
+                   help="loader: the training rate to feed (default timm's crossvit_tiny_240 AMP on an RTX 3090)")
     p.add_argument("--out", default="bench_results")
     p.add_argument("--name", default="bench")
     p.add_argument("--profile", choices=["auto", "on", "off"], default="auto",
                    help="torch.profiler top operators of our training step (auto: when a model target is missed)")
     a = p.parse_args(argv)
+    unknown = [dtype for dtype in a.throughput_dtype.split(",") if dtype not in throughput.DTYPES]
+    if unknown:
+        p.error(f"--throughput-dtype {','.join(unknown)}: pick from {', '.join(throughput.DTYPES)} (comma-separated)")
     if a.threads:
         torch.set_num_threads(a.threads)
     parts = set(a.parts.split(","))
@@ -133,7 +153,8 @@ def main(argv=None):
          "load_before": load_average(), "matmul_gflops": matmul_gflops(a.device, a.matmul_n)}
     if "models" in parts:
         modes = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
-        r["models"] = [bench_models(a.variant, a.batch, a.repeats, a.warmup, c, a.device) for c in modes]
+        amp = {"auto": None, "off": False, "bf16": True}[a.amp]
+        r["models"] = [bench_models(a.variant, a.batch, a.repeats, a.warmup, c, a.device, amp) for c in modes]
     if "fusion" in parts:
         r["fusion"] = bench_fusion(base_img=a.fusion_base_img)
     if "overhead" in parts:
@@ -145,7 +166,13 @@ def main(argv=None):
         r["sweep"] = bench_sweep(a.sweep_grid, a.sweep_epochs)
     if "throughput" in parts:
         r["throughput"] = [throughput.bench_throughput(row, a.device, a.throughput_batch, a.throughput_iterations,
-                                                       a.throughput_warmup) for row in a.row or ["DeiT-S"]]
+                                                       a.throughput_warmup, dtype)
+                           for row in a.row or ["DeiT-S"] for dtype in a.throughput_dtype.split(",")]
+    if "loader" in parts:
+        r["loader"] = loader.bench_loader(a.loader_root, a.loader_images, a.loader_classes,
+                                          loader.parse_size(a.loader_size), a.loader_batch,
+                                          loader.parse_workers(a.loader_workers), a.loader_batches,
+                                          a.loader_target_img_s)
     r["load_after"] = load_average()
     r["targets"] = check_targets(r)
     missed_model_target = any(not t["met"] for t in r["targets"]

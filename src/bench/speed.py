@@ -51,7 +51,8 @@ def make_steps(model, img, batch, device, amp, compile_, num_classes=1000, lr=1e
     y = torch.randint(0, num_classes, (batch,), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     fwd = torch.compile(model) if compile_ else model
-    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else nullcontext
+    device_type = torch.device(device).type
+    ctx = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if amp else nullcontext
 
     def train():
         model.train()
@@ -68,10 +69,12 @@ def make_steps(model, img, batch, device, amp, compile_, num_classes=1000, lr=1e
     return train, infer
 
 
-def bench_models(variant="fusionvit_9_240", batch=32, repeats=5, warmup=2, compile_=False, device="cpu"):
+def bench_models(variant="fusionvit_9_240", batch=32, repeats=5, warmup=2, compile_=False, device="cpu",
+                 amp: Optional[bool] = None):
+    """Ours vs timm, train and infer; ``amp``: bf16 autocast (None: on CUDA only, as the GPU check runs it)."""
     ours, theirs, img = build_pair(variant)
     gmacs = count_flops(ours, (3, img, img))
-    amp = device.startswith("cuda")
+    amp = device.startswith("cuda") if amp is None else amp
     models = {"ours": ours.to(device), "timm": theirs.to(device)}
     out = {"variant": variant, "batch": batch, "compile": compile_, "device": device, "amp_bf16": amp,
            "threads": torch.get_num_threads(), "repeats": repeats, "gmacs_per_image": gmacs}
@@ -94,7 +97,8 @@ def bench_models(variant="fusionvit_9_240", batch=32, repeats=5, warmup=2, compi
         flops_per_img = 2 * gmacs * 1e9 * (3 if mode == "train" else 1)
         out[mode]["ours_gflops"] = flops_per_img * res["ours"] / 1e9
     out["peak_memory_mb"] = peak_memory_mb(device)
-    out["peak_memory_source"] = "torch.cuda.max_memory_allocated" if amp else "getrusage ru_maxrss"
+    out["peak_memory_source"] = ("torch.cuda.max_memory_allocated" if device.startswith("cuda")
+                                 else "getrusage ru_maxrss")
     return out
 
 

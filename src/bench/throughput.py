@@ -1,5 +1,6 @@
 """Inference throughput in the paper's protocol (Tables 2 and 4: batch 64, one V100, the mean over 100 iterations), in
-fp32, for a paper row's model on the device at hand: ``python -m src.bench --parts throughput --row DeiT-S``.
+fp32 (the paper's) and bf16 autocast, for a paper row's model on the device at hand:
+``python -m src.bench --parts throughput --row DeiT-S [--throughput-dtype fp32,bf16]``.
 
 The row's model is built from its overrides in ``analysis/paper/crossvit_paper.yaml`` through the config tree, as
 ``python -m analysis.paper`` builds it. The paper's figure is shown beside ours only when ours comes from a GPU; a
@@ -61,17 +62,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # the paper's is fp32; bf16 autocast is what GPUs train in now
+
+
 @torch.inference_mode()
-def images_per_s(model: torch.nn.Module, images: torch.Tensor, iterations: int, warmup: int) -> float:
+def images_per_s(model: torch.nn.Module, images: torch.Tensor, iterations: int, warmup: int,
+                 autocast_dtype: Optional[torch.dtype] = None) -> float:
     """The mean over ``iterations`` back-to-back forward passes, as the paper averages its 100: one clock around
-    the loop (``torch.utils.benchmark.Timer.timeit`` would add warm-up passes of its own)."""
-    for _ in range(warmup):
-        model(images)
-    _synchronize(images.device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        model(images)
-    _synchronize(images.device)
+    the loop (``torch.utils.benchmark.Timer.timeit`` would add warm-up passes of its own); ``autocast_dtype``:
+    under autocast to it (None: full precision)."""
+    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        for _ in range(warmup):
+            model(images)
+        _synchronize(images.device)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            model(images)
+        _synchronize(images.device)
     return images.shape[0] * iterations / (time.perf_counter() - start)
 
 
@@ -84,27 +91,31 @@ def paper_beside(device: torch.device, paper_img_s: float) -> Tuple[Optional[flo
 
 
 def bench_throughput(row: str, device: str = "cpu", batch: int = PAPER_BATCH, iterations: int = PAPER_ITERATIONS,
-                     warmup: int = 10) -> dict:
+                     warmup: int = 10, dtype: str = "fp32") -> dict:
+    if dtype not in DTYPES:
+        raise ValueError(f"throughput dtype {dtype!r}: pick from {', '.join(DTYPES)}")
     spec = paper_row(row)
     target = torch.device(device)
     model = build_row_model(spec["overrides"]).to(target).eval()
     images = torch.randn(batch, 3, model.img_size, model.img_size, device=target)
     with strict_fp32():
-        ours = images_per_s(model, images, iterations, warmup)
+        ours = images_per_s(model, images, iterations, warmup, DTYPES[dtype])
     paper, label = paper_beside(target, spec["throughput"])
-    return {"row": row, "model": " ".join(spec["overrides"]), "device": str(target), "dtype": "float32",
+    if dtype != "fp32":
+        paper, label = None, f"ours alone: {dtype} autocast, where the paper measured fp32"
+    return {"row": row, "model": " ".join(spec["overrides"]), "device": str(target), "dtype": dtype,
             "threads": torch.get_num_threads(), "batch": batch, "iterations": iterations, "warmup": warmup,
             "ours_img_s": ours, "paper_img_s": paper, "label": label}
 
 
 def to_markdown(results: List[dict]) -> List[str]:
     first = results[0]
-    lines = [f"## Throughput, the paper's protocol (inference, fp32, batch {first['batch']}, the mean of "
-             f"{first['iterations']} iterations after {first['warmup']} warm-up)", "",
-             f"| row | our model | device | ours img/s | paper img/s ({PAPER_DEVICE}) | reading |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"## Throughput, the paper's protocol (inference, batch {first['batch']}, the mean of "
+             f"{first['iterations']} iterations after {first['warmup']} warm-up; the paper's is fp32)", "",
+             f"| row | our model | device | dtype | ours img/s | paper img/s ({PAPER_DEVICE}) | reading |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         paper = "-" if r["paper_img_s"] is None else f"{r['paper_img_s']:.0f}"
-        lines.append(f"| {r['row']} | {r['model']} | {r['device']} ({r['threads']} threads) | {r['ours_img_s']:.1f} | "
-                     f"{paper} | {r['label']} |")
+        lines.append(f"| {r['row']} | {r['model']} | {r['device']} ({r['threads']} threads) | {r['dtype']} | "
+                     f"{r['ours_img_s']:.1f} | {paper} | {r['label']} |")
     return lines + [""]

@@ -1,16 +1,20 @@
 """Datasets, timm transforms, loaders and mixup for one run: ``build_data(cfg.data, ...)``."""
+import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
+from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .digits import NUM_CLASSES as DIGITS_CLASSES
 from .digits import DigitsDataset, digits_split
 from .folders import cifar, image_folders
 from .multiscale_digits import multiscale_digits
+from .posterize import fix_posterize
+from .prefetch import DeviceBatches
 from .synthetic import SyntheticDataset
 
 DATASETS = ("digits", "multiscale_digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefolder")
@@ -23,21 +27,65 @@ class Data:
     mixup: Optional[Mixup]  # None when mixup and cutmix are off
     num_train: int
     num_val: int
+    # the train and val batches on the device (CUDA: one step ahead, normalised there; CPU: as they come)
+    train_to_device: DeviceBatches
+    val_to_device: DeviceBatches
 
 
-def build_transforms(data_cfg, image_size: int):
+# data.num_workers=null on CUDA: the CPUs this rank has, one kept for the training process, at most this many
+# (DeiT trains with 10 per GPU; more rarely helps and each costs memory)
+MAX_AUTO_WORKERS = 16
+
+
+def cpus_for_this_rank() -> int:
+    """SLURM's CPUs per task when SLURM set it, else this process's CPU affinity shared among torchrun's local
+    ranks."""
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def resolve_workers(setting: Optional[int], device: torch.device) -> int:
+    """``data.num_workers``: a count as given; null (auto) is 0 on the CPU (the numbers stay those of one
+    process) and on CUDA the CPUs this rank has but one, at most ``MAX_AUTO_WORKERS``."""
+    if setting is None:
+        return 0 if device.type != "cuda" else max(1, min(MAX_AUTO_WORKERS, cpus_for_this_rank() - 1))
+    if setting < 0:
+        raise ValueError(f"data.num_workers={setting}: use 0 (load in the training process), a count of worker "
+                         f"processes, or null (auto: the CPUs this rank has on CUDA, 0 on the CPU)")
+    return setting
+
+
+def uses_device_transforms(device: torch.device) -> bool:
+    """On CUDA the image pipelines stop at uint8 tensors and ``DeviceBatches`` normalises (timm's prefetcher)."""
+    return device.type == "cuda"
+
+
+def build_transforms(data_cfg, image_size: int, prefetch: bool = False):
+    """timm's train and eval transforms; ``prefetch``: without the normalisation and random erasing, which
+    ``DeviceBatches`` does on the device."""
     common = dict(input_size=image_size, interpolation=data_cfg.interpolation, mean=IMAGENET_DEFAULT_MEAN,
-                  std=IMAGENET_DEFAULT_STD)
+                  std=IMAGENET_DEFAULT_STD, use_prefetcher=prefetch)
     # color_jitter 0 -> None: timm would still add a ColorJitter(0), a no-op that costs ~80 us an image
     # (a third of the digits pipeline) and draws from the RNG.
     train = create_transform(is_training=True, auto_augment=data_cfg.auto_augment, re_prob=data_cfg.reprob,
-                             hflip=data_cfg.hflip, color_jitter=data_cfg.color_jitter or None,
-                             scale=tuple(data_cfg.scale), **common)
+                             re_mode=data_cfg.remode or "const", hflip=data_cfg.hflip,
+                             color_jitter=data_cfg.color_jitter or None, scale=tuple(data_cfg.scale), **common)
+    fix_posterize(train)  # Pillow 13 rejects the 0 bits RandAugment asks for about once in 700 images
     return train, create_transform(is_training=False, crop_pct=data_cfg.crop_pct, **common)
 
 
-def build_datasets(data_cfg, image_size: int, seed: int):
-    """(train, val, num_classes the data has); ``seed`` (the run's) draws multiscale_digits' training renders."""
+def device_batches(data_cfg, device: torch.device) -> Tuple[DeviceBatches, DeviceBatches]:
+    """Train and val ``DeviceBatches``; on CUDA the train one erases at ``data.reprob`` as timm's prefetcher does."""
+    erasing = (RandomErasing(data_cfg.reprob, mode=data_cfg.remode or "const", device=device)
+               if uses_device_transforms(device) and data_cfg.reprob > 0 else None)
+    return (DeviceBatches(device, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, erasing),
+            DeviceBatches(device, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+
+
+def build_datasets(data_cfg, image_size: int, seed: int, prefetch: bool = False):
+    """(train, val, num_classes the data has); ``seed`` (the run's) draws multiscale_digits' training renders;
+    ``prefetch``: image pipelines end in uint8 tensors (``build_transforms``)."""
     name = data_cfg.name
     if name not in DATASETS:
         raise ValueError(f"unknown data.name={name!r}: pick one of {', '.join(DATASETS)}")
@@ -50,7 +98,7 @@ def build_datasets(data_cfg, image_size: int, seed: int):
         raise ValueError(f"data.root is not set for {name}: pass data.root=/path/to/{name}")
     if name == "multiscale_digits":  # the render is the augmentation: training images take the eval transform
         return (*multiscale_digits(data_cfg, image_size, seed), DIGITS_CLASSES)
-    train_transform, eval_transform = build_transforms(data_cfg, image_size)
+    train_transform, eval_transform = build_transforms(data_cfg, image_size, prefetch)
     if name == "digits":
         (train_x, train_y), (val_x, val_y) = digits_split(data_cfg.val_fraction, data_cfg.split_seed)
         return (DigitsDataset(train_x, train_y, train_transform), DigitsDataset(val_x, val_y, eval_transform),
@@ -84,12 +132,17 @@ def build_mixup(data_cfg, num_classes: int) -> Optional[Mixup]:
                  num_classes=num_classes)
 
 
-def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int, seed: int) -> Data:
-    """Check the data against the run's settings before any work: class count, batch size, mixup."""
+CPU = torch.device("cpu")
+
+
+def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int, seed: int,
+               device: torch.device = CPU) -> Data:
+    """Check the data against the run's settings before any work: class count, batch size, mixup, workers."""
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(f"train.batch_size={batch_size} (eval {eval_batch_size}) must be >= 1, e.g. "
                          f"train.batch_size=64")
-    train, val, found_classes = build_datasets(data_cfg, image_size, seed)
+    workers = resolve_workers(data_cfg.num_workers, device)
+    train, val, found_classes = build_datasets(data_cfg, image_size, seed, prefetch=uses_device_transforms(device))
     if found_classes != data_cfg.num_classes:
         raise ValueError(f"data.num_classes={data_cfg.num_classes} but {data_cfg.name} has {found_classes} "
                          f"classes: set data.num_classes={found_classes}")
@@ -105,10 +158,12 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
     generator = torch.Generator().manual_seed(seed)
     sampler = (RepeatAugSampler(train, num_replicas=1, rank=0, shuffle=True) if data_cfg.repeated_aug else None)
     # a dataset with set_epoch needs its workers started afresh each epoch: persistent ones keep their own copy
-    persistent = data_cfg.num_workers > 0 and not hasattr(unlimited(train), "set_epoch")
+    persistent = workers > 0 and not hasattr(unlimited(train), "set_epoch")
+    pinned = device.type == "cuda"  # pinned host memory: the copy to the GPU can overlap the step
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-                              drop_last=drop_last, num_workers=data_cfg.num_workers, generator=generator,
-                              pin_memory=torch.cuda.is_available(), persistent_workers=persistent)
-    val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=data_cfg.num_workers,
-                            pin_memory=torch.cuda.is_available())
-    return Data(train_loader, val_loader, mixup, len(train), len(val))
+                              drop_last=drop_last, num_workers=workers, generator=generator,
+                              pin_memory=pinned, persistent_workers=persistent)
+    val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=workers,
+                            pin_memory=pinned, persistent_workers=workers > 0)
+    train_to_device, val_to_device = device_batches(data_cfg, device)
+    return Data(train_loader, val_loader, mixup, len(train), len(val), train_to_device, val_to_device)

@@ -19,15 +19,41 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+# An epoch that waits for data longer than this share of its step time is loader-bound: the run log says so.
+DATA_WAIT_WARNING = 0.10
+
+
 @dataclass
 class EpochMeter:
-    """The epoch's training loss and speed as sums (loss x images, images), which add up across ranks."""
+    """The epoch's training loss and speed as sums (loss x images, images), which add up across ranks, and the
+    time its steps spent blocked on the loader against their whole time (``wait_s`` / ``step_s``), for the epoch
+    and since the last logged step. Host clocks suffice even on CUDA: every step ends in the loss's ``.item()``,
+    one sync, so a step's host time is its device time."""
     loss_sum: float = 0.0
     images: int = 0
     started: float = field(default_factory=time.perf_counter)
+    wait_s: float = 0.0
+    step_s: float = 0.0
+    window_wait_s: float = 0.0
+    window_step_s: float = 0.0
 
     def images_per_s(self) -> float:
         return self.images / max(time.perf_counter() - self.started, 1e-9)
+
+    def add_step(self, waited: float, took: float) -> None:
+        self.wait_s += waited
+        self.step_s += took
+        self.window_wait_s += waited
+        self.window_step_s += took
+
+    def data_wait_frac(self) -> float:
+        return self.wait_s / self.step_s if self.step_s > 0 else 0.0
+
+    def window_data_wait_frac(self) -> float:
+        """The share since the last call (the logged step's window), then a new window starts."""
+        share = self.window_wait_s / self.window_step_s if self.window_step_s > 0 else 0.0
+        self.window_wait_s = self.window_step_s = 0.0
+        return share
 
 
 def train_step(run, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int) -> float:
@@ -57,9 +83,16 @@ def train_one_epoch(run, state, epoch: int, meter: EpochMeter, logger, progress:
     ``state.step`` (the only place that does). Yields after every step, so that the driver can save a
     checkpoint or stop between steps; ``meter`` sums the epoch's loss and images."""
     run.train_model.train()
-    bar = tqdm(run.batches.epoch(epoch), total=len(run.batches), desc=f"epoch {epoch}", leave=False,
-               dynamic_ncols=True, disable=not progress)
-    for images, targets in bar:
+    bar = tqdm(run.data.train_to_device(run.batches.epoch(epoch)), total=len(run.batches), desc=f"epoch {epoch}",
+               leave=False, dynamic_ncols=True, disable=not progress)
+    batches = iter(bar)
+    while True:
+        fetch_started = time.perf_counter()
+        batch = next(batches, None)  # the time blocked here is the step's data wait
+        if batch is None:
+            break
+        waited = time.perf_counter() - fetch_started
+        images, targets = batch
         images = images.to(run.device, non_blocking=True)
         targets = targets.to(run.device, non_blocking=True)
         loss = train_step(run, images, targets, epoch, state.step)
@@ -69,13 +102,15 @@ def train_one_epoch(run, state, epoch: int, meter: EpochMeter, logger, progress:
         run.scheduler.step_update(num_updates=state.step)
         meter.loss_sum += loss * images.shape[0]
         meter.images += images.shape[0]
+        meter.add_step(waited, time.perf_counter() - fetch_started)
         lr, speed = run.optimizer.param_groups[0]["lr"], meter.images_per_s()
         if progress:
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}")
         elif state.step % log_every == 0:
             log.info("epoch %d step %d loss %.4f lr %.3e %.0f img/s", epoch, state.step, loss, lr, speed)
         if state.step % log_every == 0:
-            logger.log_step({"train/loss": loss, "train/lr": lr, "train/images_per_s": speed}, state.step)
+            logger.log_step({"train/loss": loss, "train/lr": lr, "train/images_per_s": speed,
+                             "train/data_wait_frac": meter.window_data_wait_frac()}, state.step)
         yield
     if meter.images == 0:
         raise ValueError("the training loader gave no batches: lower train.batch_size or add data")

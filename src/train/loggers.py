@@ -132,9 +132,9 @@ def flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 # -- metrics.csv and TensorBoard ----------------------------------------------------------------------------
-STEP_COLUMNS = ["train/loss", "train/lr", "train/images_per_s"]
+STEP_COLUMNS = ["train/loss", "train/lr", "train/images_per_s", "train/data_wait_frac"]
 EPOCH_COLUMNS = ["epoch", "val/loss", "val/top1", "val/top5", "train/epoch_loss", "train/epoch_time_s",
-                 "train/epoch_images_per_s", "val/ema_top1"]
+                 "train/epoch_images_per_s", "val/ema_top1", "train/epoch_data_wait_frac"]
 
 
 def metric_columns(num_branches: int) -> List[str]:

@@ -17,7 +17,7 @@ from src.models import count_flops, count_params, fusion_modules
 from . import checkpoint as ckpt
 from . import distributed
 from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
-from .engine import EpochMeter, evaluate, train_one_epoch, use_progress_bar
+from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar
 from .loggers import CsvTrail, Loggers, TensorboardTrail, WandbLogger, preset_tags
 from .process import StopFlag, peak_memory_mb, set_threads
 from .record import (
@@ -83,7 +83,7 @@ def build_run(cfg) -> Run:
                          f"{model.img_size} images: set data.image_size=null (follow the model) or "
                          f"model.img_size={image_size}")
     data = build_data(cfg.data, image_size, cfg.train.batch_size,
-                      cfg.train.eval_batch_size or 2 * cfg.train.batch_size, cfg.seed)
+                      cfg.train.eval_batch_size or 2 * cfg.train.batch_size, cfg.seed, device=device)
     data.train_loader = distributed.shard_loader(data.train_loader, cfg.seed)  # torchrun: DDP
     model.to(device)
     optimizer = build_optimizer(cfg, model)
@@ -115,6 +115,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
         write_results(run_dir, results)
         log_start(cfg, run, results)
         progress, steps_per_epoch = use_progress_bar(cfg.train.progress), len(run.batches.loader)
+        loader_warned = False
         for epoch in range(state.epoch, run.num_epochs):
             epoch_started, lr, meter = time.perf_counter(), run.optimizer.param_groups[0]["lr"], EpochMeter()
             for _ in train_one_epoch(run, state, epoch, meter, logger, progress, cfg.logger.log_every_n_steps):
@@ -123,15 +124,20 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
                     if stop.requested:
                         return interrupted(results, stop, epoch, state, started, logger)
             trained = distributed.reduce_sums({"loss_sum": meter.loss_sum, "images": meter.images,
-                                               "images_per_s": meter.images_per_s()}, run.device)
-            metrics = evaluate(run.train_model, run.data.val_loader, run.device, run.amp_dtype)
+                                               "images_per_s": meter.images_per_s(), "wait_s": meter.wait_s,
+                                               "step_s": meter.step_s}, run.device)
+            metrics = evaluate(run.train_model, run.data.val_to_device(run.data.val_loader), run.device,
+                               run.amp_dtype)
             run.scheduler.step(epoch + 1)
             row = {"epoch": epoch, "train_loss": trained["loss_sum"] / trained["images"],
                    "val_loss": metrics["loss"], "top1": metrics["top1"], "top5": metrics["top5"],
                    "top1_branch": metrics["top1_branch"], "lr": lr,
-                   "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"]}
+                   "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"],
+                   "data_wait_frac": trained["wait_s"] / max(trained["step_s"], 1e-9)}
+            loader_warned = warn_if_loader_bound(cfg, row, loader_warned)
             if run.ema is not None:
-                row["ema_top1"] = evaluate(run.ema.module, run.data.val_loader, run.device, run.amp_dtype)["top1"]
+                row["ema_top1"] = evaluate(run.ema.module, run.data.val_to_device(run.data.val_loader), run.device,
+                                           run.amp_dtype)["top1"]
             is_best = state.record(row)
             saver.save(run, state, logger.run_id, mid_epoch=False, best=is_best)
             write_predictions(run_dir, metrics["predictions"])
@@ -193,6 +199,7 @@ def completed(results: RunRecord, state: ckpt.TrainState, logger: Loggers, start
                     "params_m": results["params_m"], "gmacs": results["gmacs"],
                     "fusion_params_m": results["fusion_params_m"], "fusion_gmacs": results["fusion_gmacs"],
                     "images_per_s": mean_images_per_s(state.history), "wall_time_s": results["wall_time_s"],
+                    "data_wait_frac": mean_of(state.history, "data_wait_frac"),
                     **{f"provenance/{key}": value for key, value in results["provenance"].items()}})
 
 
@@ -201,10 +208,28 @@ def mean_images_per_s(history) -> Optional[float]:
     return sum(speeds) / len(speeds) if speeds else None
 
 
+def mean_of(history, key: str) -> Optional[float]:
+    """The mean of ``key`` over the epochs that have it (None if none: a history from before it was recorded)."""
+    values = [row[key] for row in history if row.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def log_start(cfg, run: Run, results: RunRecord) -> None:
     log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d epochs on %s",
              cfg.model.name, cfg.fusion.name, cfg.data.name, results["params_m"], results["gmacs"],
              run.data.num_train, run.data.num_val, run.num_epochs, run.device)
+
+
+def warn_if_loader_bound(cfg, row: Dict[str, Any], warned: bool) -> bool:
+    """Says once a launch (a sweep of many epochs would repeat it) that an epoch waited for data more than
+    ``DATA_WAIT_WARNING`` of its step time; returns whether it has been said."""
+    if warned or row["data_wait_frac"] <= DATA_WAIT_WARNING:
+        return warned
+    log.warning("epoch %d spent %.0f%% of its training steps waiting for data (over %.0f%%): the loader holds the "
+                "model back; raise data.num_workers (now %s) where CPUs are free. Said once: every epoch's share is "
+                "data_wait_frac in results.json", row["epoch"] + 1, 100 * row["data_wait_frac"],
+                100 * DATA_WAIT_WARNING, cfg.data.num_workers)
+    return True
 
 
 def log_epoch(logger: Loggers, row: Dict[str, Any], num_epochs: int, step: int) -> None:
@@ -215,6 +240,7 @@ def log_epoch(logger: Loggers, row: Dict[str, Any], num_epochs: int, step: int) 
     metrics = {"epoch": row["epoch"], "val/loss": row["val_loss"], "val/top1": row["top1"],
                "val/top5": row["top5"], "train/epoch_loss": row["train_loss"],
                "train/epoch_time_s": row["epoch_time_s"], "train/epoch_images_per_s": row["images_per_s"],
+               "train/epoch_data_wait_frac": row["data_wait_frac"],
                **{f"val/top1_branch{i}": top1 for i, top1 in enumerate(row["top1_branch"])}}
     if "ema_top1" in row:
         metrics["val/ema_top1"] = row["ema_top1"]

@@ -49,6 +49,7 @@ class EpochMetrics(TypedDict):
     lr: float  # at the start of the epoch
     epoch_time_s: float
     images_per_s: float  # training images per second, over all ranks
+    data_wait_frac: float  # the share of the steps' time spent waiting for the next batch, over all ranks
 
 
 class EpochRow(EpochMetrics, total=False):
