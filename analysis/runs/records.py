@@ -92,11 +92,13 @@ def record_to_row(record: RunRecord) -> Dict[str, Any]:
     for key in swept:
         row[key] = readable(config_value(config, key))
     images_per_s = [epoch["images_per_s"] for epoch in history if epoch.get("images_per_s")]
+    data_wait = [epoch["data_wait_frac"] for epoch in history if epoch.get("data_wait_frac") is not None]
     row.update(top1=final.get("top1"), top5=final.get("top5"), loss=final.get("loss"),
                best_top1=best.get("top1"), best_epoch=best.get("epoch"), params_m=record.get("params_m"),
                gmacs=record.get("gmacs"), fusion_params_m=record.get("fusion_params_m"),
                fusion_gmacs=record.get("fusion_gmacs"), wall_time_s=record.get("wall_time_s"),
                images_per_s=sum(images_per_s) / len(images_per_s) if images_per_s else None,
+               data_wait_frac=sum(data_wait) / len(data_wait) if data_wait else None,  # None: older results
                epochs=len(history), history=history, swept=swept)
     branch_top1 = final.get("top1_branch") or []  # older results have none
     for branch, top1 in enumerate(branch_top1 if len(branch_top1) > 1 else []):  # one branch: its head is the model

@@ -87,9 +87,9 @@ def wandb_run_to_row(run) -> Dict[str, Any]:
     row = record_to_row(wandb_run_to_record(run))
     # The history is read without train/epoch_images_per_s (wandb_history), so the summary's mean stands in: the
     # same mean over epochs that record_to_row takes from a local history.
-    images_per_s = dict(run.summary).get("images_per_s")
-    if images_per_s is not None:
-        row["images_per_s"] = images_per_s
+    for key in ("images_per_s", "data_wait_frac"):  # the same holds for the data wait
+        if dict(run.summary).get(key) is not None:
+            row[key] = dict(run.summary)[key]
     return row
 
 
