@@ -143,6 +143,9 @@ class TrainConfig:
     force: bool = False  # re-run even when the run dir's results.json says completed for this config
     save_checkpoints: bool = True  # last.pt every epoch, best.pt on a better top-1
     ckpt_every_steps: int = 0  # also save last.pt every N optimizer steps inside an epoch (0: off)
+    # micro-batches per optimizer step: batch_size (the global batch) is split over ranks x this; null: 1 (and the
+    # config identity of runs from before it unchanged)
+    grad_accum_steps: Optional[int] = None
 
 
 @dataclass

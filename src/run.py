@@ -6,6 +6,7 @@ Each job starts from a clean process state (``src.train.process``): a sweep may 
 Under a W&B sweep agent the command line is first made fit for Hydra (``src.sweeps.agent``).
 """
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,10 +105,20 @@ def run_job(cfg: DictConfig, hydra_cfg) -> None:
         log.warning("interrupted: %s", results["reason"])
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(143)  # 128 + SIGTERM, what a scheduler expects from a preempted job
+        if "SLURM_JOB_ID" in os.environ:  # a sweep's SLURM job: its sweep must not report it finished
+            raise JobInterrupted(f"{results['reason']}. SLURM resumes a requeued job (scontrol requeue, preemption) "
+                                 f"from last.pt on its own, after this sweep has returned: so the sweep ends with "
+                                 f"this error. Run the same sweep again once SLURM has finished the job; completed "
+                                 f"jobs are skipped ({run_dir / RESULTS_FILE} says how it ended)")
         return
     final = results["final"]
     log.info("done: top-1 %.2f, top-5 %.2f, %.1f s; %s", final["top1"], final["top5"], results["wall_time_s"],
              run_dir / "results.json")
+
+
+class JobInterrupted(RuntimeError):
+    """A SLURM job of a sweep stopped by a signal with its checkpoint saved: submitit then reports it failed, so
+    the sweep exits non-zero instead of 0 while the job waits in the queue to resume."""
 
 
 def teardown_distributed() -> None:

@@ -1,15 +1,17 @@
-"""DDP the standard way: ``torchrun --nproc_per_node=N`` sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/PORT;
-``init`` joins the process group (NCCL on GPU, Gloo on CPU). Metrics are reduced as sums of counts (correct
+"""DDP the standard way: ``torchrun --nproc_per_node=N`` sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/PORT, and a
+SLURM step of several tasks gets them from SLURM's variables (``export_slurm_ranks``); ``init`` joins the process
+group (NCCL on GPU, Gloo on CPU). Metrics are reduced as sums of counts (correct
 predictions, loss x images, images), never as a mean of per-rank means, so uneven last batches stay exact."""
 import logging
 import os
+import random
 from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +20,46 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def launched_by_slurm() -> bool:
+    """One task of a SLURM job step of several (``srun -n N``, or ``hydra/launcher=slurm`` with
+    ``tasks_per_node`` > 1): each task is one DDP rank. The step's count, not the job's: a batch script that runs
+    one process is not a step of many."""
+    tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+    return tasks.isdigit() and int(tasks) > 1 and "SLURM_PROCID" in os.environ
+
+
+def export_slurm_ranks() -> None:
+    """torchrun's variables from SLURM's (submitit's reading of them: ranks, node list), as
+    ``submitit.helpers.TorchDistributedEnvironment`` exports them but for any srun step, not only submitit's; the
+    port follows from the job id, so every task of the job picks the same one."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    job = SlurmJobEnvironment()
+    tasks, nodes = int(os.environ["SLURM_STEP_NUM_TASKS"]), max(job.num_nodes, 1)
+    os.environ.update(RANK=str(job.global_rank), WORLD_SIZE=str(tasks), LOCAL_RANK=str(job.local_rank),
+                      LOCAL_WORLD_SIZE=str(tasks // nodes), MASTER_ADDR=job.hostnames[0],
+                      MASTER_PORT=os.environ.get("MASTER_PORT") or str(random.Random(job.job_id).randint(20000, 60000)))
+
+
+def check_one_rank_per_gpu(tasks_per_node: int, gpus: int) -> None:
+    if tasks_per_node != gpus:
+        raise ValueError(f"{tasks_per_node} SLURM task(s) on a node with {gpus} GPU(s): each task is one DDP rank on "
+                         f"one GPU, so set hydra.launcher.tasks_per_node=hydra.launcher.gpus_per_node (both {gpus}, "
+                         f"or both {tasks_per_node})")
+
+
 def init(device: Optional[torch.device] = None) -> bool:
-    """Joins the process group when launched by torchrun; returns True when distributed."""
+    """Joins the process group when launched by torchrun or as a SLURM step of several tasks; returns True when
+    distributed."""
     if dist.is_available() and dist.is_initialized():
         return True
+    if not launched_by_torchrun() and launched_by_slurm():
+        export_slurm_ranks()
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
         return False
     on_gpu = (device is None or device.type == "cuda") and torch.cuda.is_available()
+    if on_gpu and launched_by_slurm():
+        check_one_rank_per_gpu(int(os.environ["LOCAL_WORLD_SIZE"]), torch.cuda.device_count())
     backend = "nccl" if on_gpu else "gloo"
     if on_gpu:
         torch.cuda.set_device(local_rank())
@@ -82,22 +117,63 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+class RankSlices(Sampler):
+    """This rank's part of every global batch: the single-process loader's batches (same sampler, same generator,
+    drawn in the same order), each cut into ``world`` contiguous slices, so that the sequence of global batches does
+    not depend on the number of processes. A short last batch is cut as evenly as it goes (``scale_loss`` weighs
+    the slices back to the global mean)."""
+
+    def __init__(self, global_batches: BatchSampler, rank: int, world: int):
+        self.global_batches, self.rank, self.world = global_batches, rank, world
+
+    def __iter__(self):
+        for batch in self.global_batches:
+            size, extra = divmod(len(batch), self.world)
+            start = self.rank * size + min(self.rank, extra)
+            yield batch[start:start + size + (self.rank < extra)]
+
+    def __len__(self) -> int:
+        return len(self.global_batches)
+
+
+def check_split(batch_size: int, accumulation: int) -> None:
+    """The global batch must split evenly across the processes and the accumulation steps: checked before any
+    work."""
+    if accumulation < 1:
+        raise ValueError(f"train.grad_accum_steps={accumulation}: use 1 (no accumulation) or more micro-batches "
+                         f"per optimizer step")
+    parts = world_size() * accumulation
+    if batch_size % parts:
+        raise ValueError(f"train.batch_size={batch_size} is the global batch and must split evenly across "
+                         f"{world_size()} process(es) x {accumulation} accumulation step(s): use a multiple of {parts}")
+
+
 def shard_loader(loader, seed: int):
-    """The same loader, each rank drawing its 1/world_size of every epoch (``train.batch_size`` is the global
-    batch, split across ranks); unchanged when not distributed. Repeated augmentation stays on: timm's
-    ``RepeatAugSampler`` is rebuilt for this rank."""
+    """The same loader, each rank drawing its slice of every global batch (``train.batch_size`` is the global
+    batch, split across ranks): the batches, their order and their generator are the single-process loader's, so
+    the sequence of global batches is the same on any number of ranks (``RankSlices``); unchanged when not
+    distributed. Repeated augmentation stays on: timm's ``RepeatAugSampler`` is rebuilt for this rank (its order
+    does depend on the world size)."""
     if not is_distributed():
         return loader
     world = world_size()
-    if loader.batch_size % world:
-        raise ValueError(f"train.batch_size={loader.batch_size} is the global batch and must split evenly across "
-                         f"{world} processes: use a multiple of {world}")
     if isinstance(loader.sampler, RepeatAugSampler):
         rank_sampler = RepeatAugSampler(loader.dataset, num_replicas=world, rank=rank(), shuffle=True,
                                         num_repeats=loader.sampler.num_repeats)
-    else:
-        rank_sampler = sampler(loader.dataset, shuffle=True, seed=seed, drop_last=loader.drop_last)
-    return type(loader)(loader.dataset, batch_size=loader.batch_size // world, sampler=rank_sampler,
-                        drop_last=loader.drop_last, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                        generator=torch.Generator().manual_seed(seed),
+        return type(loader)(loader.dataset, batch_size=loader.batch_size // world, sampler=rank_sampler,
+                            drop_last=loader.drop_last, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                            generator=torch.Generator().manual_seed(seed),
+                            persistent_workers=loader.persistent_workers)
+    slices = RankSlices(loader.batch_sampler, rank(), world)
+    return type(loader)(loader.dataset, batch_sampler=slices, num_workers=loader.num_workers,
+                        pin_memory=loader.pin_memory, generator=loader.generator,
                         persistent_workers=loader.persistent_workers)
+
+
+def global_count(local: int, device: torch.device) -> int:
+    """The images of this step over all ranks (one small all-reduce; the local count when not distributed)."""
+    if not is_distributed():
+        return local
+    count = torch.tensor([local], dtype=torch.int64, device=device)
+    dist.all_reduce(count, op=dist.ReduceOp.SUM)
+    return int(count.item())

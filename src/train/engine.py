@@ -1,4 +1,5 @@
 """One epoch of training and one evaluation pass (the DeiT split: engine vs. driver)."""
+import contextlib
 import logging
 import math
 import sys
@@ -10,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from timm.utils import accuracy, dispatch_clip_grad
 from tqdm import tqdm
+
+from . import distributed
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +59,54 @@ class EpochMeter:
         return share
 
 
+def micro_batches(images: torch.Tensor, targets: torch.Tensor, steps: int):
+    """``steps`` micro-batches of this rank's batch (a short last batch gives what it has: fewer or smaller)."""
+    return list(zip(torch.tensor_split(images, steps), torch.tensor_split(targets, steps)))
+
+
 def train_step(run, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int) -> float:
-    """One optimizer update on one batch; returns its loss."""
-    if run.data.mixup is not None:
+    """One optimizer update on one batch, in ``run.grad_accum_steps`` micro-batches; returns the batch's mean
+    loss on this rank.
+
+    Each micro-batch's mean loss is weighed by its share of the global batch (its images x ranks / the images of
+    all ranks), so that the gradients summed over the micro-batches and averaged by DDP over the ranks are those of
+    the global batch's mean loss: batch B in k micro-batches of B/k, or over n ranks of B/n, gives the update of
+    batch B in one (to float rounding), a short last batch included. DDP syncs gradients on the last micro-batch
+    only (``no_sync``)."""
+    if run.data.mixup is not None:  # on the whole batch, so that accumulation leaves its draws alone
         images, targets = run.data.mixup(images, targets)
-    with autocast(run.device, run.amp_dtype):
-        loss = run.criterion(run.train_model(images), targets)
-    loss_value = loss.item()  # the step's one host sync
-    if not math.isfinite(loss_value):  # raised before the update: the last good checkpoint stays as it is
-        raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step} (loss is {loss_value}): lower "
-                                 f"the lr (optim.lr / optim.base_lr), add warm-up (sched.warmup_epochs) or clip "
-                                 f"gradients (optim.clip_grad=1.0)")
+    pieces = [piece for piece in micro_batches(images, targets, run.grad_accum_steps) if len(piece[0])]
+    ranks, total = distributed.world_size(), distributed.global_count(images.shape[0], run.device)
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()  # the scaler is a pass-through unless fp16
+    loss_value = 0.0
+    for index, (micro_images, micro_targets) in enumerate(pieces):
+        with no_gradient_sync(run.train_model, skip=index < len(pieces) - 1):
+            with autocast(run.device, run.amp_dtype):
+                loss = run.criterion(run.train_model(micro_images), micro_targets)
+            micro_loss = loss.item()  # one host sync per micro-batch
+            if not math.isfinite(micro_loss):  # raised before the update: the last good checkpoint stays as it is
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step} (loss is {micro_loss}): "
+                                         f"lower the lr (optim.lr / optim.base_lr), add warm-up "
+                                         f"(sched.warmup_epochs) or clip gradients (optim.clip_grad=1.0)")
+            # one piece on one rank: a factor of exactly 1, so the numbers are those of a plain step
+            share = micro_images.shape[0] * ranks / total
+            run.scaler.scale(loss * share if share != 1 else loss).backward()  # the scaler: a pass-through unless fp16
+        loss_value = (micro_loss if len(pieces) == 1 else
+                      loss_value + micro_loss * micro_images.shape[0] / images.shape[0])
     if run.clip_grad:
         run.scaler.unscale_(run.optimizer)
         dispatch_clip_grad(run.train_model.parameters(), run.clip_grad)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return loss_value
+
+
+def no_gradient_sync(model: torch.nn.Module, skip: bool):
+    """DDP's ``no_sync`` on the micro-batches before the last (their gradients accumulate locally); otherwise
+    nothing."""
+    if skip and hasattr(model, "no_sync"):
+        return model.no_sync()
+    return contextlib.nullcontext()
 
 
 def train_one_epoch(run, state, epoch: int, meter: EpochMeter, logger, progress: bool,

@@ -52,6 +52,7 @@ class Run:
     device: torch.device
     amp_dtype: Optional[torch.dtype]  # None: full precision
     clip_grad: Optional[float]
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
 
 
 def build_criterion(data_cfg, mixup) -> torch.nn.Module:
@@ -82,6 +83,8 @@ def build_run(cfg) -> Run:
         raise ValueError(f"data.image_size={image_size} but {cfg.model.name} takes {model.img_size}x"
                          f"{model.img_size} images: set data.image_size=null (follow the model) or "
                          f"model.img_size={image_size}")
+    accumulation = 1 if cfg.train.grad_accum_steps is None else cfg.train.grad_accum_steps
+    distributed.check_split(cfg.train.batch_size, accumulation)
     data = build_data(cfg.data, image_size, cfg.train.batch_size,
                       cfg.train.eval_batch_size or 2 * cfg.train.batch_size, cfg.seed, device=device)
     data.train_loader = distributed.shard_loader(data.train_loader, cfg.seed)  # torchrun: DDP
@@ -93,7 +96,7 @@ def build_run(cfg) -> Run:
                criterion=build_criterion(cfg.data, data.mixup), optimizer=optimizer, scheduler=scheduler,
                num_epochs=num_epochs, ema=ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None,
                scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-               device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad)
+               device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad, grad_accum_steps=accumulation)
 
 
 def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], group: Optional[str],

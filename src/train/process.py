@@ -89,9 +89,11 @@ def isolated_job() -> Iterator[None]:
 
 # -- graceful stop -------------------------------------------------------------------------------------------
 class StopFlag:
-    """Installs handlers for SIGTERM/SIGINT (main thread only) and restores the old ones on ``close``."""
+    """Installs handlers for SIGTERM/SIGINT and SIGUSR2 (main thread only) and restores the old ones on ``close``.
+    SIGUSR2 is what submitit has SLURM send ``signal_delay_s`` before the time limit; SIGTERM, a preemption or
+    ``scontrol requeue``."""
 
-    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)):
         self.signal_name: Optional[str] = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
