@@ -6,11 +6,13 @@ The defaults here are the only place a default is stated: an option file under `
 differs from them. The ``model`` options are not files: ``register_configs`` makes one per
 ``src.models.VARIANTS`` entry (read from ``src.variant_table``, which imports neither torch nor timm).
 """
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from src.variant_table import VARIANTS  # plain data: composing a config never imports torch
 
@@ -160,7 +162,19 @@ class Config:
     seed: int = 0
 
 
+SWEEP_STAMP_ENV = "FUSIONVIT_SWEEP_STAMP"
+
+
+def sweep_stamp() -> str:
+    """``${sweep_stamp:}`` in conf/config.yaml's sweep dir: now, to the microsecond (two sweeps started in the same
+    second must not share a folder), or the stamp torchrun's rank 0 gave every rank (``src.run``), so that the ranks
+    of one ``torchrun ... -m`` share one sweep dir."""
+    return os.environ.get(SWEEP_STAMP_ENV) or datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("sweep_stamp"):
+        OmegaConf.register_new_resolver("sweep_stamp", sweep_stamp)
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     for name, architecture in VARIANTS.items():

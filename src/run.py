@@ -79,6 +79,8 @@ def run_job(cfg: DictConfig, hydra_cfg) -> None:
     started = time.perf_counter()
     if distributed.init(resolve_device(cfg.train.device)) and not distributed.is_main():
         logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 logs, the others only warn
+        for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
+            logging.getLogger().removeHandler(handler)  # and only rank 0 writes the run dir's run.log
     run_dir = Path(hydra_cfg.runtime.output_dir)
     results = initial_record(cfg, hydra_cfg, run_dir)
     try:  # idempotent sweeps: skip a completed job, resume or retry the others
@@ -128,8 +130,31 @@ def teardown_distributed() -> None:
         distributed.teardown()
 
 
+def share_sweep_stamp(argv: List[str], environ=os.environ) -> None:
+    """``torchrun ... -m src.run -m``: every rank would resolve the sweep dir's time stamp at its own instant and
+    write into its own folder. Rank 0 puts its stamp in torchrun's own key-value store, the others read it (they
+    wait for it there), and all use it (``src.config.sweep_stamp``). Nothing happens outside torchrun or a
+    multirun."""
+    multirun = any(arg in ("-m", "--multirun") for arg in argv[1:])
+    if not multirun or int(environ.get("WORLD_SIZE", "1")) < 2 or "MASTER_ADDR" not in environ:
+        return
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    from src.config import SWEEP_STAMP_ENV, sweep_stamp
+
+    store = TCPStore(environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), is_master=False,
+                     timeout=timedelta(seconds=120))
+    key = f"fusionvit/sweep_stamp/{environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    if environ.get("RANK") == "0":
+        store.set(key, sweep_stamp())
+    environ[SWEEP_STAMP_ENV] = store.get(key).decode()
+
+
 if __name__ == "__main__":
     sys.argv = agent.agent_argv(sys.argv)  # under a W&B sweep agent; unchanged otherwise
+    share_sweep_stamp(sys.argv)
     try:
         main()
     finally:

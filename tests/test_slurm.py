@@ -133,3 +133,12 @@ def test_a_slurm_sweep_job_stopped_by_sigusr2_saves_mid_epoch_exits_nonzero_and_
                            stderr=subprocess.STDOUT, text=True, timeout=300)
     assert again.returncode == 0 and "resumed from" in again.stdout, again.stdout[-3000:]
     assert json.loads((tmp_path / "job" / "results.json").read_text())["status"] == "completed"
+
+
+def test_the_sweep_stamp_is_now_or_the_one_rank_0_shared(clean_env):
+    from src.config import SWEEP_STAMP_ENV, sweep_stamp
+
+    clean_env.delenv(SWEEP_STAMP_ENV, raising=False)
+    assert len(sweep_stamp().split("/")) == 2 and sweep_stamp() != sweep_stamp()  # microseconds apart
+    clean_env.setenv(SWEEP_STAMP_ENV, "2026-12-02/08-00-00-000001")
+    assert sweep_stamp() == "2026-12-02/08-00-00-000001"

@@ -64,7 +64,8 @@ def init(device: Optional[torch.device] = None) -> bool:
     if on_gpu:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend)
-    log.info("DDP: rank %d of %d, backend %s", rank(), world_size(), backend)
+    if rank() == 0:  # the other ranks write nothing to the run dir, its run.log included
+        log.info("DDP: rank 0 of %d, backend %s", world_size(), backend)
     return True
 
 
