@@ -101,3 +101,23 @@ def test_torchrun_two_processes_through_src_run(tmp_path):
     assert record["status"] == "completed" and len(record["history"]) == 2
     assert done.stdout.count("done: top-1") == 1  # only rank 0 logs
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best.pt", "last.prev.pt", "last.pt"]
+
+
+@pytest.mark.slow
+def test_a_torchrun_multirun_is_one_sweep_dir_and_a_rerun_skips_its_completed_jobs(tmp_path):
+    # Each rank would resolve the sweep's time stamp at its own instant: rank 0's is shared through torchrun's store
+    sweep = ["-m", "src.run", "-m", "+experiment=smoke", "fusion=none,cross", "train.epochs=1", "train.threads=1"]
+    done = run_module("torch.distributed.run", "--nproc_per_node=2", *sweep,
+                      f"hydra.sweep.dir={tmp_path}/" + "${sweep_stamp:}", merge_stderr=True, OMP_NUM_THREADS="1")
+    assert done.returncode == 0, done.stdout[-3000:]
+    (day,) = tmp_path.iterdir()
+    (sweep_dir,) = day.iterdir()
+    results = sorted(sweep_dir.glob("*/results.json"))
+    assert len(results) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in results)
+    before = [p.read_bytes() for p in results]
+
+    again = run_module("torch.distributed.run", "--nproc_per_node=2", *sweep, f"hydra.sweep.dir={sweep_dir}",
+                       merge_stderr=True, OMP_NUM_THREADS="1")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.stdout.count("is already completed for this config: skipped") == 2  # rank 0's two jobs
+    assert [p.read_bytes() for p in results] == before
