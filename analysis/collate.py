@@ -4,9 +4,11 @@
 Loads every run under the dirs (or in the W&B project), each (config, seed) once, groups by the factors that
 vary, aggregates over seeds, compares every row with the reference row (``cross``, ``--ref NAME``, or the
 best), prints the Markdown table with its legend, seeds-needed and detectable-difference lines, and writes
-ablation.{md,tex,csv}, runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). Exits 1,
-saying where it looked, when there is no run at all; exits 2, listing the rows and writing nothing, when
-``--ref`` or ``--curve`` matches no row.
+ablation.{md,tex,csv}, runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). A corrupt,
+foreign or malformed results.json is skipped with one warning naming the file and the field; a run without a
+finite final top-1 (NaN, inf, a string) is left out of the table and named in one warning (``analysis.runs``).
+Exits 1, saying where it looked, when there is no run at all (every file skipped included); exits 2, listing the
+rows and writing nothing, when ``--ref`` or ``--curve`` matches no row.
 
 Rows that are not a result yet are flagged (``analysis/stats/flags.py``): "not converged" when the trend of a run's
 validation top-1 over its last --converge-epochs epochs moves it by more than --converge-tol points and more than
@@ -108,7 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     if collection.runs.empty:
         report_failures(collection)
-        print("error: no completed run to tabulate (see the failures above)", file=sys.stderr)
+        print("error: no completed run with a finite top-1 to tabulate (see the failures and warnings above)",
+              file=sys.stderr)
         return 1
     out = args.out or (args.run_dirs[0] / "analysis" if args.run_dirs else Path("analysis_out") /
                        args.wandb.replace("/", "_"))

@@ -3,8 +3,9 @@ page per set of sweeps, to attach to a paper's appendix or a lab chat: the ablat
 prints it, with its legend and flag lines), the plots inlined as PNG, what varied across the runs and what was
 held fixed (a diff of their resolved configs), provenance (code versions, devices, thread counts, library
 versions) and the runs that failed, were skipped or were found twice. Default output:
-``<first SWEEP_DIR>/report.html``. Exits 1 when there is no completed run, 2 when the runs vary in nothing but
-the seed (no ablation to tabulate) or ``--ref`` names no row; nothing is written then."""
+``<first SWEEP_DIR>/report.html``. Malformed results.json files and runs without a finite top-1 are left out
+with a warning each, as in ``collate``. Exits 1 when there is no completed run, 2 when the runs vary in nothing
+but the seed (no ablation to tabulate) or ``--ref`` names no row; nothing is written then."""
 import argparse
 import sys
 from pathlib import Path

@@ -143,6 +143,7 @@ class TrainConfig:
     progress: str = "auto"  # auto (a bar on a terminal) | bar | log
     resume: str = "auto"  # auto (last.pt in the run dir, if any) | never | PATH of a checkpoint
     force: bool = False  # re-run even when the run dir's results.json says completed for this config
+    on_busy: str = "skip"  # another live process holds the run dir's lock: skip (it runs the job) | wait for it
     save_checkpoints: bool = True  # last.pt every epoch, best.pt on a better top-1
     ckpt_every_steps: int = 0  # also save last.pt every N optimizer steps inside an epoch (0: off)
     # micro-batches per optimizer step: batch_size (the global batch) is split over ranks x this; null: 1 (and the

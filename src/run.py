@@ -7,10 +7,12 @@ Under a W&B sweep agent the command line is first made fit for Hydra (``src.swee
 """
 import logging
 import os
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +24,7 @@ from src.sweeps import agent
 from src.train.loggers import flatten  # wandb itself loads only when a logger starts
 from src.train.record import (
     RESULTS_FILE,
+    DiskFull,
     RunRecord,
     group_name,
     mark_failed,
@@ -71,23 +74,46 @@ def main(cfg: DictConfig) -> None:
 
 
 def run_job(cfg: DictConfig, hydra_cfg) -> None:
+    from src.preflight import check_config
     from src.train import distributed
     from src.train.build import resolve_device
-    from src.train.checkpoint import AlreadyCompleted, check_run_dir
-    from src.train.loop import train
+    from src.train.lock import claim_run_dir, release_run_dir
 
     started = time.perf_counter()
+    try:  # every value and file, before anything is built or written
+        check_config(cfg)
+    except (ValueError, FileNotFoundError) as error:
+        return refuse(error, cfg, hydra_cfg, started)
     if distributed.init(resolve_device(cfg.train.device)) and not distributed.is_main():
         logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 logs, the others only warn
         for handler in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
             logging.getLogger().removeHandler(handler)  # and only rank 0 writes the run dir's run.log
     run_dir = Path(hydra_cfg.runtime.output_dir)
     results = initial_record(cfg, hydra_cfg, run_dir)
+    lock, lost_launch = claim_run_dir(run_dir, wait=cfg.train.on_busy == "wait")  # one process per run dir
+    if lock is None:
+        return
+    try:
+        run_claimed(cfg, hydra_cfg, run_dir, results, started, lost_launch)
+    finally:
+        release_run_dir(lock, run_dir)
+
+
+def run_claimed(cfg: DictConfig, hydra_cfg, run_dir: Path, results: RunRecord, started: float,
+                lost_launch: Optional[str]) -> None:
+    """The job, with its run dir's lock held."""
+    from src.train.checkpoint import AlreadyCompleted, CheckpointError, check_run_dir
+    from src.train.loop import train
+
     try:  # idempotent sweeps: skip a completed job, resume or retry the others
-        check_run_dir(run_dir, results["config"], cfg.train.force)
+        previous = check_run_dir(run_dir, results["config"], cfg.train.force)
     except AlreadyCompleted as done:
         log.info("%s", done)
         return
+    results["lost_launches"] = list((previous or {}).get("lost_launches") or [])
+    if lost_launch:
+        log.warning("%s: resuming", lost_launch)
+        results["lost_launches"].append(lost_launch)
     write_results(run_dir, results)
     try:
         results = train(cfg, run_dir, results, *wandb_identity(results, hydra_cfg))
@@ -96,9 +122,17 @@ def run_job(cfg: DictConfig, hydra_cfg) -> None:
         write_results(run_dir, results)
         raise
     except Exception as error:  # noqa: BLE001 - one failing job must not end a sweep
-        log.exception("run failed: %s", error)
         mark_failed(results, error, time.perf_counter() - started)
-        write_results(run_dir, results)
+        if isinstance(error, (ValueError, FileNotFoundError, CheckpointError)) and not full_error():
+            log.error("error: %s", one_line(error))  # a check's message names the problem and the fix
+        elif results["reason"].startswith("DiskFull") and not full_error():  # names the folder and the space
+            log.error("run failed: %s", results["reason"])
+        else:
+            log.exception("run failed: %s", error)
+        try:
+            write_results(run_dir, results)
+        except DiskFull:  # not even the reserve was left: the next start says that this launch died
+            log.error("could not record the failure in %s either: the disk is full", run_dir / RESULTS_FILE)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)
         return
@@ -116,6 +150,50 @@ def run_job(cfg: DictConfig, hydra_cfg) -> None:
     final = results["final"]
     log.info("done: top-1 %.2f, top-5 %.2f, %.1f s; %s", final["top1"], final["top5"], results["wall_time_s"],
              run_dir / "results.json")
+
+
+def full_error() -> bool:
+    """Hydra's own switch: ``HYDRA_FULL_ERROR=1`` shows the traceback of a bad input too."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line; an error re-raised from a DataLoader worker by its last line (the worker's own
+    message, after the worker's traceback)."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1])
+    return " ".join(text.split())
+
+
+def refuse(error: BaseException, cfg: DictConfig, hydra_cfg, started: float) -> None:
+    """A bad input: one line, exit status 1 for a single run. The job's record says ``status: failed`` with the
+    reason where one is expected: in a sweep (which goes on), and where the run dir holds this config's unfinished
+    record (a retried or resumed job); a fresh single run's dir is left without one. A job completed for this very
+    config is skipped, as ever (``train.force=true`` re-runs it)."""
+    from src.train.checkpoint import identity_hash
+
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    results = initial_record(cfg, hydra_cfg, run_dir)
+    try:
+        previous = read_results(run_dir) if (run_dir / RESULTS_FILE).is_file() else None
+    except ValueError:  # an unreadable record: this launch's says what went wrong
+        previous = {"config": results["config"]}
+    ours = isinstance(previous, dict) and identity_hash(previous.get("config") or {}) == identity_hash(
+        results["config"])
+    if ours and previous.get("status") == "completed" and previous.get("history") and not cfg.train.force:
+        log.info("%s is already completed for this config: skipped (train.force=true re-runs)",
+                 run_dir / RESULTS_FILE)
+        return
+    if full_error():
+        log.exception("error: %s", one_line(error))
+    else:
+        log.error("error: %s", one_line(error))
+    if (ours and previous.get("status") != "completed") or (previous is None and hydra_cfg.mode == RunMode.MULTIRUN):
+        mark_failed(results, error, time.perf_counter() - started)
+        write_results(run_dir, results)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        sys.exit(1)
 
 
 class JobInterrupted(RuntimeError):
@@ -152,10 +230,24 @@ def share_sweep_stamp(argv: List[str], environ=os.environ) -> None:
     environ[SWEEP_STAMP_ENV] = store.get(key).decode()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m src.run ARGS``: a command line that cannot compose exits 2 with one line, before Hydra starts."""
+    from src.preflight import BadInput, UsageError, check_command_line
+
     sys.argv = agent.agent_argv(sys.argv)  # under a W&B sweep agent; unchanged otherwise
+    try:
+        check_command_line(sys.argv[1:])
+    except BadInput as error:
+        if full_error():
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, UsageError) else 1)
     share_sweep_stamp(sys.argv)
     try:
         main()
     finally:
         teardown_distributed()
+
+
+if __name__ == "__main__":
+    cli()

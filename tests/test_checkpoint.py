@@ -53,7 +53,7 @@ def test_previous_last_is_kept_and_corrupt_last_falls_back(tmp_path):
     assert ckpt.load_latest(tmp_path)["epoch"] == 2
     data = (tmp_path / ckpt.LAST).read_bytes()
     (tmp_path / ckpt.LAST).write_bytes(data[: len(data) // 2])  # truncated, as by a crash during a copy
-    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt is corrupt or truncated"):
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt is not a PyTorch checkpoint \(not a torch.save zip"):
         ckpt.load(tmp_path / ckpt.LAST)
     fallback = ckpt.load_latest(tmp_path)
     assert fallback["epoch"] == 1 and fallback["path"].endswith(ckpt.PREVIOUS)
@@ -61,7 +61,7 @@ def test_previous_last_is_kept_and_corrupt_last_falls_back(tmp_path):
 
 def test_corrupt_without_fallback_names_the_file(tmp_path):
     (tmp_path / ckpt.LAST).write_bytes(b"not a checkpoint")
-    with pytest.raises(ckpt.CheckpointError, match=f"{tmp_path / ckpt.LAST} is corrupt"):
+    with pytest.raises(ckpt.CheckpointError, match=f"{tmp_path / ckpt.LAST} is not a PyTorch checkpoint"):
         ckpt.load_latest(tmp_path)
 
 
@@ -77,8 +77,10 @@ class Evil:  # any class outside torch's allow-list: weights_only refuses to unp
 
 def test_pickled_code_is_refused(tmp_path):
     torch.save({"model": {}, "evil": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ckpt.CheckpointError, match="evil.pt is corrupt"):
+    with pytest.raises(ckpt.CheckpointError, match=r"evil.pt holds pickled code \(test_checkpoint.Evil\), which "
+                                                   r"loading would run: refused") as refused:
         ckpt.load(tmp_path / "evil.pt")
+    assert "weights_only" not in str(refused.value)  # torch's advice to load it anyway is not passed on
 
 
 def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -110,7 +112,9 @@ def test_run_dir_checks(tmp_path):
     (tmp_path / ckpt.LAST).write_bytes(b"x")
     check_run_dir(tmp_path, config, force=False)  # a failed job of the same config is retried ...
     assert (tmp_path / ckpt.LAST).exists()  # ... from its last checkpoint
-    write_results(tmp_path, {"status": "completed", "config": config, "overrides": []})
+    write_results(tmp_path, {"status": "completed", "config": config, "overrides": [], "history": []})
+    assert check_run_dir(tmp_path, config, force=False)["status"] == "completed"  # no history: rebuilt
+    write_results(tmp_path, {"status": "completed", "config": config, "overrides": [], "history": [{"epoch": 0}]})
     with pytest.raises(AlreadyCompleted, match="already completed"):
         check_run_dir(tmp_path, {**config, "train": {**config["train"], "resume": "never"}}, force=False)
     (tmp_path / ckpt.LAST).write_bytes(b"x")

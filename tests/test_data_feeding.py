@@ -49,7 +49,7 @@ def test_a_loader_bound_run_is_measured_as_such_and_the_log_names_the_workers(tm
     fetch = SyntheticDataset.__getitem__
 
     def slow(self, index):
-        time.sleep(0.004)  # 64 ms a batch of 16: far longer than micro_16's step on 16 images
+        time.sleep(0.012)  # 190 ms a batch of 16: far longer than micro_16's step on 16 images, even on a busy machine
         return fetch(self, index)
 
     monkeypatch.setattr(SyntheticDataset, "__getitem__", slow)

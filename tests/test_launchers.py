@@ -66,7 +66,8 @@ def test_reused_process_gives_the_numbers_of_a_fresh_one(tmp_path, serial):
     every job."""
     grid = [*TINY_SWEEP[:2], "fusion=cross", "seed=0", "logger=wandb", "logger.mode=offline"]
     skipped = compose_config([*grid, "data.image_size=16", "train.threads=1"])
-    marker = {"status": "completed", "config": OmegaConf.to_container(skipped, resolve=True), "note": "kept"}
+    marker = {"status": "completed", "config": OmegaConf.to_container(skipped, resolve=True), "note": "kept",
+              "history": [{"epoch": 0}]}  # a completed record holds its history
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "results.json").write_text(json.dumps(marker))
     done = run("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=1", *grid, "data.image_size=16,null",

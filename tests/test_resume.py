@@ -110,7 +110,7 @@ def test_corrupt_checkpoint_is_named_and_falls_back_or_fails(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"garbage")
     again = run_cli(tmp_path, "train.epochs=1", "data.num_train=64")
     assert again.returncode == 1
-    assert f"checkpoint {tmp_path / 'last.pt'} is corrupt or truncated" in results(tmp_path)["reason"]
+    assert f"checkpoint {tmp_path / 'last.pt'} is not a PyTorch checkpoint" in results(tmp_path)["reason"]
     missing = run_cli(tmp_path, "train.epochs=1", "data.num_train=64", f"train.resume={tmp_path / 'no.pt'}")
     assert missing.returncode == 1
     assert f"checkpoint {tmp_path / 'no.pt'} does not exist" in results(tmp_path)["reason"]

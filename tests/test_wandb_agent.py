@@ -2,7 +2,7 @@
 from a grid point of a sweep file, stopped by the agent's SIGTERM after its first epoch, then re-queued the way
 W&B re-queues a preempted run (its whole config as arguments, ``_wandb`` included). One module fixture trains it;
 the tests read back its results.json, metrics.csv, both offline W&B files (the records read by
-``src.sync.offline_runs`` with ``wandb.proto``), wandb's own ``wandb sync --dry-run`` listing, and the W&B API's
+``src.train.wandb_files`` with ``wandb.proto``), wandb's own ``wandb sync --dry-run`` listing, and the W&B API's
 ``Run`` objects built from the logged config and summary."""
 import csv
 import inspect
@@ -24,11 +24,11 @@ from analysis.collate import main as collate_main
 from analysis.runs.local import load_runs
 from analysis.runs.wandb_api import WandbFilter, load_wandb_runs, wandb_run_to_row
 from src.sweeps.agent import agent_argv
-from src.sync.offline_runs import by_run, find_offline_runs, read_offline_run
 from src.sync.upload import main as sync_main
 from src.sync.upload import wandb_command
 from src.train.loggers import flatten
 from src.train.record import PROVENANCE_KEYS, arch_keys, group_name
+from src.train.wandb_files import by_run, find_offline_runs, read_offline_run
 
 from conftest import ROOT, compose_config
 

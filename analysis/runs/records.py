@@ -11,8 +11,9 @@ hash and seed) are counted once, with a warning (see ``dedupe``).
 """
 import json
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 from omegaconf import Container, DictConfig, OmegaConf
@@ -20,12 +21,14 @@ from omegaconf import Container, DictConfig, OmegaConf
 from src.train.record import RunRecord, format_depth, format_pair
 
 from .dedupe import drop_duplicate_runs
+from .metrics import FINAL_TOP1, MetricReader, warn_unmeasured
 
 log = logging.getLogger(__name__)
 # Choices that never describe the ablation itself.
 IGNORED_CHOICES = ("logger", "experiment")
 IGNORED_OVERRIDE_PREFIXES = ("hydra", "seed", "logger", "+experiment", "experiment", "train.device",
                              "train.progress", "train.threads")
+COSTS = ("params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "wall_time_s")
 
 
 class NoRunsError(RuntimeError):
@@ -70,8 +73,14 @@ def swept_keys(overrides: Iterable[str], choices: Dict[str, Any]) -> List[str]:
     return keys
 
 
+def finite_mean(values: Iterable[Optional[float]]) -> Optional[float]:
+    finite = [value for value in values if value is not None and math.isfinite(value)]
+    return sum(finite) / len(finite) if finite else None
+
+
 def record_to_row(record: RunRecord) -> Dict[str, Any]:
-    """One run's record (schema 1) -> one flat row."""
+    """One run's record (schema 1, its field types checked by ``schema``) -> one flat row. Metrics that are not
+    finite numbers are NaN, listed in ``metric_problems`` (see ``metrics``)."""
     raw_config = record.get("config") or {}
     config = OmegaConf.create(raw_config)
     choices = {k: v for k, v in (record.get("choices") or {}).items() if k not in IGNORED_CHOICES}
@@ -79,7 +88,8 @@ def record_to_row(record: RunRecord) -> Dict[str, Any]:
     model_config = raw_config.get("model") or {}
     fusion_layers = model.get("fusion_layers", config_value(config, "fusion.layers"))
     depth = model.get("depth") or model_config.get("depth")
-    history = record.get("history") or []
+    metric = MetricReader()
+    history = metric.history(record.get("history") or [])
     final, best = record.get("final") or {}, record.get("best") or {}
     row = {"run_dir": record.get("run_dir"), "status": record.get("status"), "reason": record.get("reason"),
            "seed": record.get("seed"), "config_hash": record.get("config_hash"), **choices,
@@ -91,22 +101,21 @@ def record_to_row(record: RunRecord) -> Dict[str, Any]:
     swept = swept_keys(record.get("overrides") or [], choices)
     for key in swept:
         row[key] = readable(config_value(config, key))
-    images_per_s = [epoch["images_per_s"] for epoch in history if epoch.get("images_per_s")]
-    data_wait = [epoch["data_wait_frac"] for epoch in history if epoch.get("data_wait_frac") is not None]
-    row.update(top1=final.get("top1"), top5=final.get("top5"), loss=final.get("loss"),
-               best_top1=best.get("top1"), best_epoch=best.get("epoch"), params_m=record.get("params_m"),
-               gmacs=record.get("gmacs"), fusion_params_m=record.get("fusion_params_m"),
-               fusion_gmacs=record.get("fusion_gmacs"), wall_time_s=record.get("wall_time_s"),
-               images_per_s=sum(images_per_s) / len(images_per_s) if images_per_s else None,
-               data_wait_frac=sum(data_wait) / len(data_wait) if data_wait else None,  # None: older results
+    row.update(top1=metric(final.get("top1"), FINAL_TOP1, required=record.get("status") == "completed"),
+               top5=metric(final.get("top5"), "final.top5"), loss=metric(final.get("loss"), "final.loss"),
+               best_top1=metric(best.get("top1"), "best.top1"), best_epoch=best.get("epoch"),
+               **{key: metric(record.get(key), key) for key in COSTS},
+               images_per_s=finite_mean(epoch.get("images_per_s") or None for epoch in history),
+               data_wait_frac=finite_mean(epoch.get("data_wait_frac") for epoch in history),  # None: older results
                epochs=len(history), history=history, swept=swept)
-    branch_top1 = final.get("top1_branch") or []  # older results have none
+    branch_top1 = metric.values(final.get("top1_branch"), "final.top1_branch") or []  # older results have none
     for branch, top1 in enumerate(branch_top1 if len(branch_top1) > 1 else []):  # one branch: its head is the model
         row[f"top1_branch{branch}"] = top1
     # the validation size sets the binomial noise the flags judge by; older results and W&B runs have none
     row["num_val"] = (record.get("data_sizes") or {}).get("num_val")
     provenance = record.get("provenance") or {}  # older results have none
     row.update(device=provenance.get("device"), threads=provenance.get("threads"))
+    row["metric_problems"] = metric.problems  # popped by split_by_status
     return row
 
 
@@ -115,8 +124,14 @@ def rows_to_frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values(["run_dir"]).reset_index(drop=True) if "run_dir" in frame and len(frame) else frame
 
 
-def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], warn=log.warning) -> Collection:
-    """The rows as a Collection: completed and failed runs apart, each (config, seed) once."""
+def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], warn=log.warning,
+                    source: Callable[[str], str] = str) -> Collection:
+    """The rows as a Collection: completed and failed runs apart, each (config, seed) once, without the completed
+    runs that have no finite final top-1 (named, with every other non-finite metric, by ``source(run_dir)``).
+    Raises NoRunsError when no row is left."""
+    rows = warn_unmeasured(rows, warn, source)
+    if not rows:
+        raise NoRunsError(f"no runs left: no completed run has a finite {FINAL_TOP1} (see the warnings above)")
     frame = rows_to_frame(rows)
     candidates = candidate_factors(frame)
     duplicates: List[str] = []

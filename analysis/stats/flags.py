@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.runs.metrics import as_finite
+
 NOT_CONVERGED, SEEDS_DISAGREE = "not converged", "seeds disagree"
 CONVERGE_Z = 2.0  # the rise must exceed this many SEs of the validation noise
 DISAGREE_P = 0.001
@@ -102,10 +104,10 @@ def val_top1_curve(history: Any) -> List[float]:
     without a value are left out."""
     by_epoch = {}
     for index, record in enumerate(history if isinstance(history, list) else []):
-        top1 = record.get("top1")
-        if top1 is not None and not math.isnan(top1):
+        top1 = as_finite(record.get("top1"))
+        if top1 is not None:
             epoch = record.get("epoch")
-            by_epoch[index if epoch is None else epoch] = float(top1)
+            by_epoch[index if epoch is None else epoch] = top1
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
@@ -139,13 +141,19 @@ def convergence(runs: pd.DataFrame, checks: Checks) -> Tuple[Optional[bool], flo
     return (True if len(judged) == len(trends) else None), largest, None
 
 
+def finite_top1(runs: pd.DataFrame) -> pd.Series:
+    """The runs' final top-1, NaN where not a finite number: an inf would otherwise read as a spread."""
+    top1 = pd.to_numeric(runs["top1"], errors="coerce")
+    return top1.where(np.isfinite(top1.astype(float)))
+
+
 def top1_values(runs: pd.DataFrame) -> np.ndarray:
-    return pd.to_numeric(runs["top1"], errors="coerce").dropna().to_numpy(float)
+    return finite_top1(runs).dropna().to_numpy(float)
 
 
 def collapsed_seeds(runs: pd.DataFrame, checks: Checks) -> List[str]:
     """"seed 2 at 25.00, others' median 85.50" per run far below the row's other runs."""
-    top1 = pd.to_numeric(runs["top1"], errors="coerce").to_numpy(float)
+    top1 = finite_top1(runs).to_numpy(float)
     found = []
     for index, (seed, value) in enumerate(zip(runs["seed"], top1)):
         others = pd.Series(top1).drop(index).median()
@@ -169,7 +177,7 @@ def p_text(p: float) -> str:
 def spread_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame], checks: Checks) -> str:
     """"std 4.10 vs 1.05 expected from the other rows, F-test p 0.0002", or "" when the spread over seeds is
     what seed and validation noise predict (or cannot be judged: fewer than two seeds)."""
-    measured = pd.DataFrame({"top1": pd.to_numeric(runs["top1"], errors="coerce"),
+    measured = pd.DataFrame({"top1": finite_top1(runs),
                              "num_val": pd.to_numeric(column(runs, "num_val"), errors="coerce")}).dropna(subset="top1")
     if len(measured) < 2:
         return ""

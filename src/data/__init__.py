@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .digits import NUM_CLASSES as DIGITS_CLASSES
 from .digits import DigitsDataset, digits_split
-from .folders import cifar, image_folders
+from .folders import check_image_folders, cifar, cifar_folder_check, image_folders
 from .multiscale_digits import multiscale_digits
 from .posterize import fix_posterize
 from .prefetch import DeviceBatches
@@ -86,16 +86,13 @@ def device_batches(data_cfg, device: torch.device) -> Tuple[DeviceBatches, Devic
 def build_datasets(data_cfg, image_size: int, seed: int, prefetch: bool = False):
     """(train, val, num_classes the data has); ``seed`` (the run's) draws multiscale_digits' training renders;
     ``prefetch``: image pipelines end in uint8 tensors (``build_transforms``)."""
+    check_data_source(data_cfg, folders=False)
     name = data_cfg.name
-    if name not in DATASETS:
-        raise ValueError(f"unknown data.name={name!r}: pick one of {', '.join(DATASETS)}")
     if name == "synthetic":
         seed = data_cfg.split_seed
         return (SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
                 SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1),
                 data_cfg.num_classes)
-    if name not in ("digits", "multiscale_digits") and not data_cfg.root:
-        raise ValueError(f"data.root is not set for {name}: pass data.root=/path/to/{name}")
     if name == "multiscale_digits":  # the render is the augmentation: training images take the eval transform
         return (*multiscale_digits(data_cfg, image_size, seed), DIGITS_CLASSES)
     train_transform, eval_transform = build_transforms(data_cfg, image_size, prefetch)
@@ -108,6 +105,22 @@ def build_datasets(data_cfg, image_size: int, seed: int, prefetch: bool = False)
     else:  # imagenet, imagefolder
         train, val = image_folders(name, data_cfg.root, train_transform, eval_transform)
     return train, val, len(train.classes)
+
+
+def check_data_source(data_cfg, folders: bool = True) -> None:
+    """The dataset is one we know and, on disk, where ``data.root`` says; ``folders``: also the folders' contents
+    (CIFAR's folder, the image folders' classes and file headers: ``folders.check_image_folders``)."""
+    name = data_cfg.name
+    if name not in DATASETS:
+        raise ValueError(f"unknown data.name={name!r}: pick one of {', '.join(DATASETS)}")
+    if name in ("digits", "multiscale_digits", "synthetic"):
+        return
+    if not data_cfg.root:
+        raise ValueError(f"data.root is not set for {name}: pass data.root=/path/to/{name}")
+    if folders and name in ("cifar10", "cifar100"):
+        cifar_folder_check(name, data_cfg.root, data_cfg.download)
+    elif folders:
+        check_image_folders(name, str(data_cfg.root))
 
 
 def _limit(dataset: Dataset, limit: Optional[int]) -> Dataset:

@@ -5,11 +5,14 @@ timm loads the file or hub weights and drops the classifier when ``num_classes``
 keys (``convert_crossvit_state_dict``, or ``convert_vit_state_dict`` for a timm ViT / DeiT on a single-branch
 model), resamples the position embeddings to the model's patch grids (timm's ``resample_abs_pos_embed``), starts a
 non-cross fusion fresh, and checks every other shape."""
+import json
 import logging
 import math
 import re
+import struct
+import zipfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Union
+from typing import Dict, List, Mapping, Optional, Union
 
 import timm
 import torch
@@ -21,6 +24,52 @@ from src.variant_table import VARIANTS
 from .convert import convert_crossvit_state_dict, convert_vit_state_dict, is_vit_state_dict
 
 _logger = logging.getLogger(__name__)
+
+
+# the first bytes of torch.save's legacy (pre-zip) format: a pickled magic number; torch reads it weights-only too
+LEGACY_TORCH_FILE = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def weights_file_problem(path: Path) -> Optional[str]:
+    """Why ``torch.load(path, weights_only=True)`` (what timm and the harness load with) would refuse ``path``,
+    found without reading its tensors: not a torch.save file, a corrupt one, or one holding pickled code (classes or
+    functions, which loading would run); None when it looks loadable. ``.safetensors``: its header must parse."""
+    if path.suffix == ".safetensors":
+        try:
+            with open(path, "rb") as file:
+                size = struct.unpack("<Q", file.read(8))[0]
+                json.loads(file.read(size))
+        except (struct.error, ValueError, MemoryError, OverflowError) as error:
+            return f"is not a safetensors file (its header does not parse: {type(error).__name__})"
+        return None
+    with open(path, "rb") as file:
+        head = file.read(len(LEGACY_TORCH_FILE))
+    if head == LEGACY_TORCH_FILE:
+        return None  # torch checks it while loading; nothing cheaper to do here
+    if not zipfile.is_zipfile(path):
+        kind = "a plain pickle, which loading would run as code" if head[:1] == b"\x80" else "corrupt, truncated " \
+            "or another kind of file"
+        return f"is not a torch.save file ({kind})"
+    try:
+        code = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - every unreadable archive gets the same clear message
+        return f"is a corrupt torch.save file ({type(error).__name__}: {str(error).strip()[:200]})"
+    if code:
+        return (f"holds pickled code ({', '.join(code[:3])}), which loading would run: refused (a file of plain "
+                f"tensors, as timm, the CrossViT release and this harness save them, holds none)")
+    return None
+
+
+def check_pretrained_file(source: str) -> None:
+    """``model.pretrained=PATH`` names a file timm can load weights-only, before any model is built."""
+    path = Path(source).expanduser()
+    fix = ("give model.pretrained=PATH of a timm or official CrossViT checkpoint (a state dict of tensors, .pth or "
+           ".safetensors), model.pretrained=hub, or null to start from random weights")
+    if not path.is_file():
+        raise ValueError(f"model.pretrained={source}: {'is a folder' if path.is_dir() else 'no such file'}; {fix}")
+    problem = weights_file_problem(path)
+    if problem:
+        raise ValueError(f"model.pretrained={source} {problem}; {fix}")
 
 
 def branch_blocks(model: nn.Module, branch: int) -> List[str]:

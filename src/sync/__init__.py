@@ -1,1 +1,1 @@
-"""W&B offline runs: read back from their ``.wandb`` files (``offline_runs``) and uploaded (``python -m src.sync``)."""
+"""W&B offline runs uploaded (``python -m src.sync``); their ``.wandb`` files are read by ``src.train.wandb_files``."""

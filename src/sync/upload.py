@@ -7,22 +7,57 @@ leaves one folder per launch, all with the run's id) oldest first, then hands th
 naming the dirs, when there is no offline run under them.
 """
 import argparse
+import csv
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, List, Optional, Set, Tuple
 
-from src.train.loggers import api_key_configured
+from src.train.loggers import METRICS_FILE, api_key_configured
+from src.train.wandb_files import by_run, find_offline_runs, read_offline_run
 
-from .offline_runs import by_run, find_offline_runs, read_offline_run
+
+def spans(numbers: Iterable[int]) -> str:
+    """``epochs 0-2, 5`` (a gap shows), ``epoch 3``, ``no epochs``."""
+    numbers, runs = sorted(set(numbers)), []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    if not runs:
+        return "no epochs"
+    text = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
+    return f"epoch{'s' if len(numbers) > 1 else ''} {text}"
+
+
+def trail_epochs(folder: Path) -> Tuple[Optional[Path], Set[int]]:
+    """The epochs of the run dir's ``metrics.csv`` (W&B's files are in ``RUN_DIR/wandb/offline-run-*``)."""
+    trail = folder.parent.parent / METRICS_FILE
+    if folder.parent.name != "wandb" or not trail.is_file():
+        return None, set()
+    with open(trail, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if None not in row and None not in row.values()]
+    return trail, {int(row["epoch"]) for row in rows if row.get("kind") == "epoch"}
 
 
 def describe(run_id: str, folders: List[Path]) -> str:
+    """The run's parts and the epochs they hold together, and the epochs its ``metrics.csv`` has beyond them
+    (a killed launch whose run was not resumed since: the resumed launch logs them again)."""
     halves = [read_offline_run(folder) for folder in folders]
-    epochs = sorted({epoch for half in halves for epoch in half.epochs})
-    span = f"epochs {epochs[0]}-{epochs[-1]}" if epochs else "no epochs"
-    return f"run {run_id}: {len(folders)} part(s), {span}: " + ", ".join(str(folder) for folder in folders)
+    epochs = {epoch for half in halves for epoch in half.epochs}
+    trail, finished = trail_epochs(folders[-1])
+    lost = sorted(finished - epochs)
+    if not lost:
+        gap = ""
+    elif halves[-1].exit_code is None:  # the last launch was killed, and the run not resumed since
+        gap = (f"; {spans(lost)} of {trail} not in them (a kill stopped the launch before W&B wrote them out: "
+               f"resuming the run, with the same command, logs them again)")
+    else:  # a launch without W&B, or of a harness from before the resume logged them again
+        gap = f"; {spans(lost)} of {trail} not in them (only the run dir has them)"
+    return (f"run {run_id}: {len(folders)} part(s), {spans(epochs)}{gap}: "
+            + ", ".join(str(folder) for folder in folders))
 
 
 def wandb_command() -> List[str]:

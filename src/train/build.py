@@ -1,5 +1,6 @@
 """Builders for one run, each checking its input first: device and precision, model, optimizer, scheduler."""
 import logging
+import re
 from typing import Any, Dict, Optional, Tuple
 
 import timm
@@ -12,31 +13,47 @@ import src.models  # noqa: F401  (registers fusionvit_* with timm)
 from src.models import fusion_names
 
 log = logging.getLogger(__name__)
+# the sched.name values timm's create_scheduler_v2 builds
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "wsd", "rsqrt")
 ARCHITECTURE_KEYS = ("img_size", "img_scale", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
                      "multi_conv", "class_token")
 
 
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def resolve_device(setting: str) -> torch.device:
+    if not DEVICE.match(str(setting)):
+        raise ValueError(f"train.device={setting!r} is not a device: pick auto (CUDA when present), cpu, cuda or "
+                         f"cuda:N (N a GPU index)")
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={setting} but no CUDA device is visible: use train.device=auto or cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"train.device={setting} but {torch.cuda.device_count()} CUDA device(s) are visible: use "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}, or train.device=cuda")
     return device
+
+
+def check_amp(setting: str, device: torch.device) -> None:
+    """``train.amp`` is one of auto, none, bf16, fp16, and bf16/fp16 only on CUDA (without touching CUDA)."""
+    if setting != "auto" and setting not in AMP:
+        raise ValueError(f"train.amp={setting!r}: pick auto, none, bf16 or fp16")
+    if AMP.get(setting) is not None and device.type != "cuda":
+        raise ValueError(f"train.amp={setting} needs CUDA but this run is on {device}: use train.amp=none or auto")
 
 
 def resolve_amp(setting: str, device: torch.device) -> Optional[torch.dtype]:
     """Mixed precision on CUDA only: ``auto`` is bf16 where supported, else fp16; none on the CPU."""
-    choices = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    check_amp(setting, device)
     if setting == "auto":
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if setting not in choices:
-        raise ValueError(f"train.amp={setting!r}: pick auto, none, bf16 or fp16")
-    if choices[setting] is not None and device.type != "cuda":
-        raise ValueError(f"train.amp={setting} needs CUDA but this run is on {device}: use train.amp=none or auto")
-    return choices[setting]
+    return AMP[setting]
 
 
 def model_kwargs(cfg) -> Dict[str, Any]:

@@ -12,6 +12,8 @@ already trained on, so the data order is the uninterrupted one.
 """
 import logging
 import random
+import re
+import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +41,7 @@ class TrainState:
     best_epoch: Optional[int] = None
     best_top1_branch: Optional[List[float]] = None  # each branch head alone at the best epoch, S first
     history: List[Dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0  # wall time of all launches up to this checkpoint (wall_time_s, metrics.csv's time_s)
 
     def record(self, row: Dict[str, Any]) -> bool:
         """Appends an epoch's row; returns True when it is the best top-1 so far."""
@@ -75,29 +78,40 @@ class AlreadyCompleted(Exception):
     """The run dir already holds a completed result for this exact config: nothing to do."""
 
 
-def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> None:
+def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> Optional[Dict[str, Any]]:
     """Decides what to do with an existing ``results.json``: a job of the same config resumes or retries
-    (returns), a finished one raises ``AlreadyCompleted`` (skip it), another config's raises ``ValueError`` (two
-    jobs sharing one folder would overwrite each other's checkpoints); ``force`` deletes the checkpoints."""
+    (returns the previous record), a finished one raises ``AlreadyCompleted`` (skip it), another config's raises
+    ``ValueError`` (two jobs sharing one folder would overwrite each other's checkpoints); ``force`` deletes the
+    checkpoints. An unreadable record, or a completed one without its history, is rebuilt by resuming from the
+    run's checkpoint (every epoch's row is in it; a finished run's resume trains nothing), or re-run without one.
+    Call with the run dir's lock held."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
-        return
+        return None
     try:
         previous = read_results(run_dir)
+        if not isinstance(previous, dict):
+            raise ValueError(f"a JSON {type(previous).__name__}, not a record")
     except ValueError as error:
-        log.warning("%s is unreadable (%s); starting the job over", path, error)
-        return
-    same_config = identity_hash(previous.get("config", {})) == identity_hash(config)
+        log.warning("%s is unreadable (%s): rebuilding it from the run's checkpoint, or running the job over "
+                    "where there is none", path, error)
+        return None
+    same_config = identity_hash(previous.get("config") or {}) == identity_hash(config)
     if not same_config and not force:
         raise ValueError(f"{path} holds results of another config (overrides {previous.get('overrides')}); "
                          f"use another output dir (hydra.run.dir / hydra.sweep.dir), delete that folder, "
                          f"or pass train.force=true to overwrite it")
-    if previous.get("status") == "completed" and same_config and not force:
+    finished = previous.get("status") == "completed" and bool(previous.get("history"))
+    if previous.get("status") == "completed" and not finished:
+        log.warning("%s says completed but holds no history: rebuilding it from the run's checkpoint", path)
+    if finished and same_config and not force:
         raise AlreadyCompleted(f"{path} is already completed for this config: skipped (train.force=true re-runs)")
     if force:  # a forced run starts from scratch: another config's or a finished run's checkpoints must not load
         for name in (LAST, PREVIOUS, BEST):
             (Path(run_dir) / name).unlink(missing_ok=True)
         log.info("train.force=true: running the job in %s from scratch", run_dir)
+        return None
+    return previous
 
 
 # -- files ---------------------------------------------------------------------------------------------------
@@ -112,12 +126,25 @@ def load(path: Union[str, Path]) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist: check the path given to train.resume")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - every unreadable file gets the same clear error
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
-                              f"delete it or set train.resume=never to start over") from error
+    except Exception as error:  # noqa: BLE001 - every unreadable file gets a clear error naming it
+        raise CheckpointError(unreadable_checkpoint(path, error)) from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} is not a checkpoint of this harness (no 'model' entry)")
     return checkpoint
+
+
+def unreadable_checkpoint(path: Path, error: BaseException) -> str:
+    """Why ``path`` cannot be loaded, in the user's terms (torch's own message advises weights_only=False, which
+    would run whatever code the file holds)."""
+    fix = "delete it or set train.resume=never to start over"
+    if not zipfile.is_zipfile(path):
+        return f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip file: corrupt, truncated or " \
+               f"another kind of file); {fix}"
+    code = re.search(r"GLOBAL (\S+)", str(error))
+    if code:
+        return f"checkpoint {path} holds pickled code ({code.group(1)}), which loading would run: refused, it " \
+               f"was not written by this harness (whose checkpoints hold tensors, numbers and strings only); {fix}"
+    return f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {str(error).strip()[:300]}); {fix}"
 
 
 def load_latest(run_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
@@ -238,9 +265,21 @@ class Saver:
             "config_hash": self.config_identity,
         }
         write = partial(torch.save, payload)  # atomic: a kill mid-write leaves the previous file whole
-        write_atomic(Path(self.run_dir) / LAST, write, keep_previous=Path(self.run_dir) / PREVIOUS)
-        if best:
-            write_atomic(Path(self.run_dir) / BEST, write)
+        size = payload_bytes(payload)
+        if best:  # before last.pt, which commits the epoch: a kill in between redoes the epoch and this write
+            write_atomic(Path(self.run_dir) / BEST, write, needed_bytes=size)
+        write_atomic(Path(self.run_dir) / LAST, write, keep_previous=Path(self.run_dir) / PREVIOUS, needed_bytes=size)
+
+
+def payload_bytes(value: Any) -> int:
+    """The tensors' bytes in a checkpoint: about its size on disk."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(payload_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(item) for item in value)
+    return 8
 
 
 def restore(run, checkpoint: Dict[str, Any], config_identity: str) -> TrainState:

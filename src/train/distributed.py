@@ -112,6 +112,15 @@ def reduce_sums(sums: Dict[str, float], device: torch.device) -> Dict[str, float
     return dict(zip(keys, values.tolist()))
 
 
+def rank0_says(value):
+    """Rank 0's ``value`` (picklable) on every rank: a decision only rank 0 takes (the run dir's lock)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def teardown() -> None:
     if is_distributed():
         dist.barrier()

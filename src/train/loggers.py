@@ -6,6 +6,12 @@ with a key but no network blocks ~90 s: ``auto`` is online only when ``wandb.log
 verify=False)`` finds a key. A failing online init falls back to offline, a failing offline init to no W&B,
 each with a warning. W&B's files live under the run dir (``dir=run_dir``).
 
+A kill keeps what W&B has written to the run's ``.wandb`` file, and wandb-core writes it out only every
+``x_transaction_log_flush_interval`` (15 s by default; a killed launch's core exits without writing the rest).
+So W&B writes it out every ``FLUSH_INTERVAL_S`` here, and each epoch row is committed and waited for until it is
+in the file; a resumed offline run first logs again the rows of ``metrics.csv`` that no earlier launch's file
+holds (see docs/wandb.md).
+
 Every logged step and every epoch is one CSV row (``kind`` step or epoch, ``step``, then the metric columns), so
 every curve W&B draws can be drawn from the run dir alone. A resumed run first rewrites the file (atomically)
 without the rows past its checkpoint, which the resumed run logs again, and without a row a kill cut short.
@@ -19,12 +25,15 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .record import write_atomic
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
+FLUSH_SETTING = "x_transaction_log_flush_interval"  # wandb >= 0.2x: seconds between writes of the .wandb file
+FLUSH_INTERVAL_S = 0.1
+FLUSH_TIMEOUT_S = 10.0  # an epoch row not on disk by then: warn, and stop waiting for the rest of the launch
 METRICS_FILE = "metrics.csv"
 
 
@@ -55,13 +64,36 @@ def resolve_mode(mode: str) -> str:
     return "offline"
 
 
+def flush_settings() -> Dict[str, float]:
+    """The setting that makes wandb-core write the ``.wandb`` file out often, where this wandb has it."""
+    import wandb
+
+    return {FLUSH_SETTING: FLUSH_INTERVAL_S} if FLUSH_SETTING in getattr(wandb.Settings, "model_fields", {}) else {}
+
+
+def trail_rows(path: Path) -> List[Tuple[int, Dict[str, Any]]]:
+    """``metrics.csv``'s rows as W&B logged them: (step, metrics), one per step (a step's row and its epoch's
+    row are one W&B history row), in step order; empty cells and the CSV's own columns left out."""
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if None not in row and None not in row.values()]
+    by_step: Dict[int, Dict[str, Any]] = {}
+    for row in rows:
+        metrics = by_step.setdefault(int(row["step"]), {})
+        for key, value in row.items():
+            if key not in ("kind", "step", "time_s") and value != "":
+                metrics[key] = int(value) if key == "epoch" else float(value)
+    return sorted(by_step.items())
+
+
 class WandbLogger:
-    """``log_step`` / ``summary`` / ``finish``; every call is a no-op once W&B is off or has failed."""
+    """``log_step`` / ``summary`` / ``finish``; every call is a no-op once W&B is off or has failed. An epoch row
+    (``epoch`` among the metrics) is committed at once and is in the ``.wandb`` file when ``log_step`` returns."""
 
     def __init__(self, logger_cfg, run_dir: Path, config: Dict[str, Any], group: Optional[str], name: str,
                  run_id: Optional[str] = None, job_type: Optional[str] = None, tags: Optional[list] = None):
         self.run = None
         self.info: Optional[Dict[str, Any]] = None  # mode, run id and folder, for results.json
+        self.log_tail = None  # this launch's .wandb file as written out so far (src.train.wandb_files.LogTail)
         self.mode = resolve_mode(logger_cfg.mode) if logger_cfg.name == "wandb" else "disabled"
         if self.mode == "disabled":
             return
@@ -72,6 +104,10 @@ class WandbLogger:
                                       list(logger_cfg.tags) if tags is None else tags)
                 self.mode = mode
                 self.info = {"mode": mode, "run_id": self.run.id, "dir": str(Path(self.run.dir).parent)}
+                if flush_settings():
+                    from .wandb_files import LogTail
+
+                    self.log_tail = LogTail(self.run.settings.sync_file)
                 return
             except Exception as error:  # noqa: BLE001 - W&B must never stop a training run
                 warnings.warn(f"W&B {mode} start failed ({type(error).__name__}: {error}); "
@@ -86,7 +122,7 @@ class WandbLogger:
 
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = wandb.Settings(init_timeout=logger_cfg.init_timeout, console="off", x_disable_stats=True,
-                                  silent=True)
+                                  silent=True, **flush_settings())
         return wandb.init(project=logger_cfg.project, entity=logger_cfg.entity, group=group, name=name,
                           config=config, tags=tags, job_type=job_type, dir=str(run_dir), mode=mode,
                           reinit="finish_previous", settings=settings,
@@ -103,7 +139,54 @@ class WandbLogger:
             self.run = None
 
     def log_step(self, metrics: Dict[str, float], step: int) -> None:
-        self._safely(lambda: self.run.log(metrics, step=step))
+        epoch_row = "epoch" in metrics  # committed now: with a step given, W&B holds a row until the next step
+        self._safely(lambda: self.run.log(metrics, step=step, commit=True if epoch_row else None))
+        if epoch_row:
+            self.flush(step)
+
+    def flush(self, step: int) -> None:
+        """Waits until the row at ``step`` is in this launch's ``.wandb`` file (wandb-core writes the file out every
+        ``FLUSH_INTERVAL_S``), so that no kill from now on takes it. Past ``FLUSH_TIMEOUT_S`` it warns and stops
+        waiting, for the rest of the launch."""
+        if self.run is None or self.log_tail is None:
+            return
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        try:
+            self.log_tail.read()
+            while self.log_tail.last_step < step:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"step {step} not in {self.log_tail.path} after {FLUSH_TIMEOUT_S:.0f} s")
+                time.sleep(FLUSH_INTERVAL_S / 4)
+                self.log_tail.read()
+        except Exception as error:  # noqa: BLE001 - W&B must never stop a training run
+            warnings.warn(f"W&B's .wandb file could not be followed ({type(error).__name__}: {error}); no longer "
+                          f"waiting for each epoch to be written out: a kill can take the last rows from it "
+                          f"(metrics.csv keeps them; a resumed run logs them again)", stacklevel=1)
+            self.log_tail = None
+
+    def log_missing(self, rows: Sequence[Tuple[int, Dict[str, Any]]]) -> None:
+        """Offline, before this launch logs anything: logs again the rows (``trail_rows`` of ``metrics.csv``, cut
+        back to the checkpoint) at steps that no earlier launch's ``.wandb`` file of this run holds, the rows a kill
+        took from W&B, so that the launches' files together hold every row the run dir has."""
+        if self.run is None or self.mode != "offline" or not rows:
+            return
+        from .wandb_files import LogTail, launch_files
+
+        this_launch = Path(self.run.settings.sync_file)
+        try:
+            kept = {step for path in launch_files(this_launch.parent.parent, self.run.id) if path != this_launch
+                    for step in LogTail(path).read()}
+        except Exception as error:  # noqa: BLE001 - an unreadable earlier file must not stop the run
+            warnings.warn(f"W&B: the earlier launches' .wandb files could not be read ({type(error).__name__}: "
+                          f"{error}); the rows a kill took from them are not logged again", stacklevel=1)
+            return
+        missing = [(step, metrics) for step, metrics in rows if step not in kept]
+        for step, metrics in missing:
+            self._safely(lambda row, at: self.run.log(row, step=at, commit=True), metrics, step)
+        if missing and self.run is not None:
+            log.info("W&B: logged again %d row(s) (steps %d-%d) that a killed launch had not written out",
+                     len(missing), missing[0][0], missing[-1][0])
+            self.flush(missing[-1][0])
 
     @property
     def run_id(self) -> Optional[str]:
@@ -143,20 +226,28 @@ def metric_columns(num_branches: int) -> List[str]:
 
 
 class CsvTrail:
-    """``metrics.csv``: appended and flushed row by row."""
+    """``metrics.csv``: appended and flushed row by row. On a resume it is cut back to the checkpoint, and the
+    epoch rows a kill kept from it (a kill after the checkpoint, before the row) are written anew from the
+    checkpoint's history, so that it has one row per finished epoch; ``time_s`` goes on from the earlier
+    launches' time."""
 
-    def __init__(self, run_dir: Path, num_branches: int, resume_step: int, resume_epoch: int):
+    def __init__(self, run_dir: Path, num_branches: int, resume_step: int, resume_epoch: int,
+                 epoch_rows: Sequence[Tuple[int, Dict[str, Any]]] = (), time_offset_s: float = 0.0):
         self.path = Path(run_dir) / METRICS_FILE
         self.columns = metric_columns(num_branches)
         kept = self._rows_before(resume_step, resume_epoch)
+        logged = {int(row["epoch"]) for row in kept if row["kind"] == "epoch"}
+        restored = [{"kind": "epoch", "step": step, "time_s": "", **metrics} for step, metrics in epoch_rows
+                    if int(metrics["epoch"]) not in logged and int(metrics["epoch"]) < resume_epoch]
+        rows = sorted(kept + restored, key=lambda row: (int(row["step"]), row["kind"] == "epoch"))
         text = io.StringIO()
-        writer = csv.DictWriter(text, self.columns)
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(kept)
+        writer.writerows(rows)
         write_atomic(self.path, lambda file: file.write(text.getvalue().encode()))
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
-        self.started = time.time()
+        self.started = time.time() - time_offset_s
 
     def _rows_before(self, step: int, epoch: int) -> List[Dict[str, str]]:
         """Rows of an earlier part of this run up to its checkpoint; none for a new run."""
@@ -205,6 +296,9 @@ class Loggers:
 
     def __init__(self, wandb, trails: List[Any]):
         self.wandb, self.trails = wandb, trails
+        csv_trail = next((trail for trail in trails if isinstance(trail, CsvTrail)), None)
+        if csv_trail is not None:  # a resumed run's rows up to its checkpoint: what a kill took from W&B
+            self.wandb.log_missing(trail_rows(csv_trail.path))
 
     @property
     def run_id(self) -> Optional[str]:

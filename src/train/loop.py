@@ -109,11 +109,19 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     identity = ckpt.identity_hash(OmegaConf.to_container(cfg, resolve=True))
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()
+    earlier_s = state.elapsed_s  # the earlier launches' time: wall_time_s and time_s count across launches
+
+    def elapsed() -> float:
+        return earlier_s + time.perf_counter() - started
+
+    if state.history:  # the record is rebuilt from the checkpoint, whatever results.json held before
+        record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
     saver = ckpt.Saver(run_dir, identity, enabled=cfg.train.save_checkpoints and distributed.is_main())
     stop, exit_code, logger = StopFlag(), 1, None  # the flag before W&B's start, which can take a while
     try:  # whatever fails, the signal handlers and the W&B run are not left to the next job in this process
         logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])},
-                               group, name, checkpoint.get("wandb_run_id") if checkpoint else None)
+                               group, name, checkpoint.get("wandb_run_id") if checkpoint else None,
+                               len(run.batches.loader))
         record_wandb(results, logger.info)
         write_results(run_dir, results)
         log_start(cfg, run, results)
@@ -123,9 +131,10 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
             epoch_started, lr, meter = time.perf_counter(), run.optimizer.param_groups[0]["lr"], EpochMeter()
             for _ in train_one_epoch(run, state, epoch, meter, logger, progress, cfg.logger.log_every_n_steps):
                 if mid_epoch_save_due(cfg, state, stop, steps_per_epoch):
+                    state.elapsed_s = elapsed()
                     saver.save(run, state, logger.run_id, mid_epoch=True)
                     if stop.requested:
-                        return interrupted(results, stop, epoch, state, started, logger)
+                        return interrupted(results, stop, epoch, state, elapsed(), logger)
             trained = distributed.reduce_sums({"loss_sum": meter.loss_sum, "images": meter.images,
                                                "images_per_s": meter.images_per_s(), "wait_s": meter.wait_s,
                                                "step_s": meter.step_s}, run.device)
@@ -142,15 +151,18 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
                 row["ema_top1"] = evaluate(run.ema.module, run.data.val_to_device(run.data.val_loader), run.device,
                                            run.amp_dtype)["top1"]
             is_best = state.record(row)
-            saver.save(run, state, logger.run_id, mid_epoch=False, best=is_best)
+            # The order a kill at any point leaves consistent: predictions and best.pt, then last.pt, which
+            # commits the epoch (a kill before it redoes the epoch and rewrites both), then the trail and the
+            # record, which the next start rebuilds from last.pt
             write_predictions(run_dir, metrics["predictions"])
+            state.elapsed_s = elapsed()
+            saver.save(run, state, logger.run_id, mid_epoch=False, best=is_best)
             log_epoch(logger, row, run.num_epochs, state.step)
-            record_epoch(results, state.history, state.best(), time.perf_counter() - started,
-                         peak_memory_mb(run.device))
+            record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
             write_results(run_dir, results)
             if stop.requested and state.epoch < run.num_epochs:  # came after the last step: last.pt is here
-                return interrupted(results, stop, state.epoch, state, started, logger)
-        completed(results, state, logger, started)
+                return interrupted(results, stop, state.epoch, state, elapsed(), logger)
+        completed(results, state, logger, elapsed())
         exit_code = 0
     finally:
         stop.close()
@@ -168,7 +180,7 @@ def mid_epoch_save_due(cfg, state: ckpt.TrainState, stop: StopFlag, steps_per_ep
 
 
 def start_loggers(cfg, run_dir: Path, results: RunRecord, state: ckpt.TrainState, wandb_config: Dict[str, Any],
-                  group: Optional[str], name: str, wandb_run_id: Optional[str]) -> Loggers:
+                  group: Optional[str], name: str, wandb_run_id: Optional[str], steps_per_epoch: int) -> Loggers:
     """W&B (rank 0, ``logger=wandb``), ``metrics.csv`` (rank 0, always) and TensorBoard (``logger=tensorboard``)."""
     if not distributed.is_main():
         return Loggers(WandbLogger(SimpleNamespace(name="none"), run_dir, {}, None, name), [])
@@ -179,24 +191,26 @@ def start_loggers(cfg, run_dir: Path, results: RunRecord, state: ckpt.TrainState
     # and the validation size, which the flags judge a run's noise by
     sizes = {f"data_sizes/{key}": value for key, value in (results.get("data_sizes") or {}).items()}
     wandb.summary({"config_hash": results.get("config_hash"), "overrides": results.get("overrides") or [], **sizes})
-    trails = [CsvTrail(run_dir, results["model"]["num_branches"], state.step, state.epoch)]
+    epoch_rows = [((row["epoch"] + 1) * steps_per_epoch, epoch_metrics(row)) for row in state.history]
+    trails = [CsvTrail(run_dir, results["model"]["num_branches"], state.step, state.epoch, epoch_rows,
+                       state.elapsed_s)]
     if cfg.logger.name == "tensorboard":
         trails.append(TensorboardTrail(run_dir, state.step))
     return Loggers(wandb, trails)
 
 
-def interrupted(results: RunRecord, stop: StopFlag, epoch: int, state: ckpt.TrainState, started: float,
+def interrupted(results: RunRecord, stop: StopFlag, epoch: int, state: ckpt.TrainState, wall_time_s: float,
                 logger: Loggers) -> RunRecord:
     if stop.signal_name == "SIGTERM":  # preemption: a W&B sweep agent re-queues the run (it resumes last.pt)
         logger.mark_preempting()
     mark_interrupted(results, f"{stop.signal_name} at epoch {epoch} step {state.step}: checkpoint saved, run the "
-                     f"same command again to resume", time.perf_counter() - started)
+                     f"same command again to resume", wall_time_s)
     return results
 
 
-def completed(results: RunRecord, state: ckpt.TrainState, logger: Loggers, started: float) -> None:
+def completed(results: RunRecord, state: ckpt.TrainState, logger: Loggers, wall_time_s: float) -> None:
     last = state.history[-1]
-    mark_completed(results, last, state.best(), time.perf_counter() - started)
+    mark_completed(results, last, state.best(), wall_time_s)
     logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
                     **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
                     "params_m": results["params_m"], "gmacs": results["gmacs"],
@@ -240,11 +254,16 @@ def log_epoch(logger: Loggers, row: Dict[str, Any], num_epochs: int, step: int) 
              "%.0f img/s", row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], row["top1"],
              "/".join(f"{top1:.1f}" for top1 in row["top1_branch"]), row["top5"], row["epoch_time_s"],
              row["images_per_s"])
+    logger.log_step(epoch_metrics(row), step=step)  # epoch rows share the W&B history, at the global step
+
+
+def epoch_metrics(row: Dict[str, Any]) -> Dict[str, Any]:
+    """An epoch's row of the history as logged (W&B, metrics.csv, TensorBoard)."""
     metrics = {"epoch": row["epoch"], "val/loss": row["val_loss"], "val/top1": row["top1"],
                "val/top5": row["top5"], "train/epoch_loss": row["train_loss"],
                "train/epoch_time_s": row["epoch_time_s"], "train/epoch_images_per_s": row["images_per_s"],
-               "train/epoch_data_wait_frac": row["data_wait_frac"],
+               "train/epoch_data_wait_frac": row.get("data_wait_frac"),
                **{f"val/top1_branch{i}": top1 for i, top1 in enumerate(row["top1_branch"])}}
     if "ema_top1" in row:
         metrics["val/ema_top1"] = row["ema_top1"]
-    logger.log_step(metrics, step=step)  # epoch rows share the W&B history, at the global step
+    return metrics

@@ -3,10 +3,12 @@ change it, how it is written, and how a run names itself (W&B group, ``arch/*`` 
 
 ``src.run`` imports this module before Hydra answers ``--help``: torch and timm load only inside ``provenance``.
 """
+import errno
 import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -18,9 +20,12 @@ import numpy as np
 SCHEMA = 1
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "val_predictions.npz"
+# the files of a run dir written through ``write_atomic``: their temp files are ``.NAME.*.tmp``
+KNOWN_FILES = ("results", "val_predictions", "metrics", "last", "best")
 ROOT = Path(__file__).resolve().parents[2]
 # Keys that say how to run, not what to train: they never change a job's identity (nor its W&B group).
-NON_IDENTITY_KEYS = ("force", "resume", "threads", "progress", "save_checkpoints", "ckpt_every_steps")
+NON_IDENTITY_KEYS = ("force", "resume", "threads", "progress", "save_checkpoints", "ckpt_every_steps",
+                     "on_busy")
 Status = Literal["running", "completed", "failed", "interrupted"]
 
 
@@ -126,6 +131,7 @@ class RunRecord(TypedDict):
     wandb: Optional[WandbInfo]  # None: no W&B run
     started_at: str  # ISO 8601, UTC
     finished_at: Optional[str]
+    lost_launches: List[str]  # earlier launches that died without recording how (a kill, a full disk)
 
 
 # -- the record's changes ------------------------------------------------------------------------------------
@@ -139,7 +145,8 @@ def new_record(config: Dict[str, Any], choices: Dict[str, Any], overrides: List[
             "overrides": overrides, "config_hash": config_hash(config), "seed": seed,
             "model": None, "data_sizes": None, "params_m": None, "gmacs": None, "fusion_params_m": None,
             "fusion_gmacs": None, "final": None, "best": None, "history": [], "provenance": None, "wall_time_s": None,
-            "run_dir": str(Path(run_dir).resolve()), "wandb": None, "started_at": now_iso(), "finished_at": None}
+            "run_dir": str(Path(run_dir).resolve()), "wandb": None, "started_at": now_iso(), "finished_at": None,
+            "lost_launches": []}
 
 
 def record_build(record: RunRecord, model: ModelSummary, costs: Dict[str, float], provenance: Provenance,
@@ -171,31 +178,114 @@ def mark_interrupted(record: RunRecord, reason: str, wall_time_s: float) -> None
 
 
 def mark_failed(record: RunRecord, error: BaseException, wall_time_s: float) -> None:
-    record.update(status="failed", reason=f"{type(error).__name__}: {error}", wall_time_s=wall_time_s,
+    record.update(status="failed", reason=failure_reason(error, Path(record["run_dir"])), wall_time_s=wall_time_s,
                   finished_at=now_iso())
 
 
+def failure_reason(error: BaseException, run_dir: Path) -> str:
+    """``Type: message``; a full disk as ``DiskFull: disk full at FOLDER (...)`` wherever it struck."""
+    if not isinstance(error, DiskFull) and is_disk_full(error, run_dir, None):
+        where = Path(error.filename).parent if getattr(error, "filename", None) else run_dir
+        error = disk_full(where, None, error)
+    if isinstance(error, DiskFull):
+        return f"DiskFull: {error.strerror}"
+    return f"{type(error).__name__}: {error}"
+
+
 # -- files ---------------------------------------------------------------------------------------------------
-def write_atomic(path: Path, write: Callable[[Any], Any], keep_previous: Optional[Path] = None) -> Path:
+RESERVE_FILE = ".disk_reserve"  # freed when the disk fills, so that the failure itself can still be recorded
+RESERVE_BYTES = 1 << 20
+TEMP_SUFFIX = ".tmp"
+
+
+class DiskFull(OSError):
+    """No space left: names the folder, what the write needed and what is free."""
+
+
+def disk_full(folder: Path, needed_bytes: Optional[int], error: BaseException) -> DiskFull:
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    needed = f"about {needed_bytes / 2**20:.1f} MB needed, " if needed_bytes else ""
+    return DiskFull(errno.ENOSPC, f"disk full at {folder} ({needed}{free / 2**20:.1f} MB free): free space there "
+                                  f"or point hydra.run.dir / hydra.sweep.dir elsewhere, then run the same command "
+                                  f"again to resume ({type(error).__name__}: {str(error).strip()[:200]})")
+
+
+def is_disk_full(error: BaseException, folder: Path, needed_bytes: Optional[int]) -> bool:
+    """ENOSPC, or torch.save's C++ writer failing (a RuntimeError, "unexpected pos") on a disk with less free
+    space than the write needed."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, RuntimeError) and folder.exists():
+        return shutil.disk_usage(folder).free < max(needed_bytes or 0, 1 << 16)
+    return False
+
+
+def file_mode() -> int:
+    """What ``open`` would give a new file under the current umask (mkstemp's files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: Path, write: Callable[[Any], Any], keep_previous: Optional[Path] = None,
+                 needed_bytes: Optional[int] = None) -> Path:
     """``write(file)`` into a temp file in ``path``'s folder, fsync, then rename it over ``path``: a reader never
     sees half a file, and a failure (disk full, a kill) before the rename leaves ``path`` as it was and removes
-    the temp file. With ``keep_previous``, the current ``path`` is moved there just before the rename."""
+    the temp file (a kill leaves it for ``remove_temp_files``). With ``keep_previous``, the current ``path`` is
+    moved there just before the rename. A full disk raises ``DiskFull`` naming the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(handle, file_mode())
         with os.fdopen(handle, "wb") as temp:
             write(temp)
             temp.flush()
             os.fsync(temp.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)  # last.pt -> last.prev.pt, then the new one becomes last.pt
+        if keep_previous is not None:
+            try:  # no check-then-rename: another writer may have moved it in between
+                os.replace(path, keep_previous)  # last.pt -> last.prev.pt, then the new one becomes last.pt
+            except FileNotFoundError:
+                pass
         os.replace(temp_path, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as error:
         Path(temp_path).unlink(missing_ok=True)
+        if is_disk_full(error, path.parent, needed_bytes):
+            raise disk_full(path.parent, needed_bytes, error) from error
         raise
     return path
+
+
+def remove_temp_files(run_dir: Path) -> List[Path]:
+    """The temp files of writes a kill interrupted (``.last.pt.*.tmp`` etc.); call with the run dir's lock held."""
+    removed = []
+    for temp in Path(run_dir).glob(f".*{TEMP_SUFFIX}"):
+        if temp.is_file() and temp.name.split(".")[1] in KNOWN_FILES:
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
+def reserve_space(run_dir: Path) -> None:
+    """Sets aside ``RESERVE_BYTES`` in the run dir, given back by ``release_space`` when the disk fills."""
+    path = Path(run_dir) / RESERVE_FILE
+    try:
+        if not path.is_file() or path.stat().st_size < RESERVE_BYTES:
+            with open(path, "wb") as file:
+                file.write(bytes(RESERVE_BYTES))  # real blocks, not a sparse file: freeing them frees space
+                file.flush()
+                os.fsync(file.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)  # already full: nothing to set aside; the next start records what happened
+
+
+def release_space(run_dir: Path) -> bool:
+    path = Path(run_dir) / RESERVE_FILE
+    if not path.is_file():
+        return False
+    path.unlink()
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -216,10 +306,17 @@ def is_rank_zero() -> bool:
 
 
 def write_results(run_dir: Path, record: RunRecord) -> Path:
+    """Rank 0 only. On a full disk the run dir's reserve is given back and the write tried once more, so that
+    the record of a failure (or of the last epoch) still lands."""
     path = Path(run_dir) / RESULTS_FILE
     if is_rank_zero():
         text = json.dumps(record, indent=2, default=str) + "\n"
-        write_atomic(path, lambda file: file.write(text.encode()))
+        try:
+            write_atomic(path, lambda file: file.write(text.encode()), needed_bytes=len(text))
+        except DiskFull:
+            if not release_space(run_dir):
+                raise
+            write_atomic(path, lambda file: file.write(text.encode()), needed_bytes=len(text))
     return path
 
 

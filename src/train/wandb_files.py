@@ -4,19 +4,25 @@ The file is W&B's transaction log: a 7-byte ``:W&B`` header, then LevelDB log re
 record a 7-byte header: checksum, length, type FULL/FIRST/MIDDLE/LAST), each one a protobuf ``Record`` of
 ``wandb.proto.wandb_internal_pb2``. wandb releases that ship ``wandb.sdk.internal.datastore`` read it with
 that; newer ones (where the Go core writes it) only ship the protobuf, so the framing is read here.
+
+The file on disk is a prefix of what was logged: wandb-core keeps the records in memory and writes them out
+every ``x_transaction_log_flush_interval`` (15 s by default in wandb 0.31), and a killed launch's core exits
+without writing the rest. ``LogTail`` follows a running launch's file, so that the logger can wait until a
+record is on disk; a record cut short at the end of the file is left for the next read.
 """
 import json
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 BLOCK = 32768
 FILE_HEADER = 7  # b":W&B", magic 0xBEE1, version 0
 RECORD_HEADER = 7  # crc32c (4), length (2), type (1)
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-(\w+)$")
+# a launch started in the same second as an earlier one of the same id gets a suffix: offline-run-DATE-ID-1
+FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-(\w+)(?:-(\d+))?$")
 
 
 @dataclass
@@ -40,30 +46,65 @@ class OfflineRun:
         return [int(row["epoch"]) for row in self.history if "epoch" in row]
 
 
-def _payloads(data: bytes) -> Iterator[bytes]:
-    """The LevelDB log's records, reassembled from their fragments."""
-    if data[:4] != b":W&B":
-        raise ValueError("not a W&B transaction log (no :W&B header)")
-    offset, pending = FILE_HEADER, b""
+def _frames(data: bytes, start: int) -> Iterator[Tuple[bytes, int]]:
+    """(record, file offset after it) for each whole record in ``data``, the file's bytes from offset ``start``
+    (the end of a whole record); a record cut short at the end, or its fragments, are not yielded."""
+    offset, pending = 0, b""
     while offset + RECORD_HEADER <= len(data):
-        left_in_block = BLOCK - offset % BLOCK
+        left_in_block = BLOCK - (start + offset) % BLOCK
         if left_in_block < RECORD_HEADER:  # the block's tail is padding
             offset += left_in_block
             continue
         _, length, kind = struct.unpack_from("<IHB", data, offset)
-        chunk = data[offset + RECORD_HEADER: offset + RECORD_HEADER + length]
-        offset += RECORD_HEADER + length
+        end = offset + RECORD_HEADER + length
+        if end > len(data):  # written in part: the rest comes with the next flush, if ever
+            return
+        chunk, offset = data[offset + RECORD_HEADER: end], end
         if kind == 0 and length == 0:  # zero padding (a preallocated or cut file)
             continue
         if kind == FULL:
-            yield chunk
+            yield chunk, start + offset
         elif kind == FIRST:
             pending = chunk
         elif kind == MIDDLE:
             pending += chunk
         elif kind == LAST:
-            yield pending + chunk
+            yield pending + chunk, start + offset
             pending = b""
+
+
+def _payloads(data: bytes) -> Iterator[bytes]:
+    """The LevelDB log's records, reassembled from their fragments."""
+    if data[:4] != b":W&B":
+        raise ValueError("not a W&B transaction log (no :W&B header)")
+    for payload, _ in _frames(data[FILE_HEADER:], FILE_HEADER):
+        yield payload
+
+
+class LogTail:
+    """A growing ``.wandb`` file's history steps on disk, read on from where the last read stopped."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = FILE_HEADER  # the end of the last whole record read
+        self.last_step = -1
+
+    def read(self) -> List[int]:
+        """The steps of the history records written out since the last read."""
+        from wandb.proto import wandb_internal_pb2
+
+        with open(self.path, "rb") as file:
+            file.seek(self.offset)
+            data = file.read()
+        steps = []
+        for payload, end in _frames(data, self.offset):
+            self.offset = end
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") == "history":
+                steps.append(record.history.step.num)
+        self.last_step = max([self.last_step, *steps])
+        return steps
 
 
 def _raw_records(path: Path) -> Iterator[bytes]:
@@ -144,6 +185,22 @@ def find_offline_runs(paths: List[Path]) -> List[Path]:
 def by_run(folders: List[Path]) -> Dict[str, List[Path]]:
     """Folders grouped by run id, each group in start order (a resumed run's halves, oldest first)."""
     groups: Dict[str, List[Path]] = {}
-    for folder in sorted(folders, key=lambda folder: FOLDER.match(folder.name).group(1)):
+    def started(folder: Path) -> Tuple[str, int]:
+        match = FOLDER.match(folder.name)
+        return match.group(1), int(match.group(3) or 0)
+
+    for folder in sorted(folders, key=started):
         groups.setdefault(FOLDER.match(folder.name).group(2), []).append(folder)
     return groups
+
+
+def launch_files(wandb_dir: Path, run_id: str) -> List[Path]:
+    """The ``.wandb`` file of every launch of run ``run_id`` under ``wandb_dir`` (a run dir's ``wandb``),
+    offline or online, oldest first."""
+    launch = re.compile(rf"^(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?$")
+    found = []
+    for folder in Path(wandb_dir).glob(f"*run-*-{run_id}*"):
+        match = launch.match(folder.name)
+        if match and (folder / f"run-{run_id}.wandb").is_file():
+            found.append(((match.group(1), int(match.group(2) or 0)), folder / f"run-{run_id}.wandb"))
+    return [path for _, path in sorted(found)]

@@ -1,0 +1,163 @@
+"""A W&B offline launch SIGKILLed after two of its four epochs, through ``python -m src.run`` in real subprocesses:
+its ``.wandb`` file keeps every row logged up to the last finished epoch (wandb-core writes the file out only
+every 15 s by default, and a killed launch's core exits without writing the rest). A copy of the run, with the
+killed part's file cut back to its first epoch (what the default 15 s leaves), is resumed to the end: the
+resumed launch logs again, from ``metrics.csv``, the rows the cut file lost and none it kept, so the parts
+together hold every row once; ``python -m src.sync --dry-run`` names the lost epochs before, all epochs after."""
+import contextlib
+import csv
+import io
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from src.sync.upload import main as sync_main
+from src.train.loggers import trail_rows
+from src.train.wandb_files import FILE_HEADER, LogTail, _frames, by_run, find_offline_runs, read_offline_run
+
+from conftest import ROOT, cli_env, command, run_module
+
+pytestmark = pytest.mark.slow  # two launches of a real training, each in a subprocess
+
+EPOCHS, KILL_AFTER, STEPS_PER_EPOCH = 4, 2, 4  # 64 images, batch 16
+RUN = ["+experiment=smoke", "logger=wandb", "logger.mode=offline", f"train.epochs={EPOCHS}", "train.threads=1",
+       "logger.log_every_n_steps=1"]
+
+
+def launch(run_dir: Path) -> subprocess.CompletedProcess:
+    return run_module("src.run", *RUN, f"hydra.run.dir={run_dir}", merge_stderr=True, timeout=240,
+                      WANDB_MODE="offline")
+
+
+def history(run_dir: Path) -> list:
+    try:
+        return json.loads((run_dir / "results.json").read_text())["history"]
+    except (OSError, ValueError, KeyError):  # not written yet, or being replaced
+        return []
+
+
+def kill_after_epochs(run_dir: Path, epochs: int) -> int:
+    """Starts the run and SIGKILLs it as soon as results.json records ``epochs`` finished epochs."""
+    process = subprocess.Popen(command("src.run", *RUN, f"hydra.run.dir={run_dir}"), cwd=ROOT,
+                               env=cli_env(WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.monotonic() + 180
+    while len(history(run_dir)) < epochs:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"fewer than {epochs} epochs after 180 s"
+        time.sleep(0.01)
+    process.kill()
+    process.communicate(timeout=60)
+    return process.returncode
+
+
+def parts(run_dir: Path) -> list:
+    (folders,) = by_run(find_offline_runs([run_dir])).values()
+    return [read_offline_run(folder) for folder in folders]
+
+
+def wandb_file(part) -> Path:
+    return next(part.folder.glob("run-*.wandb"))
+
+
+def dry_run(run_dir: Path) -> str:
+    """The run's line of ``python -m src.sync RUN_DIR --dry-run``."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert sync_main([str(run_dir), "--dry-run"]) == 0
+    return output.getvalue().splitlines()[0]
+
+
+def steps_of(rows) -> dict:
+    """{step: metrics} of W&B history rows, without W&B's own keys."""
+    return {row["_step"]: {key: value for key, value in row.items() if not key.startswith("_")} for row in rows}
+
+
+def same_row(logged: dict, metrics: dict) -> bool:
+    """The W&B row has metrics.csv's row (W&B also has keys logged as None, which the CSV leaves empty)."""
+    return {key: logged.get(key) for key in metrics} == pytest.approx(metrics)
+
+
+def cut_after_step(path: Path, step: int) -> None:
+    """Cuts a ``.wandb`` file back to its records up to the history row at ``step``."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    for payload, end in _frames(data[FILE_HEADER:], FILE_HEADER):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "history" and record.history.step.num == step:
+            with open(path, "r+b") as file:
+                file.truncate(end)
+            return
+    raise AssertionError(f"no history row at step {step} in {path}")
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """The killed run as the kill left it, and a copy whose killed part keeps only its first epoch, before and
+    after a resume to the end."""
+    run_dir = tmp_path_factory.mktemp("wandb_kill") / "run"
+    returncode = kill_after_epochs(run_dir, KILL_AFTER)
+    cut_dir = run_dir.with_name("cut")
+    shutil.copytree(run_dir, cut_dir)
+    cut_after_step(wandb_file(parts(cut_dir)[0]), STEPS_PER_EPOCH)
+    killed = SimpleNamespace(run_dir=run_dir, cut_dir=cut_dir, returncode=returncode, history=history(run_dir),
+                             trail=trail_rows(run_dir / "metrics.csv"), parts=parts(run_dir),
+                             dry_runs=[dry_run(run_dir), dry_run(cut_dir)])
+    done = launch(cut_dir)
+    assert done.returncode == 0, done.stdout[-3000:]
+    killed.resume_output = done.stdout
+    return killed
+
+
+def test_a_sigkilled_offline_launch_keeps_every_finished_epoch_in_its_wandb_file(killed):
+    assert killed.returncode == -9 and len(killed.history) >= KILL_AFTER
+    (part,) = killed.parts
+    assert part.exit_code is None  # killed: no exit record
+    logged = steps_of(part.history)
+    finished = [row["epoch"] for row in killed.history]
+    assert part.epochs[:len(finished)] == finished
+    last_step = (finished[-1] + 1) * STEPS_PER_EPOCH
+    for step, metrics in killed.trail:  # every step and epoch row up to the last finished epoch
+        if step <= last_step:
+            assert same_row(logged[step], metrics), step
+    for row in killed.history:
+        assert logged[(row["epoch"] + 1) * STEPS_PER_EPOCH]["val/top1"] == row["top1"]
+    assert f"1 part(s), epochs 0-{KILL_AFTER - 1}: " in killed.dry_runs[0]  # and nothing named lost
+
+
+def test_a_file_cut_mid_record_reads_as_its_whole_records_only(killed, tmp_path):
+    data = wandb_file(killed.parts[0]).read_bytes()
+    whole = LogTail(wandb_file(killed.parts[0])).read()
+    cut = tmp_path / "run-cut.wandb"
+    for size in range(FILE_HEADER, len(data), 97):
+        cut.write_bytes(data[:size])
+        steps = LogTail(cut).read()
+        assert steps == whole[:len(steps)], size  # a prefix: a torn last record is left out, not misread
+
+
+def test_the_dry_run_names_the_epochs_a_kill_took_from_the_wandb_file(killed):
+    kept_and_lost = f"1 part(s), epoch 0; epoch 1 of {killed.cut_dir / 'metrics.csv'} not in them"
+    assert killed.dry_runs[1].startswith(f"run {killed.parts[0].run_id}: {kept_and_lost}")
+    assert "resuming the run" in killed.dry_runs[1]
+
+
+def test_a_resume_logs_again_the_rows_a_kill_took_and_none_it_kept(killed):
+    first, second = parts(killed.cut_dir)
+    assert first.exit_code is None and second.exit_code == 0
+    assert first.epochs == [0] and second.epochs == list(range(1, EPOCHS))
+    before, after = steps_of(first.history), steps_of(second.history)
+    assert max(before) == STEPS_PER_EPOCH and not set(before) & set(after)
+    logged = {**before, **after}
+    with open(killed.cut_dir / "metrics.csv", newline="") as file:
+        assert set(logged) == {int(row["step"]) for row in csv.DictReader(file)}
+    for step, metrics in trail_rows(killed.cut_dir / "metrics.csv"):  # the finished run's whole trail
+        assert same_row(logged[step], metrics), step
+    assert "logged again" in killed.resume_output
+    assert f"2 part(s), epochs 0-{EPOCHS - 1}: " in dry_run(killed.cut_dir)
