@@ -4,6 +4,7 @@ change it, how it is written, and how a run names itself (W&B group, ``arch/*`` 
 ``src.run`` imports this module before Hydra answers ``--help``: torch and timm load only inside ``provenance``.
 """
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -220,8 +221,10 @@ def is_disk_full(error: BaseException, folder: Path, needed_bytes: Optional[int]
     return False
 
 
+@functools.lru_cache(maxsize=None)
 def file_mode() -> int:
-    """What ``open`` would give a new file under the current umask (mkstemp's files are 0600)."""
+    """What ``open`` would give a new file under the umask (mkstemp's files are 0600). Read once a process: reading
+    it means setting it, and another thread creating a file in between would get the wrong mode."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
