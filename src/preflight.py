@@ -291,6 +291,20 @@ def check_choices(cfg) -> None:
         raise BadInput(f"data.image_size={cfg.data.image_size} but {cfg.model.name} takes {model_size}x{model_size} "
                        f"images: set data.image_size=null (follow the model) or model.img_size={cfg.data.image_size}")
     check_amp(cfg.train.amp, resolve_device(cfg.train.device))
+    check_architecture(cfg)
+
+
+def check_architecture(cfg) -> None:
+    """The model's own checks (a patch size that does not divide the canvas, a dagger stem a patch size cannot
+    take, widths and heads), run by building it on the meta device: no memory, no values, and in a fork of the
+    global generator, so that the run's own draws are the same as without the check."""
+    import timm
+    import torch
+
+    from src.train.build import model_kwargs
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        timm.create_model(cfg.model.name, **model_kwargs(cfg))
 
 
 def check_files(cfg) -> None:

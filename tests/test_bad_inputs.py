@@ -169,6 +169,10 @@ VALUES = [  # (override, what the one line says): exit 1, before anything is bui
     ("data.image_size=64", r"data.image_size=64 but fusionvit_micro_16 takes 16x16 images"),
     ("data.name=mnist", r"unknown data.name='mnist': pick one of digits"),
     ("model.drop_path_rate=1.5", r"model.drop_path_rate=1.5: must be in \[0, 1\)"),
+    # the model's own checks, run on the meta device before anything is written
+    ("model.patch_size=[12,8]", r"patch size 12 does not divide image size 16 of branch 0: pick a patch size from"),
+    ("model.multi_conv=true model.patch_size=[2,8]", r"the 3-conv \(dagger\) patch embedding needs a patch size that "
+                                                     r"is a multiple of 4 .*not 2: set multi_conv=false"),
     ("model.name=nope", r"unknown model.name='nope': pick one of"),
     ("model.pretrained=required", r"model.pretrained is required .*model.pretrained=PATH"),
     ("fusion.name=nope", r"unknown fusion.name='nope': pick one of"),
@@ -248,7 +252,6 @@ def test_a_bad_file_or_folder_exits_1_with_one_line_before_anything_is_built(mon
 
 @pytest.mark.parametrize("override,message", [
     ("data.num_classes=7", r"data.num_classes=7 but digits has 10 classes: set data.num_classes=10"),
-    ("model.patch_size=[12,8]", r"patch size 12 does not divide image size 16"),
 ])
 def test_a_check_of_the_builders_prints_one_line_and_records_the_failure(monkeypatch, capsys, tmp_path, override,
                                                                           message):

@@ -38,7 +38,9 @@ import src.models as models
      r"fusion 'pairwise' does not take partners: it takes .*; drop fusion.options.partners, or pick a strategy "
      r"that takes it \(cross"),
     (dict(fusion="cross", fusion_options=dict(partners="every")), r"partners='every' for cross: pick one of next, all"),
-    (dict(multi_conv=True), r"the 3-conv \(dagger\) patch embedding exists only for patch sizes \(12, 16\), not 4"),
+    (dict(multi_conv=True, img_size=48, patch_size=(6, 12)),
+     r"the 3-conv \(dagger\) patch embedding needs a patch size that is a multiple of 4 \(its first conv has stride "
+     r"4\), not 6: set multi_conv=false"),
     (dict(embed_dim=(48, 96, 192)), r"model.embed_dim has 3 entries but model.patch_size has 2"),
 ])
 def test_bad_architecture_is_rejected_at_construction(kwargs, message):

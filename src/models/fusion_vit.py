@@ -9,9 +9,10 @@ import torch.nn as nn
 from timm.layers import calculate_drop_path_rates, get_device_dtype
 from timm.models import checkpoint
 from timm.models._features import feature_take_indices
-from timm.models.crossvit import PatchEmbed, scale_image
+from timm.models.crossvit import scale_image
 from timm.models.vision_transformer import Block
 
+from .conv_stem import build_patch_embed
 from .fusion import BranchSpec, FusionOptions, build_fusion, fusion_parameters
 from .fusion.base import from_mean_agents, with_mean_agents
 from .init import draw_model_seed, init_by_part
@@ -23,8 +24,6 @@ from .validation import (
     check_input_size,
     normalise_depth,
 )
-
-DAGGER_PATCH_SIZES = (12, 16)  # the 3-conv ("dagger") embedding exists only for these
 
 
 class MultiScaleEncoder(nn.Module):
@@ -95,8 +94,7 @@ class FusionViT(nn.Module):
         num_branches = check_branch_counts(patch_size, img_scale, embed_dim, num_heads, mlp_ratio)
         check_fusion_takes(fusion, patch_size)
         depth, fusion_layers = normalise_depth(depth, fusion_layers, num_branches)
-        check_architecture(self.img_size, self.img_size_scaled, patch_size, embed_dim, num_heads, multi_conv,
-                           DAGGER_PATCH_SIZES)
+        check_architecture(self.img_size, self.img_size_scaled, patch_size, embed_dim, num_heads, multi_conv)
         self.num_classes = num_classes
         self.embed_dim = tuple(embed_dim)
         self.num_features = self.head_hidden_size = sum(embed_dim)
@@ -105,7 +103,7 @@ class FusionViT(nn.Module):
         self.num_prefix_tokens = prefix = 1 if self.class_token else 0
 
         self.patch_embed = nn.ModuleList([
-            PatchEmbed(img_size=size, patch_size=p, in_chans=in_chans, embed_dim=d, multi_conv=multi_conv)
+            build_patch_embed(size, p, in_chans, d, multi_conv)
             for size, p, d in zip(self.img_size_scaled, patch_size, embed_dim)])
         grids = [(size // p, size // p) for size, p in zip(self.img_size_scaled, patch_size)]
         self.grid_sizes: List[Tuple[int, int]] = grids

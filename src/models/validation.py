@@ -4,6 +4,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from timm.layers import register_notrace_function
 
+from .conv_stem import dagger_strides
 from .fusion import fusion_class, fusion_names
 
 
@@ -70,8 +71,7 @@ def check_fusion_takes(fusion: str, patch_size: Sequence[int]) -> None:
 
 
 def check_architecture(img_size: int, scaled_sizes: Sequence[int], patch_size: Sequence[int],
-                       embed_dim: Sequence[int], num_heads: Sequence[int], multi_conv: bool,
-                       dagger_patch_sizes) -> None:
+                       embed_dim: Sequence[int], num_heads: Sequence[int], multi_conv: bool) -> None:
     if img_size < 1:
         raise ValueError(f"img_size={img_size} must be positive")
     for i, (size, patch) in enumerate(zip(scaled_sizes, patch_size)):
@@ -80,9 +80,8 @@ def check_architecture(img_size: int, scaled_sizes: Sequence[int], patch_size: S
             fits = ", ".join(str(d) for d in _divisors(size))
             raise ValueError(f"patch size {patch} does not divide image size {size} of {which}: pick a patch "
                              f"size from {fits} or change img_size (data.image_size / model.img_size)")
-        if multi_conv and patch not in dagger_patch_sizes:
-            raise ValueError(f"the 3-conv (dagger) patch embedding exists only for patch sizes "
-                             f"{dagger_patch_sizes}, not {patch}: set multi_conv=false or pick one of those")
+        if multi_conv:
+            dagger_strides(patch)
     for i, (dim, heads) in enumerate(zip(embed_dim, num_heads)):
         if heads < 1 or dim % heads:
             fits = ", ".join(str(h) for h in _divisors(dim) if h <= 32)
