@@ -11,8 +11,9 @@ _32 = dict(img_size=32, img_scale=(1.0, 1.0), patch_size=(4, 8), multi_conv=Fals
 _16 = dict(_32, img_size=16)
 _32_THREE = dict(img_size=32, img_scale=(1.0, 1.0, 1.0), patch_size=(4, 8, 16), multi_conv=False)
 _16_THREE = dict(_32_THREE, img_size=16)
-_32_P8 = dict(_32, patch_size=(8, 16))
-_32_P8_THREE = dict(_32_THREE, patch_size=(8, 16, 32))
+# The CPU proxy's: the 3-conv (dagger) patch embedding, without which its seeds spread 1-2 points (docs/training.md)
+_32_P8 = dict(_32, patch_size=(8, 16), multi_conv=True)
+_32_P8_THREE = dict(_32_THREE, patch_size=(8, 16, 32), multi_conv=True)
 # One branch: a plain ViT, built with fusion=none. One block per encoder, so that encoder k is timm's blocks.k:
 # intermediates, layer-wise lr decay (one group per encoder) and checkpointing then go block by block, as in timm.
 _DEIT = dict(img_size=224, img_scale=(1.0,), patch_size=(16,), multi_conv=False, depth=((1,),) * 12, mlp_ratio=(4,))

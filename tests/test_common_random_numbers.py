@@ -26,7 +26,7 @@ def differing(first: dict, second: dict, keys) -> list:
 @pytest.mark.parametrize("fusion", OTHER_FUSIONS)
 def test_every_fusion_starts_what_it_shares_with_none_from_the_same_weights(fusion):
     plain, fused = built("none").state_dict(), built(fusion).state_dict()
-    assert set(plain) <= set(fused) and len(plain) == 88  # branches, embeddings, tokens, norms, heads
+    assert set(plain) <= set(fused) and len(plain) == 96  # branches, conv stems, tokens, norms, heads
     assert differing(plain, fused, plain) == []
 
 
@@ -49,7 +49,7 @@ def test_the_init_keeps_timms_distributions():
     linear = model.encoders[0].branches[0][0].attn.qkv
     assert linear.weight.std().item() == pytest.approx(0.02, rel=0.05) and linear.weight.abs().max() <= 2.0
     assert not linear.bias.any() and torch.equal(model.norm[0].weight, torch.ones(48))
-    conv = model.patch_embed[0].proj  # PyTorch's default: uniform within 1 / sqrt(fan_in)
+    conv = model.patch_embed[0].proj[0]  # the conv stem's first: PyTorch's default, uniform within 1 / sqrt(fan_in)
     bound = 1 / conv.weight[0].numel() ** 0.5
     assert conv.weight.abs().max() <= bound and conv.weight.std() > bound / 3
     assert model.pos_embed[1].std().item() == pytest.approx(0.02, rel=0.3)

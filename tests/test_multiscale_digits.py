@@ -90,8 +90,9 @@ def bounding_side(canvas: np.ndarray) -> int:
 def test_scales_span_the_range_log_uniformly_and_the_ink_fills_most_of_each_digit():
     _, val = datasets()
     sides = val.sides
-    assert sides.min() == round(0.375 * CANVAS) and sides.max() == CANVAS
-    median = math.sqrt(12 * 32)  # log-uniform on 12-32 px: the median is the geometric mean of the ends
+    smallest = RenderConfig().min_scale * CANVAS  # 0.3: 9.6 px
+    assert sides.min() == round(smallest) and sides.max() == CANVAS
+    median = math.sqrt(smallest * CANVAS)  # log-uniform: the median is the geometric mean of the ends
     assert np.median(sides) == pytest.approx(median, abs=1)
     assert abs(np.mean(sides < median) - 0.5) < 0.03
     ink = np.array([bounding_side(image) for image in val.images[:2000]])

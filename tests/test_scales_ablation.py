@@ -56,7 +56,7 @@ def test_the_dual_rows_differ_in_the_fusion_only_and_deit_small_is_table_2s_row(
     assert compose_row([IMAGENET, "scales=small_dual_cross"]).model.name == "fusionvit_small_240"
 
 
-@pytest.mark.parametrize("preset, dual, matched, blocks", [(CPU, "micro_dual_cross", "micro_l_branch_matched", 7),
+@pytest.mark.parametrize("preset, dual, matched, blocks", [(CPU, "micro_dual_cross", "micro_l_branch_matched", 8),
                                                             (IMAGENET, "small_dual_cross", "deit_small_matched", 15)])
 def test_the_matched_row_is_the_depth_whose_flops_are_nearest_the_dual_cross_models(preset, dual, matched, blocks):
     target = measure([preset, f"scales={dual}"])["gmacs"]
@@ -66,7 +66,7 @@ def test_the_matched_row_is_the_depth_whose_flops_are_nearest_the_dual_cross_mod
                  for count in range(blocks - 2, blocks + 3)}
     assert by_blocks[blocks] == pytest.approx(measure([preset, f"scales={matched}"])["gmacs"])
     assert min(by_blocks, key=lambda count: abs(by_blocks[count] - target)) == blocks
-    assert abs(by_blocks[blocks] / target - 1) < 0.03
+    assert abs(by_blocks[blocks] / target - 1) < 0.06  # half a block: one is 11% of the proxy's cost, 7% of DeiT-S's
 
 
 def test_a_one_branch_row_with_a_fusion_fails_before_any_work_naming_the_fix():

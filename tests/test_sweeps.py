@@ -103,8 +103,9 @@ def test_every_preset_combination_composes_and_builds(preset):
         recipe = (cfg.train.epochs, cfg.train.batch_size, cfg.sched.warmup_epochs)
         if preset.endswith("_cpu"):
             assert cfg.model.name in CPU_MODELS.get(preset, {"fusionvit_micro_p8_32"})
-            assert cfg.data.name == "multiscale_digits" and cfg.data.render.min_scale == 0.375
-            assert recipe == (12, 64, 2) and cfg.optim.lr == 1e-3  # recipe=multiscale_cpu
+            assert cfg.data.name == "multiscale_digits" and cfg.data.render.min_scale == 0.3
+            assert cfg.model.multi_conv is True  # micro_p8_32's conv stem, on every row (one-branch rows too)
+            assert recipe == (12, 64, 2) and cfg.optim.lr == 1e-3 and cfg.optim.clip_grad == 1.0  # multiscale_cpu
         else:
             assert cfg.model.name in IMAGENET_MODELS.get(preset, {"fusionvit_small_240"})
             assert cfg.data.name == "imagenet"
