@@ -81,7 +81,7 @@ def test_shipped_results_hold_every_row_of_every_ablation_with_the_presets_seeds
         result = analyse(collection.runs, varying_factors(collection.runs, collection.candidate_factors),
                          ref=ablation.reference_label, warn=pytest.fail)
         assert sorted(result.table["label"]) == sorted(ablation.rows), ablation.name
-        seeds = list(range(5 if ablation.name == "fusion" else 3))  # cpu/proxy's 0-2; the fusion ablation adds 3, 4
+        seeds = list(range(6 if ablation.name == "fusion" else 3))  # cpu/proxy's 0-2; the fusion ablation adds 3-5
         assert (result.table["n"] == len(seeds)).all() and all(row == seeds for row in result.table["seeds"])
         provenance = [json.loads(path.read_text())["provenance"] for path in folder.rglob("results.json")]
         assert {(p["threads"], p["git_dirty"]) for p in provenance} == {(1, False)}, "one thread, committed code"

@@ -8,11 +8,11 @@ place of its top-1 and left out of the comparisons and of the choice of the best
   SE = (k - 1) sigma / sqrt(sum (x - mean x)^2). The run is not converged when |rise| > ``converge_tol``
   and |rise| > CONVERGE_Z SE (2): a trend the validation noise cannot explain and larger than the tail of a
   schedule gives. ``converge_tol`` is 3.0 points: a run at the end of its cosine schedule still climbs, and on
-  the CPU proxy (recipe=multiscale_cpu, 12 epochs) the last 3 epochs of every fusion rise 0.6-2.0 points by
-  their trend (30 runs, `make run` at 1 and 2 threads; docs/training.md): that is the budget, the same for every
-  row, not a run that has not settled. 3.0 leaves a point of margin above the largest, so that a
-  floating-point perturbation (another CPU, another thread count) does not carry a run across it; a curve
-  climbing half again as fast, or falling, is flagged. The trend, unlike max - min, does not flip
+  the first multi-scale proxy (linear embedding, 12 epochs) the last 3 epochs of every fusion rose 0.6-2.0 points
+  by their trend (30 runs, `make run` at 1 and 2 threads; docs/training.md), on the conv-stem one 0.27-1.64 (36
+  runs): that is the budget, the same for every row, not a run that has not settled. 3.0 leaves a margin above
+  the largest, so that a floating-point perturbation (another CPU, another thread count) does not carry a run
+  across it; a curve climbing half again as fast, or falling, is flagged. The trend, unlike max - min, does not flip
   on a few images: on 360 images one evaluation swings by about a point at 97%, and three such values span
   more than a point by chance alone. With the validation size unknown (older results, W&B runs) only the tol
   condition applies. A row is not converged when any of its runs is. A run with fewer than k epochs of
