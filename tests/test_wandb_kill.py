@@ -25,8 +25,10 @@ from conftest import ROOT, cli_env, command, run_module
 pytestmark = pytest.mark.slow  # two launches of a real training, each in a subprocess
 
 EPOCHS, KILL_AFTER, STEPS_PER_EPOCH = 4, 2, 4  # 64 images, batch 16
+# init_timeout: wandb's own default, not the harness's 30 s (which bounds an online start with no network): on a
+# loaded CI machine an offline start can take longer, and a launch whose W&B did not start leaves no part to check.
 RUN = ["+experiment=smoke", "logger=wandb", "logger.mode=offline", f"train.epochs={EPOCHS}", "train.threads=1",
-       "logger.log_every_n_steps=1"]
+       "logger.log_every_n_steps=1", "logger.init_timeout=90"]
 
 
 def launch(run_dir: Path) -> subprocess.CompletedProcess:
@@ -112,6 +114,7 @@ def killed(tmp_path_factory):
                              dry_runs=[dry_run(run_dir), dry_run(cut_dir)])
     done = launch(cut_dir)
     assert done.returncode == 0, done.stdout[-3000:]
+    assert "start failed" not in done.stdout, f"the resumed launch ran without W&B:\n{done.stdout[-3000:]}"
     killed.resume_output = done.stdout
     return killed
 
@@ -149,6 +152,8 @@ def test_the_dry_run_names_the_epochs_a_kill_took_from_the_wandb_file(killed):
 
 
 def test_a_resume_logs_again_the_rows_a_kill_took_and_none_it_kept(killed):
+    folders = find_offline_runs([killed.cut_dir])
+    assert len(folders) == 2, (folders, killed.resume_output[-3000:])
     first, second = parts(killed.cut_dir)
     assert first.exit_code is None and second.exit_code == 0
     assert first.epochs == [0] and second.epochs == list(range(1, EPOCHS))
