@@ -55,8 +55,12 @@ def cls_after_first_fusion(model: torch.nn.Module, images: torch.Tensor, branch:
 
 
 def cli_env(**extra: str) -> dict:
-    """The environment of a subprocess run: W&B quiet, Hydra's short errors (what a user sees)."""
-    return dict(os.environ, WANDB_SILENT="true", HYDRA_FULL_ERROR="0", **extra)
+    """The environment of a subprocess run: W&B quiet, Hydra's short errors (what a user sees). Without
+    WANDB_SERVICE: wandb puts its service's address there once this process has started W&B (an in-process test),
+    and a subprocess with it would share that service, where a SIGKILLed launch's run ID stays "in use" and its
+    resume's W&B start fails; a user's launch starts its own."""
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    return dict(env, WANDB_SILENT="true", HYDRA_FULL_ERROR="0", **extra)
 
 
 def command(module: str, *args: str) -> list:

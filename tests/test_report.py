@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 
 import pytest
@@ -16,7 +17,17 @@ from analysis.report import main
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 # CI sets it (.ci/run installs chromium): there a missing browser fails instead of skipping.
 REQUIRE_BROWSER = os.environ.get("FUSIONVIT_REQUIRE_BROWSER") == "1"
-FUSIONS = ["all_attn", "cls_token", "cross", "gated_cross", "none", "pairwise"]
+
+
+def shipped_runs() -> list:
+    """The shipped fusion sweep's records: the counts and figures the page must show are read from them."""
+    return [json.loads(path.read_text()) for path in sorted(results_dir("fusion").glob("*/results.json"))]
+
+
+def row_figure(runs: list, fusion: str) -> str:
+    """The row's final top-1 as the table prints it (mean ± sample std over seeds), computed here on its own."""
+    top1 = [run["final"]["top1"] for run in runs if run["choices"]["fusion"] == fusion]
+    return f"{statistics.mean(top1):.2f} ± {statistics.stdev(top1):.2f}"
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +50,23 @@ def test_report_holds_the_table_inlined_plots_config_diff_provenance_and_problem
     out, runs = fusion_report
     page = out.read_text()
     assert "src=\"http" not in page and "<link" not in page, "self-contained: nothing fetched"
+    shipped = shipped_runs()
+    fusions = sorted({run["choices"]["fusion"] for run in shipped})
+    assert len(fusions) == 6 and "cross" in fusions
     table = page.split("<h2>Ablation table</h2>")[1].split("<h2>")[0]
-    assert [row for row in FUSIONS if f"<td>{row}</td>" in table] == FUSIONS
-    assert "86.56 ± 1.23" in table and "Reference: cross" in table
+    assert [row for row in fusions if f"<td>{row}</td>" in table] == fusions
+    assert all(row_figure(shipped, row) in table for row in fusions) and "Reference: cross" in table
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3 and all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     varied = page.split("<h3>Varied")[1].split("<details>")[0]
-    assert "<td>fusion.name</td>" in varied and "cross (5)" in varied and "<td>optim.lr</td>" not in varied
-    assert re.search(r"Held fixed: \d+ config keys with one value across all 30 runs", page)
+    seeds = sum(run["choices"]["fusion"] == "cross" for run in shipped)
+    assert "<td>fusion.name</td>" in varied and f"cross ({seeds})" in varied and "<td>optim.lr</td>" not in varied
+    assert re.search(rf"Held fixed: \d+ config keys with one value across all {len(shipped)} runs", page)
     provenance = page.split("<h2>Provenance</h2>")[1]
-    sha = json.loads((runs[0] / "results.json").read_text())["provenance"]["git_sha"][:12]
-    assert f"{sha} (30)" in provenance and "<td>threads</td>" in provenance and "1 (30)" in provenance
+    sha = json.loads((runs[0] / "results.json").read_text())["provenance"]["git_sha"]
+    same_sha = sum(run["provenance"]["git_sha"] == sha for run in shipped)
+    assert f"{sha[:12]} ({same_sha})" in provenance and "<td>threads</td>" in provenance
+    assert f"1 ({len(shipped)})" in provenance
     problems = page.split("<h2>Failed runs and duplicates</h2>")[1]
     assert "1 run(s) did not complete" in problems and "RuntimeError: out of memory" in problems
     assert "the same run" in problems and runs[0].name in problems
@@ -66,7 +83,7 @@ def test_report_renders_in_headless_chromium_with_its_table_and_images(fusion_re
     dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120,
                          check=True).stdout
     assert 'data-images-loaded="3"' in dom, "the three inlined plots did not decode in the browser"
-    assert dom.count("<tr>") > len(FUSIONS) and "gated_cross" in dom
+    assert dom.count("<tr>") > 6 and "gated_cross" in dom
     shot = tmp_path / "report.png"
     subprocess.run([*browser, f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120, check=True)
     pixels = matplotlib.image.imread(shot)[..., :3]
@@ -85,7 +102,8 @@ def test_report_over_runs_that_vary_in_nothing_but_the_seed_says_so_and_writes_n
         shutil.copytree(run, tmp_path / run.name)
     assert main([str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert "the 5 completed run(s) vary in nothing but the seed (one configuration: fusion=cross)" in error
+    seeds = sum(run["choices"]["fusion"] == "cross" for run in shipped_runs())
+    assert f"the {seeds} completed run(s) vary in nothing but the seed (one configuration: fusion=cross)" in error
     assert "no ablation to tabulate" in error and not (tmp_path / "report.html").exists()
 
 

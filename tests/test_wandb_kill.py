@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -166,3 +167,39 @@ def test_a_resume_logs_again_the_rows_a_kill_took_and_none_it_kept(killed):
         assert same_row(logged[step], metrics), step
     assert "logged again" in killed.resume_output
     assert f"2 part(s), epochs 0-{EPOCHS - 1}: " in dry_run(killed.cut_dir)
+
+
+KILLED_INIT = """
+import os, signal, sys, wandb
+wandb.init(mode="offline", id="sharedkill", dir=sys.argv[1], settings=wandb.Settings(silent=True))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+RESUMED_INIT = """
+import sys, warnings
+from types import SimpleNamespace
+from src.train.loggers import WandbLogger
+cfg = SimpleNamespace(name="wandb", mode="offline", init_timeout=60, tags=[], project="p", entity=None)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    logger = WandbLogger(cfg, sys.argv[1], {}, None, "resumed", run_id="sharedkill")
+print(logger.mode, *[str(warning.message) for warning in caught])
+"""
+
+
+def test_a_resume_through_a_shared_wandb_core_that_holds_the_killed_run_names_wandb_service(tmp_path):
+    """A real detached wandb-core (``wandb beta core start``) shared through WANDB_SERVICE, as a user may run one:
+    it keeps a SIGKILLed client's run, so the resume's start fails; the warning names the variable and the fix."""
+    wandb_cli = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())", "beta", "core"]
+    token = subprocess.run([*wandb_cli, "start", "--idle-timeout", "2m"], capture_output=True, text=True,
+                           timeout=120, check=True).stdout.split()[-1]
+    env = {**cli_env(), "WANDB_SERVICE": token, "WANDB_MODE": "offline"}
+    try:
+        killed = subprocess.run([sys.executable, "-c", KILLED_INIT, str(tmp_path)], env=env, timeout=120)
+        assert killed.returncode == -9
+        resumed = subprocess.run([sys.executable, "-c", RESUMED_INIT, str(tmp_path)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=180)
+    finally:
+        subprocess.run([*wandb_cli, "stop"], env=env, capture_output=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.startswith("disabled") and "run ID sharedkill is in use" in resumed.stdout
+    assert "unset WANDB_SERVICE for the resume" in resumed.stdout

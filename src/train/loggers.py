@@ -85,6 +85,15 @@ def trail_rows(path: Path) -> List[Tuple[int, Dict[str, Any]]]:
     return sorted(by_step.items())
 
 
+def shared_service_hint(error: Exception) -> str:
+    """Why a resumed run's W&B start says its run ID is in use, where that is the cause: the launch reaches a
+    shared wandb-core through WANDB_SERVICE, which still holds the stream of the killed launch it resumes."""
+    if "is in use" not in str(error) or not os.environ.get("WANDB_SERVICE"):
+        return ""
+    return (" (WANDB_SERVICE points this launch at a shared wandb-core that still holds this run from a launch "
+            "that was killed: unset WANDB_SERVICE for the resume, or restart that service)")
+
+
 class WandbLogger:
     """``log_step`` / ``summary`` / ``finish``; every call is a no-op once W&B is off or has failed. An epoch row
     (``epoch`` among the metrics) is committed at once and is in the ``.wandb`` file when ``log_step`` returns."""
@@ -110,7 +119,7 @@ class WandbLogger:
                     self.log_tail = LogTail(self.run.settings.sync_file)
                 return
             except Exception as error:  # noqa: BLE001 - W&B must never stop a training run
-                warnings.warn(f"W&B {mode} start failed ({type(error).__name__}: {error}); "
+                warnings.warn(f"W&B {mode} start failed ({type(error).__name__}: {error}){shared_service_hint(error)}; "
                               f"{'trying offline' if mode == 'online' else 'continuing without W&B'}",
                               stacklevel=1)
         self.mode = "disabled"
