@@ -40,14 +40,14 @@ sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +e
 
 LIMITS = (
     "**What the proxy can and cannot say.** The proxy trains a model of about 0.6 million parameters (with the "
-    "paper's 3-conv patch embedding) for 12 epochs on fresh renders of 1,437 8x8 digits, each drawn 10 to 32 px "
-    "wide anywhere on a 32 px canvas, and validates on 10,080 fixed renders of the 360 held-out digits; the paper "
-    "trains models of 7 to 105 million parameters on 1.28 million ImageNet images at 224-240 px for 300 epochs. "
-    "The cost ratios are properties of the architectures and carry over in direction, not in size: the proxy's "
-    "token counts and widths are far smaller. The accuracy columns say whether a design trains and whether, at "
-    "this scale and budget, it helps or hurts by more than the noise of its seeds: the validation set's binomial "
-    "SE is about 0.25 point, a row's seeds spread about half a point, and the minimum-detectable-difference line "
-    "under each table says what the seeds run can resolve. They cannot say what a design does on ImageNet. The "
+    "paper's 3-conv patch embedding) for 12 epochs on fresh renders of 1,437 8x8 digits, each drawn 10 to 32 px wide "
+    "anywhere on a 32 px canvas, and validates on 10,080 fixed renders of the 360 held-out digits; the paper trains "
+    "models of 7 to 105 million parameters on 1.28 million ImageNet images at 224-240 px for 300 epochs. The cost "
+    "ratios are properties of the architectures and carry over in direction, not in size: the proxy's token counts "
+    "and widths are far smaller. The accuracy columns say whether a design trains and whether, at this scale and "
+    "budget, it helps or hurts by more than the noise of its seeds: the validation set's binomial SE is about 0.25 "
+    "point, a row's seeds spread by its std column (0.1 to 1.5 points here), and the minimum-detectable-difference "
+    "line under each table says what the seeds run can resolve. They cannot say what a design does on ImageNet. The "
     "paper's differences are single runs, mostly under a point, printed without error bars: a proxy that does not "
     "resolve them does not contradict them, and one that does measures the proxy, not ImageNet.")
 
