@@ -51,6 +51,8 @@ def test_provenance_has_exactly_its_keys(tensorboard_run):
     provenance = tensorboard_run[1]["provenance"]
     assert tuple(provenance) == PROVENANCE_KEYS and provenance["threads"] == torch.get_num_threads()
     assert provenance["peak_memory_mb"] > 0
+    # the CPU's vector ISA, which changes the numbers as the thread count does (AVX2 and AVX-512 sum differently)
+    assert provenance["device"].endswith(f" ({torch.backends.cpu.get_cpu_capability()})")
 
 
 def test_collate_warns_when_it_pools_runs_from_different_thread_counts(tensorboard_run, tmp_path):

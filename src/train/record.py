@@ -86,7 +86,7 @@ class Provenance(TypedDict):
     torch: str
     timm: str
     python: str
-    device: str  # the CPU model or GPU name
+    device: str  # the GPU name, or the CPU model with the vector ISA torch's kernels use: "AMD EPYC (AVX2)"
     threads: int  # torch's CPU threads
     peak_memory_mb: float  # CUDA peak allocated, else the process's peak resident set size
 
@@ -358,6 +358,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_device_name() -> str:
+    """The CPU model and the instruction set torch dispatches its kernels to: the model name alone does not tell two
+    generations apart ("AMD EPYC"), and AVX2 and AVX-512 kernels give other floating-point sums, other numbers."""
+    import torch
+
+    return f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def provenance(device) -> Provenance:
     """``device``: a ``torch.device``."""
     # torch and timm load here, not at import: src.run answers --help and config errors without them
@@ -370,7 +378,7 @@ def provenance(device) -> Provenance:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_sha": sha.strip() if sha else None, "git_dirty": bool(status.strip()) if status is not None else None,
             "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_device_name(),
             "threads": torch.get_num_threads(), "peak_memory_mb": round(peak_memory_mb(device), 1)}
 
 
