@@ -29,6 +29,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from src.train.record import cpu_device_name
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fusionvit_tiny_240"
 # timm's results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv: crossvit_tiny_240, 1349.19 train samples/s.
@@ -203,16 +205,6 @@ def decode_speed(paths: Sequence[Path], rounds: int = 3) -> dict:
             "torchvision_deprecated": ". ".join(notice.split(". ")[:2]) + "." if notice else None}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def time_pipelines(datasets: Dict[str, Dataset], batch: int, workers: Sequence[int], batches: int,
                    target_img_s: float) -> Dict[str, dict]:
     results = {}
@@ -241,7 +233,7 @@ def bench_loader(root: Optional[str] = None, images: int = 64, classes: int = 2,
     return {"model": model, "image_size": image_size, "data": data_cfg.name, "config_num_workers":
             data_cfg.num_workers, "root": root or "temporary", "classes": classes, "image_wh": list(size),
             "jpeg_quality": JPEG_QUALITY, "batch": batch, "batches": batches, "workers": list(workers),
-            "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
+            "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_device_name(), "torch_threads": torch.get_num_threads(),
             "target_img_s": target_img_s, "target_source": TARGET_SOURCE, "pipelines": pipelines,
             "decode": decode}
 
