@@ -19,6 +19,7 @@ from analysis.present.tables import ablation_table
 from analysis.runs.local import load_runs
 from analysis.stats.ablation import analyse
 from analysis.stats.flags import Checks, check_row, last_epochs_trend
+from analysis.verdicts import main as verdicts_main
 
 FLAT = [40.0, 70.0, 85.0, 87.5, 88.0, 88.2, 88.0]  # its last 3 epochs' trend rises 0.00
 RISING = [40.0, 55.0, 65.0, 72.0, 77.0, 81.0, 85.0]  # its last 3 epochs' trend rises 8.00: stopped too early
@@ -305,3 +306,36 @@ def test_collate_rejects_thresholds_that_cannot_judge_anything(tmp_path, capsys)
     assert exit_info.value.code == 2 and "give 2 or more" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         collate_main([str(tmp_path), "--max-seed-std", "-1"])
+
+
+def test_verdicts_agree_when_a_perturbation_moves_every_run_but_no_row_across_a_threshold(tmp_path, capsys):
+    """python -m analysis.verdicts: the same grid under a floating-point perturbation (another thread count or
+    CPU) moves every run, as another seed would; the verdicts stay, and it says so with exit 0."""
+    quiet = {"cross": (0, 0.5, -0.5), "none": (0.3, 0.8, -0.2), "pairwise": (-1, -0.5, -1.5)}
+    first = write_sweep(tmp_path / "a", spread_rows(quiet), num_val=LARGE_VAL)
+    moved = {fusion: tuple(points + 0.4 * (-1) ** seed for seed, points in enumerate(shifts))
+             for fusion, shifts in quiet.items()}
+    second = write_sweep(tmp_path / "b", spread_rows(moved), num_val=LARGE_VAL)
+    assert verdicts_main([str(first), "--vs", str(second), "--names", "1 thread", "2 threads"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 thread: verdict" in out and "same verdicts on all 3 rows" in out
+    # the spread p is the F-test's: none's std 0.5 against cross's and pairwise's pooled 0.5 over 4 df
+    none_row = next(line for line in out.splitlines() if line.startswith("| none"))
+    assert f"{stats.f.sf(1.0, 2, 4):.3f}" in none_row
+
+
+def test_verdicts_differ_when_one_set_flags_a_row_and_the_other_does_not(tmp_path, capsys):
+    first = write_sweep(tmp_path / "a", {"cross": [FLAT] * 3, "none": [FLAT] * 3}, num_val=LARGE_VAL)
+    second = write_sweep(tmp_path / "b", {"cross": [FLAT] * 3, "none": [FLAT, FLAT, RISING]}, num_val=LARGE_VAL)
+    assert verdicts_main([str(first), "--vs", str(second)]) == 1
+    out = capsys.readouterr().out
+    none_row = next(line for line in out.splitlines() if line.startswith("| none"))
+    assert "| result " in none_row and "| not converged " in none_row and "+8.00" in none_row
+    assert none_row.rstrip(" |").endswith("NO") and "verdicts differ on none" in out
+
+
+def test_verdicts_refuse_sets_of_different_rows(tmp_path, capsys):
+    first = write_sweep(tmp_path / "a", {"cross": [FLAT] * 2, "none": [FLAT] * 2})
+    second = write_sweep(tmp_path / "b", {"cross": [FLAT] * 2, "pairwise": [FLAT] * 2})
+    assert verdicts_main([str(first), "--vs", str(second)]) == 2
+    assert "the two sets hold different rows (cross, none vs cross, pairwise)" in capsys.readouterr().err

@@ -174,28 +174,48 @@ def p_text(p: float) -> str:
     return "p < 0.0001" if p < 0.0001 else f"p {p:.4f}"
 
 
-def spread_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame], checks: Checks) -> str:
-    """"std 4.10 vs 1.05 expected from the other rows, F-test p 0.0002", or "" when the spread over seeds is
-    what seed and validation noise predict (or cannot be judged: fewer than two seeds)."""
+@dataclass(frozen=True)
+class SpreadTest:
+    """A row's spread over seeds against what seed and validation noise predict (points), and its F-test."""
+    std: float
+    expected_sd: float
+    p: float
+    floored: bool  # the expected variance is the binomial floor, not the other rows' pool
+    num_val: int
+
+
+def spread_f_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame]) -> Optional[SpreadTest]:
+    """The F-test of the row's variance over seeds against the other rows' pooled one (floored at the binomial
+    variance of one evaluation); None with fewer than two seeds or no other row's seeds to pool."""
     measured = pd.DataFrame({"top1": finite_top1(runs),
                              "num_val": pd.to_numeric(column(runs, "num_val"), errors="coerce")}).dropna(subset="top1")
-    if len(measured) < 2:
-        return ""
-    variance, df1 = float(measured["top1"].var(ddof=1)), len(measured) - 1
     pooled, df2 = pooled_seed_variance(others)
-    if not pooled > 0:  # no other row's seeds to say what seed noise is: the absolute rule
-        std = math.sqrt(variance)
-        return (f"std {std:.2f} > {checks.max_seed_std:g}, with no other row's seeds to judge it by"
-                if std > checks.max_seed_std else "")
+    if len(measured) < 2 or not pooled > 0:
+        return None
+    variance, df1 = float(measured["top1"].var(ddof=1)), len(measured) - 1
     binomial = pd.Series([binomial_sd(top1, size) ** 2 for top1, size in measured.itertuples(index=False)]).mean()
     floored = binomial > pooled
     expected = binomial if floored else pooled
-    p = float(stats.f.sf(variance / expected, df1, df2))
-    if p >= DISAGREE_P:
+    return SpreadTest(std=math.sqrt(variance), expected_sd=math.sqrt(expected),
+                      p=float(stats.f.sf(variance / expected, df1, df2)), floored=bool(floored),
+                      num_val=int(measured["num_val"].median()) if measured["num_val"].notna().any() else 0)
+
+
+def spread_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame], checks: Checks) -> str:
+    """"std 4.10 vs 1.05 expected from the other rows, F-test p 0.0002", or "" when the spread over seeds is
+    what seed and validation noise predict (or cannot be judged: fewer than two seeds)."""
+    if len(top1_values(runs)) < 2:
         return ""
-    source = "the other rows" + (f", floored at the binomial noise of {int(measured['num_val'].median())} "
-                                 f"validation images" if floored else "")
-    return f"std {math.sqrt(variance):.2f} vs {math.sqrt(expected):.2f} expected from {source}, F-test {p_text(p)}"
+    test = spread_f_test(runs, others)
+    if test is None:  # no other row's seeds to say what seed noise is: the absolute rule
+        std = float(np.std(top1_values(runs), ddof=1))
+        return (f"std {std:.2f} > {checks.max_seed_std:g}, with no other row's seeds to judge it by"
+                if std > checks.max_seed_std else "")
+    if test.p >= DISAGREE_P:
+        return ""
+    source = "the other rows" + (f", floored at the binomial noise of {test.num_val} validation images"
+                                 if test.floored else "")
+    return f"std {test.std:.2f} vs {test.expected_sd:.2f} expected from {source}, F-test {p_text(test.p)}"
 
 
 def check_row(runs: pd.DataFrame, checks: Checks, others: Sequence[pd.DataFrame] = ()) -> RowCheck:
