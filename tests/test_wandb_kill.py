@@ -190,8 +190,9 @@ def test_a_resume_through_a_shared_wandb_core_that_holds_the_killed_run_names_wa
     """A real detached wandb-core (``wandb beta core start``) shared through WANDB_SERVICE, as a user may run one:
     it keeps a SIGKILLed client's run, so the resume's start fails; the warning names the variable and the fix."""
     wandb_cli = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())", "beta", "core"]
-    token = subprocess.run([*wandb_cli, "start", "--idle-timeout", "2m"], capture_output=True, text=True,
-                           timeout=120, check=True).stdout.split()[-1]
+    # cli_env: without the WANDB_SERVICE an in-process test of this worker left, which `start` refuses (exit 2)
+    token = subprocess.run([*wandb_cli, "start", "--idle-timeout", "2m"], env=cli_env(), capture_output=True,
+                           text=True, timeout=120, check=True).stdout.split()[-1]
     env = {**cli_env(), "WANDB_SERVICE": token, "WANDB_MODE": "offline"}
     try:
         killed = subprocess.run([sys.executable, "-c", KILLED_INIT, str(tmp_path)], env=env, timeout=120)
