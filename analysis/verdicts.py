@@ -10,7 +10,6 @@ agree. Exit 0 when every row agrees, 1 when one differs, 2 when the sets do not 
 """
 import argparse
 import logging
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,8 @@ from analysis.collate import add_check_arguments, warn
 from analysis.runs.local import load_runs
 from analysis.runs.records import NoRunsError
 from analysis.stats.ablation import analyse
-from analysis.stats.flags import (
-    DISAGREE_P,
-    Checks,
-    collapsed_seeds,
-    column,
-    flag_kinds,
-    last_epochs_trend,
-    spread_f_test,
-)
-from analysis.stats.summary import keyed_by_factors, varying_factors
+from analysis.stats.flags import DISAGREE_P, Checks, flag_kinds
+from analysis.stats.summary import varying_factors
 
 
 @dataclass
@@ -43,27 +34,15 @@ class RowVerdict:
 
 
 def row_verdicts(run_dirs: List[Path], checks: Checks) -> Dict[str, RowVerdict]:
-    """Each row's verdict, by its label in the ablation table."""
+    """Each row's verdict, by its label in the ablation table: read from the table collate writes, so the two
+    cannot judge a row differently."""
     collection = load_runs(run_dirs, warn=warn)
     runs = collection.runs
     factors = varying_factors(runs, collection.candidate_factors)
     table = analyse(runs, factors, warn=warn, checks=checks).table
-    # analyse's rows are these groups in this order (sorted by the factors)
-    groups = [group for _, group in keyed_by_factors(runs, factors).groupby(factors, sort=True, dropna=False)]
-    poolable = [not collapsed_seeds(group, checks) for group in groups]
-    verdicts = {}
-    for index, (label, flag, group) in enumerate(zip(table["label"], table["flag"], groups)):
-        trends = [last_epochs_trend(history, checks.converge_epochs, num_val)
-                  for history, num_val in zip(column(group, "history"), column(group, "num_val"))]
-        judged = [trend for trend in trends if trend is not None]
-        largest = max(judged, key=lambda trend: abs(trend.rise), default=None)
-        others = [other for j, other in enumerate(groups) if j != index and poolable[j]]
-        spread = spread_f_test(group, others)
-        verdicts[label] = RowVerdict(verdict=flag_kinds(flag) or "result",
-                                     largest_rise=largest.rise if largest else math.nan,
-                                     rise_se=largest.noise_se if largest else math.nan,
-                                     spread_p=spread.p if spread else math.nan)
-    return verdicts
+    return {row.label: RowVerdict(verdict=flag_kinds(row.flag) or "result", largest_rise=row.last_epochs_rise,
+                                  rise_se=row.last_epochs_rise_se, spread_p=row.spread_p)
+            for row in table.itertuples(index=False)}
 
 
 def comparison_table(first: Dict[str, RowVerdict], second: Dict[str, RowVerdict], names: List[str]) -> pd.DataFrame:

@@ -324,6 +324,28 @@ def test_verdicts_agree_when_a_perturbation_moves_every_run_but_no_row_across_a_
     assert f"{stats.f.sf(1.0, 2, 4):.3f}" in none_row
 
 
+def test_ablation_csv_carries_each_rows_rise_se_and_spread_p_that_verdicts_prints(tmp_path, capsys):
+    """The verdicts and collate's table are one computation: the spread p and the largest rise's SE are
+    columns of ablation.csv, equal to the F-test and the binomial SE worked out here."""
+    quiet = {"cross": (0, 0.5, -0.5), "none": (0.3, 0.8, -0.2), "pairwise": (-1, -0.5, -1.5)}
+    sweep = write_sweep(tmp_path / "a", spread_rows(quiet), num_val=LARGE_VAL)
+    assert collate_main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    csv = pd.read_csv(tmp_path / "out" / "ablation.csv").set_index("fusion")
+    assert csv.loc["none", "spread_p"] == pytest.approx(stats.f.sf(1.0, 2, 4))
+    # the largest rise: seed 1's late climb, with the SE of its own last 3 values (not another seed's)
+    late = [*FLAT[:-1], FLAT[-1] + 1.5]
+    bumped = write_sweep(tmp_path / "b", {"cross": [FLAT] * 3, "none": [FLAT, late, FLAT]}, num_val=LARGE_VAL)
+    assert collate_main([str(bumped), "--out", str(tmp_path / "out_b"), "--no-plots"]) == 0
+    rise, se = hand_trend(late[-3:], LARGE_VAL)
+    bumped_csv = pd.read_csv(tmp_path / "out_b" / "ablation.csv").set_index("fusion")
+    assert bumped_csv.loc["none", "last_epochs_rise"] == pytest.approx(rise)
+    assert bumped_csv.loc["none", "last_epochs_rise_se"] == pytest.approx(se)
+    capsys.readouterr()
+    assert verdicts_main([str(bumped), "--vs", str(bumped)]) == 0
+    none_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| none"))
+    assert f"+{rise:.2f} ({se:.2f})" in none_row and f"{bumped_csv.loc['none', 'spread_p']:.3f}" in none_row
+
+
 def test_verdicts_differ_when_one_set_flags_a_row_and_the_other_does_not(tmp_path, capsys):
     first = write_sweep(tmp_path / "a", {"cross": [FLAT] * 3, "none": [FLAT] * 3}, num_val=LARGE_VAL)
     second = write_sweep(tmp_path / "b", {"cross": [FLAT] * 3, "none": [FLAT, FLAT, RISING]}, num_val=LARGE_VAL)

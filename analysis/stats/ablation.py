@@ -37,7 +37,7 @@ NOT_COMPARED = "none (flagged)"
 # ablation.csv leads with these (after the factors), under these names.
 FIRST_COLUMNS = ["label", "flag", "top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref",
                  "diff_ci_low", "diff_ci_high", "p_value", "p_holm", "mdd", "test", "note", "is_ref", "seeds",
-                 "converged", "last_epochs_rise"]
+                 "converged", "last_epochs_rise", "last_epochs_rise_se", "spread_p"]
 TEST_LEGENDS = {
     compare.PAIRED_T: "paired t-test over the seeds shared with the reference (scipy ttest_rel)",
     compare.WELCH: "Welch's unpaired t-test, rows share < 2 seeds (scipy ttest_ind)",

@@ -76,6 +76,8 @@ class RowCheck:
     flag: str
     converged: Optional[bool]
     last_epochs_rise: float  # signed, the largest |rise| among the runs judged (NaN: none judged)
+    last_epochs_rise_se: float = NAN  # that run's validation-noise SE of its rise (NaN: unknown or none judged)
+    spread_p: float = NAN  # the seeds-disagree F-test's p (NaN: not testable)
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,13 @@ def column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
 
-def convergence(runs: pd.DataFrame, checks: Checks) -> Tuple[Optional[bool], float, Optional[Trend]]:
-    """(converged: True / False / None for not judged, the signed rise with the largest |rise| among the runs
-    judged, the trend of the moving run that rises most: None when none moves)."""
+def convergence(runs: pd.DataFrame, checks: Checks) -> Tuple[Optional[bool], Optional[Trend], Optional[Trend]]:
+    """(converged: True / False / None for not judged, the trend with the largest |rise| among the runs judged
+    (None: none judged), the trend of the moving run that rises most: None when none moves)."""
     trends = [last_epochs_trend(history, checks.converge_epochs, num_val)
               for history, num_val in zip(column(runs, "history"), column(runs, "num_val"))]
     judged = [trend for trend in trends if trend is not None]
-    largest = max((trend.rise for trend in judged), key=abs, default=NAN)
+    largest = max(judged, key=lambda trend: abs(trend.rise), default=None)
     moving = [trend for trend in judged if trend.moving(checks)]
     if moving:
         return False, largest, max(moving, key=lambda trend: abs(trend.rise))
@@ -201,12 +203,12 @@ def spread_f_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame]) -> Optiona
                       num_val=int(measured["num_val"].median()) if measured["num_val"].notna().any() else 0)
 
 
-def spread_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame], checks: Checks) -> str:
+def spread_test(runs: pd.DataFrame, test: Optional[SpreadTest], checks: Checks) -> str:
     """"std 4.10 vs 1.05 expected from the other rows, F-test p 0.0002", or "" when the spread over seeds is
-    what seed and validation noise predict (or cannot be judged: fewer than two seeds)."""
+    what seed and validation noise predict (or cannot be judged: fewer than two seeds). ``test``: the row's
+    ``spread_f_test``."""
     if len(top1_values(runs)) < 2:
         return ""
-    test = spread_f_test(runs, others)
     if test is None:  # no other row's seeds to say what seed noise is: the absolute rule
         std = float(np.std(top1_values(runs), ddof=1))
         return (f"std {std:.2f} > {checks.max_seed_std:g}, with no other row's seeds to judge it by"
@@ -220,28 +222,35 @@ def spread_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame], checks: Chec
 
 def check_row(runs: pd.DataFrame, checks: Checks, others: Sequence[pd.DataFrame] = ()) -> RowCheck:
     """``others``: the table's other rows, whose spread over seeds is what this row's is judged against."""
-    converged, rise, moving = convergence(runs, checks)
+    converged, largest, moving = convergence(runs, checks)
     problems = []
     if moving is not None:
         direction = "rise" if moving.rise > 0 else "fall"
         noise = ("validation size unknown" if math.isnan(moving.noise_se) else f"noise SE {moving.noise_se:.2f}")
         problems.append(f"{NOT_CONVERGED} (last {checks.converge_epochs} epochs {direction} {abs(moving.rise):.2f} "
                         f"points by their trend, {noise})")
-    disagreement = [text for text in [spread_test(runs, others, checks), *collapsed_seeds(runs, checks)] if text]
+    spread = spread_f_test(runs, others)
+    disagreement = [text for text in [spread_test(runs, spread, checks), *collapsed_seeds(runs, checks)] if text]
     if disagreement:
         problems.append(f"{SEEDS_DISAGREE} ({'; '.join(disagreement)})")
-    return RowCheck(flag="; ".join(problems), converged=converged, last_epochs_rise=rise)
+    return RowCheck(flag="; ".join(problems), converged=converged,
+                    last_epochs_rise=largest.rise if largest else NAN,
+                    last_epochs_rise_se=largest.noise_se if largest else NAN,
+                    spread_p=spread.p if spread else NAN)
 
 
 def check_rows(groups: Sequence[pd.DataFrame], checks: Checks) -> pd.DataFrame:
-    """Columns ``flag``, ``converged``, ``last_epochs_rise``, one row per group (the table's order)."""
+    """Columns ``flag``, ``converged``, ``last_epochs_rise``, ``last_epochs_rise_se``, ``spread_p``, one row per
+    group (the table's order)."""
     # a collapsed seed would inflate the pool and hide a real disagreement elsewhere
     poolable = [not collapsed_seeds(group, checks) for group in groups]
     checked = [check_row(group, checks, [other for j, other in enumerate(groups) if j != i and poolable[j]])
                for i, group in enumerate(groups)]
     return pd.DataFrame({"flag": [row.flag for row in checked],
                          "converged": pd.Series([row.converged for row in checked], dtype=object),
-                         "last_epochs_rise": [row.last_epochs_rise for row in checked]})
+                         "last_epochs_rise": [row.last_epochs_rise for row in checked],
+                         "last_epochs_rise_se": [row.last_epochs_rise_se for row in checked],
+                         "spread_p": [row.spread_p for row in checked]})
 
 
 def flag_kinds(flag: str) -> str:
