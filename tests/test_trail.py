@@ -3,11 +3,13 @@ provenance in results.json, and collate's warning when a table pools runs from d
 import csv
 import json
 
+import pandas as pd
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from analysis.runs.local import load_runs
+from analysis.runs.records import warn_mixed_provenance
 from src.train.loop import train
 from src.train.record import PROVENANCE_KEYS
 
@@ -67,3 +69,15 @@ def test_collate_warns_when_it_pools_runs_from_different_thread_counts(tensorboa
     warnings = []
     load_runs([tmp_path], warn=warnings.append)
     assert len(warnings) == 1 and "different thread counts: 1 (1 runs), 2 (1 runs)" in warnings[0]
+
+
+def test_collate_says_whether_each_seed_kept_to_one_device():
+    """Two machines, each running whole seeds (a design blocked by seed): the warning says the seed-paired
+    differences stay within a machine; runs of one seed split over the machines get the plain warning."""
+    blocked = pd.DataFrame({"seed": [0, 0, 1, 1], "device": ["A", "A", "B", "B"], "threads": [1] * 4})
+    warnings = []
+    warn_mixed_provenance(blocked, warnings.append)
+    assert len(warnings) == 1 and "A (2 runs), B (2 runs); each seed's runs share one device, so" in warnings[0]
+    warnings.clear()
+    warn_mixed_provenance(blocked.assign(device=["A", "B", "A", "B"]), warnings.append)
+    assert len(warnings) == 1 and "A (2 runs), B (2 runs); results can differ" in warnings[0]

@@ -147,15 +147,32 @@ def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], 
                       duplicates=duplicates)
 
 
+BLOCKED_BY_SEED = "each seed's runs share one"
+
+
+def blocked_by_seed(runs: pd.DataFrame, column: str) -> bool:
+    """Every seed's runs have one value of ``column``: a design blocked by seed, in which the seed-paired
+    differences the tests take are each within one device (or thread count)."""
+    if "seed" not in runs:
+        return False
+    known = runs.dropna(subset=[column])
+    by_seed = known.groupby(known["seed"].astype(str))[column]
+    return bool((by_seed.nunique() == 1).all() and (by_seed.size() > 1).any())  # one run a seed pairs nothing
+
+
 def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
     """On the CPU the thread count changes the numbers (same config and seed): say when a table pools runs
-    from different devices or thread counts."""
+    from different devices or thread counts, and whether each seed kept to one (then the paired tests compare
+    runs of one machine; the means and spreads still pool them)."""
     for column, what in (("device", "devices"), ("threads", "thread counts")):
         values = sorted({str(value) for value in runs.get(column, pd.Series(dtype=object)).dropna()})
         if len(values) > 1:
             counts = runs[column].astype(str).value_counts()
             listed = ", ".join(f"{value} ({counts[value]} runs)" for value in values)
-            warn(f"the table pools runs from different {what}: {listed}; results can differ with them "
+            singular = what[:-1] if what.endswith("s") else what
+            blocked = (f"; {BLOCKED_BY_SEED} {singular}, so each seed-paired difference is within one {singular}; "
+                       f"the means and spreads pool them" if blocked_by_seed(runs, column) else "")
+            warn(f"the table pools runs from different {what}: {listed}{blocked}; results can differ with them "
                  f"(keep train.threads and the device fixed for runs you compare)")
 
 
