@@ -164,13 +164,12 @@ def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
     """On the CPU the thread count changes the numbers (same config and seed): say when a table pools runs
     from different devices or thread counts, and whether each seed kept to one (then the paired tests compare
     runs of one machine; the means and spreads still pool them)."""
-    for column, what in (("device", "devices"), ("threads", "thread counts")):
+    for column, what, one in (("device", "devices", "device"), ("threads", "thread counts", "thread count")):
         values = sorted({str(value) for value in runs.get(column, pd.Series(dtype=object)).dropna()})
         if len(values) > 1:
             counts = runs[column].astype(str).value_counts()
             listed = ", ".join(f"{value} ({counts[value]} runs)" for value in values)
-            singular = what[:-1] if what.endswith("s") else what
-            blocked = (f"; {BLOCKED_BY_SEED} {singular}, so each seed-paired difference is within one {singular}; "
+            blocked = (f"; {BLOCKED_BY_SEED} {one}, so each seed-paired difference is within one {one}; "
                        f"the means and spreads pool them" if blocked_by_seed(runs, column) else "")
             warn(f"the table pools runs from different {what}: {listed}{blocked}; results can differ with them "
                  f"(keep train.threads and the device fixed for runs you compare)")
