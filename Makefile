@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-# The main job: the fusion sweep (5 fusions x 3 seeds) on the multi-scale bundled digits, CPU, W&B offline, one job per
-# core with one thread each (conf/experiment/make_run.yaml picks hydra/launcher=parallel), then the ablation table.
+# The main job: conf/experiment/make_run.yaml (every fusion x its seeds on the multi-scale bundled digits, CPU, W&B
+# offline, one job per core with one thread each under hydra/launcher=parallel), then the ablation table.
 # Extra Hydra overrides: make run ARGS="train.epochs=5 seed=1,2,3" (train.force=true re-runs finished jobs).
 run: $(STAMP)
 	WANDB_MODE=offline $(PY) -m src.run -m +experiment=make_run $(ARGS)

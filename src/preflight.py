@@ -5,18 +5,16 @@ fix; ``src.run`` prints it without a traceback (``HYDRA_FULL_ERROR=1`` shows one
 
 The command-line half imports neither torch nor timm: ``--help`` and a typo answer in a second or two.
 """
-import dataclasses
 import difflib
 import logging
-import math
 import tempfile
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from src.config import Config
+from src.config import FIELDS, schema_fields
 from src.variant_table import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -32,24 +30,8 @@ class UsageError(BadInput):
 
 
 # -- the command line ----------------------------------------------------------------------------------------
-def schema_fields(cls=Config, prefix: str = "") -> Iterator[Tuple[str, Any, bool, Any]]:
-    """(dotted key, type, optional, default or None) for every field of the schema, nested dataclasses walked."""
-    for item in dataclasses.fields(cls):
-        kind, optional = unwrap_optional(item.type)
-        default = item.default if isinstance(item.default, (int, float, str)) and item.default != "???" else None
-        yield prefix + item.name, kind, optional, default
-        if dataclasses.is_dataclass(kind):
-            yield from schema_fields(kind, f"{prefix}{item.name}.")
-
-
-def unwrap_optional(kind) -> Tuple[Any, bool]:
-    if typing.get_origin(kind) is typing.Union:
-        rest = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        return rest[0], len(rest) < len(typing.get_args(kind))
-    return kind, False
-
-
-SCHEMA = {key: (kind, optional, default) for key, kind, optional, default in schema_fields()}
+SCHEMA = {key: (kind, optional, field.default if isinstance(field.default, (int, float, str)) and
+                field.default != "???" else None) for key, field, kind, optional in schema_fields()}
 
 
 def group_options() -> Dict[str, List[str]]:
@@ -181,115 +163,35 @@ def unwritable(folder: Path) -> Optional[str]:
 
 
 # -- the composed config -------------------------------------------------------------------------------------
-def at_least(low: float) -> Callable[[Any], bool]:
-    return lambda value: value >= low and math.isfinite(value)
-
-
-def between(low: float, high: float, closed_high: bool = False) -> Callable[[Any], bool]:
-    return lambda value: low <= value < high or (closed_high and value == high)
-
-
-def one_of(*choices) -> Callable[[Any], bool]:
-    return lambda value: value in choices
-
-
-def optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or test(value)
-
-
-def positive(value) -> bool:
-    return value > 0 and math.isfinite(value)
-
-
-# (key, test, what it must be and the fix); each test sees the value the composed config holds
-VALUE_RULES = [
-    ("seed", between(0, 2**32), "pick an integer from 0 to 2**32 - 1 (numpy's seed range), e.g. seed=0"),
-    ("train.epochs", at_least(1), "must be >= 1, e.g. train.epochs=10"),
-    ("train.batch_size", at_least(1), "must be >= 1, e.g. train.batch_size=64"),
-    ("train.eval_batch_size", optional(at_least(1)), "must be >= 1, or null (2 x train.batch_size)"),
-    ("train.threads", optional(at_least(1)), "must be >= 1 torch threads, or null (torch's default)"),
-    ("train.ckpt_every_steps", at_least(0), "must be >= 0: a number of optimizer steps, or 0 (off)"),
-    ("train.grad_accum_steps", optional(at_least(1)), "must be >= 1 micro-batches per step, or null (1)"),
-    ("train.ema_decay", between(0, 1), "must be in [0, 1), e.g. train.ema_decay=0.9998"),
-    ("train.progress", one_of("auto", "bar", "log"), "pick auto (a bar on a terminal), bar or log"),
-    ("train.on_busy", one_of("skip", "wait"), "pick skip (the other process runs the job) or wait"),
-    ("optim.lr", optional(positive), "must be a finite number > 0, e.g. optim.lr=1e-3, or null (optim.base_lr "
-                                     "x train.batch_size / optim.lr_base_size)"),
-    ("optim.base_lr", positive, "must be a finite number > 0, e.g. optim.base_lr=5e-4"),
-    ("optim.lr_base_size", at_least(1), "must be >= 1, e.g. optim.lr_base_size=512"),
-    ("optim.weight_decay", at_least(0), "must be a finite number >= 0, e.g. optim.weight_decay=0.05"),
-    ("optim.clip_grad", optional(positive), "must be a finite norm > 0, or null (no clipping)"),
-    ("sched.warmup_epochs", at_least(0), "must be >= 0 (0: no warm-up)"),
-    ("sched.warmup_lr", at_least(0), "must be a finite number >= 0, e.g. sched.warmup_lr=1e-6"),
-    ("sched.min_lr", at_least(0), "must be a finite number >= 0, e.g. sched.min_lr=1e-5"),
-    ("sched.cooldown_epochs", at_least(0), "must be >= 0 (0: no cooldown)"),
-    ("data.num_classes", at_least(1), "must be >= 1: the dataset's class count"),
-    ("data.image_size", optional(at_least(1)), "must be >= 1 pixels, or null (the model's img_size)"),
-    ("data.val_fraction", lambda value: 0 < value < 1, "must be in (0, 1), e.g. data.val_fraction=0.2"),
-    ("data.num_train", at_least(1), "must be >= 1 images"),
-    ("data.num_val", at_least(1), "must be >= 1 images"),
-    ("data.limit_train", optional(at_least(1)), "must be >= 1 samples, or null (all of them)"),
-    ("data.limit_val", optional(at_least(1)), "must be >= 1 samples, or null (all of them)"),
-    ("data.num_workers", optional(at_least(0)), "use 0 (load in the training process), a count of worker "
-                                                "processes, or null (auto: the CPUs this rank has on CUDA, 0 on "
-                                                "the CPU)"),
-    ("data.reprob", between(0, 1, closed_high=True), "must be a probability in [0, 1] (0: no random erasing)"),
-    ("data.remode", optional(one_of("const", "rand", "pixel")), "pick const, rand, pixel, or null (const)"),
-    ("data.hflip", between(0, 1, closed_high=True), "must be a probability in [0, 1]"),
-    ("data.color_jitter", at_least(0), "must be >= 0 (0: off)"),
-    ("data.scale", lambda value: len(value) == 2 and 0 < value[0] <= value[1] <= 1,
-     "must be [low, high] with 0 < low <= high <= 1, e.g. data.scale=[0.08,1.0]"),
-    ("data.interpolation", one_of("bicubic", "bilinear", "nearest", "box", "hamming", "lanczos", "random"),
-     "pick bicubic, bilinear, nearest, box, hamming, lanczos or random"),
-    ("data.crop_pct", between(0, 1, closed_high=True), "must be in (0, 1], e.g. data.crop_pct=0.875"),
-    ("data.mixup", at_least(0), "must be >= 0 (mixup's alpha; 0: off)"),
-    ("data.cutmix", at_least(0), "must be >= 0 (cutmix's alpha; 0: off)"),
-    ("data.smoothing", between(0, 1), "must be in [0, 1) (label smoothing; 0: off)"),
-    ("model.drop_path_rate", between(0, 1), "must be in [0, 1), e.g. model.drop_path_rate=0.1"),
-    ("fusion.layers", optional(at_least(1)), "must be >= 1 fusion layers, or null (the strategy's default)"),
-    ("logger.name", one_of("wandb", "tensorboard", "none"), "pick wandb, tensorboard or none"),
-    ("logger.mode", one_of("auto", "online", "offline", "disabled"), "pick auto, online, offline or disabled"),
-    ("logger.init_timeout", positive, "must be > 0 seconds, e.g. logger.init_timeout=30"),
-    ("logger.log_every_n_steps", at_least(1), "must be >= 1 steps, e.g. logger.log_every_n_steps=10"),
-]
-
-
 def check_values(cfg) -> None:
-    for key, test, fix in VALUE_RULES:
+    """Every value against its field's rule (``src.config``)."""
+    for key, field in FIELDS.items():
+        rule = field.metadata.get("rule")
         value = OmegaConf.select(cfg, key)
-        try:
-            good = test(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
-        except TypeError:  # a value of a type the rule cannot compare: the rule's text says what it takes
-            good = False
-        if not good:
-            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            raise BadInput(f"{key}={shown!r}: {fix}")
+        shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if rule is not None and not rule.holds(shown):
+            raise BadInput(f"{key}={shown!r}: {rule.text}")
     if cfg.sched.warmup_epochs >= cfg.train.epochs:
         log.warning("sched.warmup_epochs=%s is not below train.epochs=%s: the lr never leaves its warm-up",
                     cfg.sched.warmup_epochs, cfg.train.epochs)
 
 
 def check_choices(cfg) -> None:
-    """Names the training code looks up: model, fusion, optimizer, scheduler, device and precision."""
+    """Names the training code looks up: model, optimizer, scheduler, device, precision and the input size (the
+    fusion's name with the architecture)."""
     from timm.optim import list_optimizers
 
-    from src.models import fusion_names
-    from src.train.build import SCHEDULERS, check_amp, resolve_device
+    from src.train.build import SCHEDULERS, check_amp, input_size, resolve_device
 
     if cfg.model.name not in VARIANTS:
         raise BadInput(f"unknown model.name={cfg.model.name!r}: pick one of {', '.join(sorted(VARIANTS))}"
                        f"{did_you_mean(cfg.model.name, VARIANTS)}")
-    if cfg.fusion.name not in fusion_names():
-        raise BadInput(f"unknown fusion.name={cfg.fusion.name!r}: pick one of {', '.join(fusion_names())}")
     if cfg.optim.name not in list_optimizers():
         raise BadInput(f"optim.name={cfg.optim.name!r} is not a timm optimizer: pick e.g. adamw or sgd "
                        f"(timm.optim.list_optimizers() lists them){did_you_mean(cfg.optim.name, list_optimizers())}")
     if cfg.sched.name not in SCHEDULERS:
         raise BadInput(f"sched.name={cfg.sched.name!r}: pick one of {', '.join(SCHEDULERS)}")
-    model_size = cfg.model.img_size or VARIANTS[cfg.model.name]["img_size"]
-    if cfg.data.image_size is not None and cfg.data.image_size != model_size:
-        raise BadInput(f"data.image_size={cfg.data.image_size} but {cfg.model.name} takes {model_size}x{model_size} "
-                       f"images: set data.image_size=null (follow the model) or model.img_size={cfg.data.image_size}")
+    input_size(cfg, cfg.model.img_size or VARIANTS[cfg.model.name]["img_size"])
     check_amp(cfg.train.amp, resolve_device(cfg.train.device))
     check_architecture(cfg)
 

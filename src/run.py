@@ -20,19 +20,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import register_configs
+from src.identity import same_job
 from src.sweeps import agent
+from src.train.files import DiskFull
 from src.train.loggers import flatten  # wandb itself loads only when a logger starts
-from src.train.record import (
-    RESULTS_FILE,
-    DiskFull,
-    RunRecord,
-    group_name,
-    mark_failed,
-    mark_interrupted,
-    new_record,
-    read_results,
-    write_results,
-)
+from src.train.naming import group_name
+from src.train.record import RunRecord, mark_failed, mark_interrupted, new_record
+from src.train.record_io import RESULTS_FILE, read_results, write_results
 
 # Torch, timm and the training code load inside main(): Hydra answers --help and config errors before them.
 
@@ -171,16 +165,13 @@ def refuse(error: BaseException, cfg: DictConfig, hydra_cfg, started: float) -> 
     reason where one is expected: in a sweep (which goes on), and where the run dir holds this config's unfinished
     record (a retried or resumed job); a fresh single run's dir is left without one. A job completed for this very
     config is skipped, as ever (``train.force=true`` re-runs it)."""
-    from src.train.checkpoint import identity_hash
-
     run_dir = Path(hydra_cfg.runtime.output_dir)
     results = initial_record(cfg, hydra_cfg, run_dir)
     try:
         previous = read_results(run_dir) if (run_dir / RESULTS_FILE).is_file() else None
     except ValueError:  # an unreadable record: this launch's says what went wrong
         previous = {"config": results["config"]}
-    ours = isinstance(previous, dict) and identity_hash(previous.get("config") or {}) == identity_hash(
-        results["config"])
+    ours = isinstance(previous, dict) and same_job(previous.get("config") or {}, results["config"])
     if ours and previous.get("status") == "completed" and previous.get("history") and not cfg.train.force:
         log.info("%s is already completed for this config: skipped (train.force=true re-runs)",
                  run_dir / RESULTS_FILE)

@@ -3,8 +3,9 @@ config tree composed with Hydra's compose API. Test files import these (``from c
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -72,6 +73,29 @@ def run_module(module: str, *args: str, merge_stderr: bool = False, timeout: flo
     """``python -m MODULE ARGS`` from the repo root; ``merge_stderr`` puts stderr into ``stdout``."""
     return subprocess.run(command(module, *args), cwd=ROOT, env=cli_env(**env), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True, timeout=timeout)
+
+
+# How long a test waits for an event (a checkpoint, an epoch, a requeued job's end) before it calls the process hung:
+# a limit for a hang, not a measure of speed, so a loaded 2-core machine never reaches it. Tests wait on the event.
+PATIENCE_S = 1800.0
+
+
+def wait_for(event: Callable[[], bool], what: str, process: Optional[subprocess.Popen] = None,
+             poll_s: float = 0.05) -> None:
+    """Returns as soon as ``event()`` holds. Fails at once when ``process`` ends first (with its output), and only
+    after ``PATIENCE_S`` of nothing happening (a hang), saying so."""
+    started = time.monotonic()
+    while not event():
+        if process is not None and process.poll() is not None:
+            output = process.communicate()[0] or ""
+            pytest.fail(f"{what}: the process ended (rc {process.returncode}) first:\n{output[-3000:]}")
+        if time.monotonic() - started > PATIENCE_S:
+            if process is not None:
+                process.kill()
+            output = (process.communicate()[0] or "") if process is not None else ""
+            pytest.fail(f"{what}: not after PATIENCE_S={PATIENCE_S:.0f} s, the limit for a hung process:\n"
+                        f"{output[-3000:]}")
+        time.sleep(poll_s)
 
 
 def compose_config(overrides=(), hydra: bool = False):

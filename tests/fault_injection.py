@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: r
 import torch  # noqa: E402
 
 import src.train.checkpoint as checkpoint  # noqa: E402
-from src.train.record import RESERVE_FILE  # noqa: E402
+from src.train.files import RESERVE_FILE  # noqa: E402
 
 FILLER = "filler.bin"
 

@@ -23,7 +23,8 @@ from analysis.runs.records import NoRunsError
 from analysis.runs.wandb_api import load_wandb_runs, wandb_run_to_record, wandb_run_to_row
 from analysis.stats.ablation import analyse
 from analysis.stats.summary import varying_factors
-from src.train.record import ModelSummary, RunRecord, format_depth
+from src.train.naming import format_depth
+from src.train.record import ModelSummary, RunRecord
 
 from conftest import ROOT
 

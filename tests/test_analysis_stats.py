@@ -15,7 +15,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from analysis.stats.ablation import analyse
 from analysis.stats.compare import holm
 from analysis.stats.reference import UnknownReferenceError
-from src.train.record import PREDICTIONS_FILE
+from src.train.record_io import PREDICTIONS_FILE
 
 
 def runs_frame(rows, tmp_path) -> pd.DataFrame:

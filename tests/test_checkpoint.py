@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from src.train import checkpoint as ckpt
-from src.train.checkpoint import AlreadyCompleted, check_run_dir, identity_hash
-from src.train.record import write_atomic, write_results
+from src.identity import identity
+from src.train.checkpoint import AlreadyCompleted, check_run_dir
+from src.train.files import write_atomic
+from src.train.record_io import write_results
 
 
 def payload(value: float) -> dict:
@@ -127,8 +129,8 @@ def test_run_dir_checks(tmp_path):
     (tmp_path / ckpt.BEST).write_bytes(b"x")
     check_run_dir(tmp_path, other, force=True)  # force overwrites another config's folder
     assert not (tmp_path / ckpt.BEST).exists()
-    assert identity_hash(config) != identity_hash(other)
+    assert identity(config) != identity(other)
     # a schema key added later with a null default (off) does not orphan older run dirs; a set value does
     added = {**config, "model": {"pretrained": None}}
-    assert identity_hash(added) == identity_hash({**config, "model": {}})
-    assert identity_hash({**config, "model": {"pretrained": "w.pt"}}) != identity_hash(added)
+    assert identity(added) == identity({**config, "model": {}})
+    assert identity({**config, "model": {"pretrained": "w.pt"}}) != identity(added)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.train.files import RESERVE_FILE
 from src.train.lock import RunDirBusy, RunDirLock
-from src.train.record import RESERVE_FILE
 
 from conftest import ROOT, cli_env, command, run_module
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, cli_env, command, run_module
+from conftest import PATIENCE_S, ROOT, cli_env, command, run_module, wait_for
 
 pytestmark = pytest.mark.slow  # every test here trains in a subprocess
 
@@ -36,14 +36,10 @@ def start_and_signal(run_dir: Path, sig: int, delay_s: float, *extra: str) -> su
     process = subprocess.Popen(command("src.run", *run_args(run_dir, *extra)), cwd=ROOT,
                                env=cli_env(WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "last.pt").exists():
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.time() < deadline, "no checkpoint after 120 s"
-        time.sleep(0.02)
+    wait_for((run_dir / "last.pt").exists, "the first epoch's last.pt", process, poll_s=0.02)
     time.sleep(delay_s)
     process.send_signal(sig)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=PATIENCE_S)
     return subprocess.CompletedProcess(process.args, process.returncode, output, "")
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src.identity import config_hash
 from src.train.loggers import WandbLogger
 from src.train.loop import train
-from src.train.record import EpochRow, RunRecord, config_hash
+from src.train.record import EpochRow, RunRecord
 
 from conftest import compose_config, run_module
 

@@ -17,7 +17,7 @@ from src.train import distributed
 from src.train.loop import train
 from src.train.process import StopFlag
 
-from conftest import ROOT, cli_env, command, compose_config
+from conftest import PATIENCE_S, ROOT, cli_env, command, compose_config, wait_for
 
 SETTING = ["data=synthetic", "data.num_train=96", "data.num_val=64", "train.batch_size=64", "train.epochs=2",
            "logger=none", "train.progress=log", "train.threads=1", "optim.lr=3e-3"]
@@ -117,14 +117,10 @@ def test_a_slurm_sweep_job_stopped_by_sigusr2_saves_mid_epoch_exits_nonzero_and_
     env = cli_env(SLURM_JOB_ID="4242")  # a job of a SLURM sweep (submitit's launcher runs the same run_job)
     process = subprocess.Popen(command("src.run", *sweep), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "job" / "last.pt").exists():
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.time() < deadline, "no checkpoint after 120 s"
-        time.sleep(0.02)
+    wait_for((tmp_path / "job" / "last.pt").exists, "the first epoch's last.pt", process, poll_s=0.02)
     time.sleep(0.5)
     process.send_signal(signal.SIGUSR2)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=PATIENCE_S)
     assert process.returncode != 0, output[-3000:]
     assert "SLURM resumes a requeued job" in output and "Run the same sweep again" in output
     record = json.loads((tmp_path / "job" / "results.json").read_text())

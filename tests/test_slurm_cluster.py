@@ -12,7 +12,7 @@ import time
 import pytest
 import slurm_cluster
 
-from conftest import ROOT, cli_env, command, run_module
+from conftest import PATIENCE_S, ROOT, cli_env, command, run_module, wait_for
 
 pytestmark = pytest.mark.slow
 RUN = ["data=synthetic", "data.num_train=96", "data.num_val=64", "train.batch_size=64", "train.epochs=2",
@@ -69,23 +69,19 @@ def test_a_requeued_job_says_so_to_its_sweep_then_resumes_to_the_uninterrupted_n
     process = subprocess.Popen(command("src.run", "-m", *LAUNCHER, f"hydra.sweep.dir={tmp_path / 'sweep'}",
                                        "hydra.sweep.subdir=job", *long_run), cwd=ROOT, env=cli_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
-    while not (job / "last.pt").exists():  # the first epoch's checkpoint: the job is in its second epoch
-        assert process.poll() is None and time.time() < deadline, process.communicate()[0][-3000:]
-        time.sleep(0.1)
+    # the first epoch's checkpoint: the job is in its second epoch
+    wait_for((job / "last.pt").exists, "the first epoch's last.pt", process, poll_s=0.1)
     time.sleep(0.5)
     job_id = subprocess.run(["squeue", "-h", "-o", "%i"], stdout=subprocess.PIPE, text=True,
                             check=True).stdout.split()[0]
     subprocess.run(["scontrol", "requeue", job_id], check=True)
-    output, _ = process.communicate(timeout=180)
+    output, _ = process.communicate(timeout=PATIENCE_S)
     assert process.returncode != 0, output[-3000:]
     assert "JobInterrupted: SIGTERM at epoch 1 step" in output and "SLURM resumes a requeued job" in output
     # a requeued job waits about 2 minutes (BeginTime) before it runs again: start it now
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-    deadline = time.time() + 180
-    while json.loads((job / "results.json").read_text())["status"] != "completed":
-        assert time.time() < deadline, (job / "run.log").read_text()[-3000:]
-        time.sleep(0.5)
+    wait_for(lambda: json.loads((job / "results.json").read_text())["status"] == "completed",
+             "the requeued job's completed results.json", poll_s=0.5)
     assert "resumed from" in (job / "run.log").read_text()
     plain = run_module("src.run", *long_run, f"hydra.run.dir={tmp_path / 'plain'}", merge_stderr=True)
     assert plain.returncode == 0, plain.stdout[-3000:]

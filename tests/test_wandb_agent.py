@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,10 +26,11 @@ from src.sweeps.agent import agent_argv
 from src.sync.upload import main as sync_main
 from src.sync.upload import wandb_command
 from src.train.loggers import flatten
-from src.train.record import PROVENANCE_KEYS, arch_keys, group_name
+from src.train.naming import arch_keys, group_name
+from src.train.record import PROVENANCE_KEYS
 from src.train.wandb_files import by_run, find_offline_runs, read_offline_run
 
-from conftest import ROOT, compose_config
+from conftest import PATIENCE_S, ROOT, compose_config, wait_for
 
 SWEEP_ID, RUN_ID, PRESET = "sweep0001", "run00001", "patch_size_ablation_cpu"
 SWEEP_FILE = ROOT / "experiments" / f"{PRESET}.yaml"
@@ -51,14 +51,6 @@ def launch(agent: Agent, args: dict):
     return agent._run_processes.pop(RUN_ID)
 
 
-def wait_for(path: Path, process, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"the run ended (rc {process.poll()}) before writing {path}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def agent_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("agent")
@@ -75,15 +67,16 @@ def agent_run(tmp_path_factory):
         agent._sweep_command = yaml.safe_load(SWEEP_FILE.read_text())["command"]
         run_dir = base / "multirun" / "wandb" / SWEEP_ID / RUN_ID
         first = launch(agent, {**first_grid_point(), **{k: {"value": v} for k, v in TINY.items()}})
-        wait_for(run_dir / "last.pt", first)  # the first epoch is done: preempt it as the agent stops a run
+        # the first epoch is done: preempt it as the agent stops a run
+        wait_for((run_dir / "last.pt").exists, f"{run_dir / 'last.pt'}", first._popen, poll_s=0.02)
         first.terminate()
-        first_rc = first._popen.wait(timeout=180)  # the Popen: AgentProcess.wait takes no timeout before 0.2x
+        first_rc = first._popen.wait(timeout=PATIENCE_S)  # the Popen: AgentProcess.wait takes no timeout before 0.2x
         first_results = json.loads((run_dir / "results.json").read_text())
         (first_half,) = find_offline_runs([run_dir])
         config = read_offline_run(first_half).config
         config["_wandb"] = config.get("_wandb") or {"cli_version": wandb.__version__, "python_version": "3"}
         second = launch(agent, {key: {"value": value} for key, value in config.items()})  # W&B's re-queue
-        second_rc = second._popen.wait(timeout=300)
+        second_rc = second._popen.wait(timeout=PATIENCE_S)
     return SimpleNamespace(run_dir=run_dir, first_rc=first_rc, first_results=first_results, second_rc=second_rc,
                            requeue_argv=list(second._popen.args), first_argv=list(first._popen.args),
                            results=json.loads((run_dir / "results.json").read_text()), base=base)

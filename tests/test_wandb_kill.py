@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +20,7 @@ from src.sync.upload import main as sync_main
 from src.train.loggers import trail_rows
 from src.train.wandb_files import FILE_HEADER, LogTail, _frames, by_run, find_offline_runs, read_offline_run
 
-from conftest import ROOT, cli_env, command, run_module
+from conftest import PATIENCE_S, ROOT, cli_env, command, run_module, wait_for
 
 pytestmark = pytest.mark.slow  # two launches of a real training, each in a subprocess
 
@@ -49,13 +48,9 @@ def kill_after_epochs(run_dir: Path, epochs: int) -> int:
     process = subprocess.Popen(command("src.run", *RUN, f"hydra.run.dir={run_dir}"), cwd=ROOT,
                                env=cli_env(WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    deadline = time.monotonic() + 180
-    while len(history(run_dir)) < epochs:
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, f"fewer than {epochs} epochs after 180 s"
-        time.sleep(0.01)
+    wait_for(lambda: len(history(run_dir)) >= epochs, f"{epochs} epochs in results.json", process, poll_s=0.01)
     process.kill()
-    process.communicate(timeout=60)
+    process.communicate(timeout=PATIENCE_S)
     return process.returncode
 
 

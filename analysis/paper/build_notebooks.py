@@ -16,7 +16,7 @@ from typing import List, Optional
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from src.train.record import RESULTS_FILE
+from src.train.record_io import RESULTS_FILE
 
 from . import ROOT
 from .ablations import AblationSpec, specs

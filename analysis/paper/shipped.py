@@ -16,7 +16,7 @@ from typing import Dict, List, Union
 
 import numpy as np
 
-from src.train.record import PREDICTIONS_FILE, RESULTS_FILE
+from src.train.record_io import PREDICTIONS_FILE, RESULTS_FILE
 
 from . import ROOT
 from .ablations import spec

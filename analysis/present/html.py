@@ -16,7 +16,8 @@ from analysis.runs.records import Collection, NoRunsError
 from analysis.stats.ablation import Ablation, analyse
 from analysis.stats.flags import DEFAULT_CHECKS, Checks
 from analysis.stats.summary import varying_factors
-from src.train.record import RunRecord, read_results
+from src.train.record import RunRecord
+from src.train.record_io import read_results
 
 from .config_diff import config_diff
 from .plots import write_plots

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from src.train.record import RESULTS_FILE, SCHEMA, RunRecord
+from src.train.record import SCHEMA, RunRecord
+from src.train.record_io import RESULTS_FILE
 
 from .records import Collection, NoRunsError, record_to_row, split_by_status
 from .schema import field_problem, kind

@@ -8,7 +8,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from src.train.record import PREDICTIONS_FILE  # the writer's name: one source
+from src.train.record_io import PREDICTIONS_FILE  # the writer's name: one source
 
 
 @dataclass

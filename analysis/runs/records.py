@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import pandas as pd
 from omegaconf import Container, DictConfig, OmegaConf
 
-from src.train.record import RunRecord, format_depth, format_pair
+from src.train.naming import format_depth, format_pair
+from src.train.record import RunRecord
 
 from .dedupe import drop_duplicate_runs
 from .metrics import FINAL_TOP1, MetricReader, warn_unmeasured

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from src.train.record import cpu_device_name
+from src.train.provenance import cpu_device_name
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fusionvit_tiny_240"

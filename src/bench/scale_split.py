@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from src.data.multiscale_digits import RenderSpec, validation_renders
-from src.train.record import RESULTS_FILE, read_results
+from src.train.record_io import RESULTS_FILE, read_results
 
 SIZES = ("small", "medium", "large")
 

@@ -14,7 +14,7 @@ from typing import Dict, List
 
 from joblib import cpu_count
 
-from src.train.record import RESULTS_FILE, read_results
+from src.train.record_io import RESULTS_FILE, read_results
 
 LAUNCHERS = {"serial": "hydra/launcher=basic", "parallel": "hydra/launcher=parallel"}
 

@@ -56,6 +56,15 @@ def resolve_amp(setting: str, device: torch.device) -> Optional[torch.dtype]:
     return AMP[setting]
 
 
+def input_size(cfg, model_img_size: int) -> int:
+    """The side the images are fed at: the model's (``data.image_size`` null follows it)."""
+    size = cfg.data.image_size or model_img_size
+    if size != model_img_size:
+        raise ValueError(f"data.image_size={size} but {cfg.model.name} takes {model_img_size}x{model_img_size} "
+                         f"images: set data.image_size=null (follow the model) or model.img_size={size}")
+    return size
+
+
 def model_kwargs(cfg) -> Dict[str, Any]:
     """The keyword arguments of ``timm.create_model`` for ``cfg.model`` and ``cfg.fusion``."""
     if cfg.fusion.name not in fusion_names():

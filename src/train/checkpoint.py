@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from src.data import set_epoch
+from src.identity import checkpoint_matches, same_job
 
-from .record import NON_IDENTITY_KEYS, RESULTS_FILE, config_hash, read_results, write_atomic
+from .files import write_atomic
+from .record_io import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +63,6 @@ class TrainState:
 
 
 # -- the run dir: idempotent sweeps --------------------------------------------------------------------------
-def identity_hash(config: Dict[str, Any]) -> str:
-    """The config hash without the ``train`` keys that say how to run (force, resume, threads, ...) and without
-    null values, so that a key added to the schema with a null default (off) leaves older run dirs valid."""
-    train = {k: v for k, v in config.get("train", {}).items() if k not in NON_IDENTITY_KEYS}
-    return config_hash(_without_nulls({**config, "train": train}))
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
-    return value
-
-
 class AlreadyCompleted(Exception):
     """The run dir already holds a completed result for this exact config: nothing to do."""
 
@@ -96,7 +85,7 @@ def check_run_dir(run_dir: Path, config: Dict[str, Any], force: bool) -> Optiona
         log.warning("%s is unreadable (%s): rebuilding it from the run's checkpoint, or running the job over "
                     "where there is none", path, error)
         return None
-    same_config = identity_hash(previous.get("config") or {}) == identity_hash(config)
+    same_config = same_job(previous.get("config") or {}, config)
     if not same_config and not force:
         raise ValueError(f"{path} holds results of another config (overrides {previous.get('overrides')}); "
                          f"use another output dir (hydra.run.dir / hydra.sweep.dir), delete that folder, "
@@ -241,7 +230,8 @@ class ResumableBatches:
 # -- save and restore a run ----------------------------------------------------------------------------------
 @dataclass
 class Saver:
-    """Where this run's checkpoints go, whether it writes any (rank 0 only), and the config they belong to."""
+    """Where this run's checkpoints go, whether it writes any (rank 0 only), and the job they belong to
+    (``src.identity.identity``)."""
     run_dir: Path
     config_identity: str
     enabled: bool
@@ -282,9 +272,9 @@ def payload_bytes(value: Any) -> int:
     return 8
 
 
-def restore(run, checkpoint: Dict[str, Any], config_identity: str) -> TrainState:
-    """Puts ``run`` back where the checkpoint left it; returns its ``TrainState``."""
-    if checkpoint.get("config_hash") not in (None, config_identity):
+def restore(run, checkpoint: Dict[str, Any], config: Dict[str, Any]) -> TrainState:
+    """Puts ``run`` back where the checkpoint left it; returns its ``TrainState``. ``config``: the resolved config."""
+    if not checkpoint_matches(checkpoint.get("config_hash"), config):
         raise ValueError(f"checkpoint {checkpoint.get('path')} was written for another config: "
                          f"set train.resume=never or use another output dir")
     run.model.load_state_dict(checkpoint["model"])

@@ -15,7 +15,9 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from .record import file_mode, now_iso, read_results, release_space, remove_temp_files, reserve_space
+from .files import file_mode, release_space, remove_temp_files, reserve_space
+from .record import now_iso
+from .record_io import read_results
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .record import write_atomic
+from .files import write_atomic
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")

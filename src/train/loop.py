@@ -12,26 +12,27 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3, random_seed
 
 from src.data import Data, build_data
+from src.identity import identity
 from src.models import count_flops, count_params, fusion_modules
 
 from . import checkpoint as ckpt
 from . import distributed
-from .build import build_model, build_optimizer, build_scheduler, model_summary, resolve_amp, resolve_device
+from .build import (
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    input_size,
+    model_summary,
+    resolve_amp,
+    resolve_device,
+)
 from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar
 from .loggers import CsvTrail, Loggers, TensorboardTrail, WandbLogger, preset_tags
+from .naming import arch_keys
 from .process import StopFlag, peak_memory_mb, set_threads
-from .record import (
-    RunRecord,
-    arch_keys,
-    mark_completed,
-    mark_interrupted,
-    provenance,
-    record_build,
-    record_epoch,
-    record_wandb,
-    write_predictions,
-    write_results,
-)
+from .provenance import provenance
+from .record import RunRecord, mark_completed, mark_interrupted, record_build, record_epoch, record_wandb
+from .record_io import write_predictions, write_results
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,8 @@ def build_run(cfg) -> Run:
     amp_dtype = resolve_amp(cfg.train.amp, device)
     with torch.random.fork_rng(devices=[]):  # the model draws its own init (src/models/init.py); what comes after
         model = build_model(cfg)  # it (augmentation, drop path) then sees the same stream whatever the model is
-    image_size = cfg.data.image_size or model.img_size
-    if image_size != model.img_size:
-        raise ValueError(f"data.image_size={image_size} but {cfg.model.name} takes {model.img_size}x"
-                         f"{model.img_size} images: set data.image_size=null (follow the model) or "
-                         f"model.img_size={image_size}")
-    accumulation = 1 if cfg.train.grad_accum_steps is None else cfg.train.grad_accum_steps
+    image_size = input_size(cfg, model.img_size)
+    accumulation = cfg.train.grad_accum_steps
     distributed.check_split(cfg.train.batch_size, accumulation)
     data = build_data(cfg.data, image_size, cfg.train.batch_size,
                       cfg.train.eval_batch_size or 2 * cfg.train.batch_size, cfg.seed, device=device)
@@ -106,9 +103,9 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     run = build_run(cfg)
     record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device),
                  {"num_train": run.data.num_train, "num_val": run.data.num_val})
-    identity = ckpt.identity_hash(OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
-    state = ckpt.restore(run, checkpoint, identity) if checkpoint else ckpt.TrainState()
+    state = ckpt.restore(run, checkpoint, config) if checkpoint else ckpt.TrainState()
     earlier_s = state.elapsed_s  # the earlier launches' time: wall_time_s and time_s count across launches
 
     def elapsed() -> float:
@@ -116,7 +113,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
 
     if state.history:  # the record is rebuilt from the checkpoint, whatever results.json held before
         record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
-    saver = ckpt.Saver(run_dir, identity, enabled=cfg.train.save_checkpoints and distributed.is_main())
+    saver = ckpt.Saver(run_dir, identity(config), enabled=cfg.train.save_checkpoints and distributed.is_main())
     stop, exit_code, logger = StopFlag(), 1, None  # the flag before W&B's start, which can take a while
     try:  # whatever fails, the signal handlers and the W&B run are not left to the next job in this process
         logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])},
