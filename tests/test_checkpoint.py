@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.train import checkpoint as ckpt
 from src.identity import identity
+from src.train import checkpoint as ckpt
 from src.train.checkpoint import AlreadyCompleted, check_run_dir
 from src.train.files import write_atomic
 from src.train.record_io import write_results

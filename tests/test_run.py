@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from src.identity import config_hash
-from src.train.loggers import WandbLogger
 from src.train.loop import train
 from src.train.record import EpochRow, RunRecord
+from src.train.wandb_logger import WandbLogger
 
 from conftest import compose_config, run_module
 

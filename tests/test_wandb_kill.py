@@ -13,15 +13,29 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Tuple
 
 import pytest
 
 from src.sync.upload import main as sync_main
 from src.train.loggers import trail_rows
-from src.train.wandb_files import FILE_HEADER, LogTail, _frames, by_run, find_offline_runs, read_offline_run
+from src.train.wandb_files import (
+    FILE_HEADER,
+    LogTail,
+    _frames,
+    by_run,
+    find_offline_runs,
+    flush_settings,
+    read_offline_run,
+)
 
 from conftest import PATIENCE_S, ROOT, cli_env, command, run_module, wait_for
 
+# wandb releases without the private setting that src/train/wandb_files.py sets (the floor, 0.30): a kill takes more
+# from the killed launch's file, and what the tests check is the weaker guarantee (the resume logs it all again)
+FOLLOWS = bool(flush_settings())
+NEEDS_FLUSH_SETTING = pytest.mark.skipif(not FOLLOWS, reason="this wandb has no x_transaction_log_flush_interval: "
+                                         "the weaker guarantee is what test_a_resume_logs_again... checks")
 pytestmark = pytest.mark.slow  # two launches of a real training, each in a subprocess
 
 EPOCHS, KILL_AFTER, STEPS_PER_EPOCH = 4, 2, 4  # 64 images, batch 16
@@ -43,15 +57,15 @@ def history(run_dir: Path) -> list:
         return []
 
 
-def kill_after_epochs(run_dir: Path, epochs: int) -> int:
-    """Starts the run and SIGKILLs it as soon as results.json records ``epochs`` finished epochs."""
+def kill_after_epochs(run_dir: Path, epochs: int) -> Tuple[int, str]:
+    """Starts the run and SIGKILLs it as soon as results.json records ``epochs`` finished epochs: (rc, output)."""
     process = subprocess.Popen(command("src.run", *RUN, f"hydra.run.dir={run_dir}"), cwd=ROOT,
                                env=cli_env(WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     wait_for(lambda: len(history(run_dir)) >= epochs, f"{epochs} epochs in results.json", process, poll_s=0.01)
     process.kill()
-    process.communicate(timeout=PATIENCE_S)
-    return process.returncode
+    output, _ = process.communicate(timeout=PATIENCE_S)
+    return process.returncode, output
 
 
 def parts(run_dir: Path) -> list:
@@ -101,11 +115,13 @@ def killed(tmp_path_factory):
     """The killed run as the kill left it, and a copy whose killed part keeps only its first epoch, before and
     after a resume to the end."""
     run_dir = tmp_path_factory.mktemp("wandb_kill") / "run"
-    returncode = kill_after_epochs(run_dir, KILL_AFTER)
+    returncode, output = kill_after_epochs(run_dir, KILL_AFTER)
     cut_dir = run_dir.with_name("cut")
     shutil.copytree(run_dir, cut_dir)
-    cut_after_step(wandb_file(parts(cut_dir)[0]), STEPS_PER_EPOCH)
-    killed = SimpleNamespace(run_dir=run_dir, cut_dir=cut_dir, returncode=returncode, history=history(run_dir),
+    if FOLLOWS:  # without the setting the killed launch's file holds fewer rows still: nothing to cut
+        cut_after_step(wandb_file(parts(cut_dir)[0]), STEPS_PER_EPOCH)
+    killed = SimpleNamespace(run_dir=run_dir, cut_dir=cut_dir, returncode=returncode, output=output,
+                             history=history(run_dir),
                              trail=trail_rows(run_dir / "metrics.csv"), parts=parts(run_dir),
                              dry_runs=[dry_run(run_dir), dry_run(cut_dir)])
     done = launch(cut_dir)
@@ -115,6 +131,12 @@ def killed(tmp_path_factory):
     return killed
 
 
+def test_a_launch_says_which_guarantee_weakens_where_wandb_lacks_the_flush_setting(killed):
+    warning = "has no x_transaction_log_flush_interval setting: a kill can take the rows of its last seconds"
+    assert (warning in killed.output) != FOLLOWS, killed.output[-3000:]
+
+
+@NEEDS_FLUSH_SETTING
 def test_a_sigkilled_offline_launch_keeps_every_finished_epoch_in_its_wandb_file(killed):
     assert killed.returncode == -9 and len(killed.history) >= KILL_AFTER
     (part,) = killed.parts
@@ -141,6 +163,7 @@ def test_a_file_cut_mid_record_reads_as_its_whole_records_only(killed, tmp_path)
         assert steps == whole[:len(steps)], size  # a prefix: a torn last record is left out, not misread
 
 
+@NEEDS_FLUSH_SETTING
 def test_the_dry_run_names_the_epochs_a_kill_took_from_the_wandb_file(killed):
     kept_and_lost = f"1 part(s), epoch 0; epoch 1 of {killed.cut_dir / 'metrics.csv'} not in them"
     assert killed.dry_runs[1].startswith(f"run {killed.parts[0].run_id}: {kept_and_lost}")
@@ -152,9 +175,11 @@ def test_a_resume_logs_again_the_rows_a_kill_took_and_none_it_kept(killed):
     assert len(folders) == 2, (folders, killed.resume_output[-3000:])
     first, second = parts(killed.cut_dir)
     assert first.exit_code is None and second.exit_code == 0
-    assert first.epochs == [0] and second.epochs == list(range(1, EPOCHS))
+    assert first.epochs + second.epochs == list(range(EPOCHS))
     before, after = steps_of(first.history), steps_of(second.history)
-    assert max(before) == STEPS_PER_EPOCH and not set(before) & set(after)
+    assert not set(before) & set(after)
+    if FOLLOWS:  # the cut file: its first epoch kept, the rest logged again
+        assert first.epochs == [0] and max(before) == STEPS_PER_EPOCH
     logged = {**before, **after}
     with open(killed.cut_dir / "metrics.csv", newline="") as file:
         assert set(logged) == {int(row["step"]) for row in csv.DictReader(file)}
@@ -172,7 +197,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 RESUMED_INIT = """
 import sys, warnings
 from types import SimpleNamespace
-from src.train.loggers import WandbLogger
+from src.train.wandb_logger import WandbLogger
 cfg = SimpleNamespace(name="wandb", mode="offline", init_timeout=60, tags=[], project="p", entity=None)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from src.train.loggers import api_key_configured
 from src.train.record import SCHEMA, EpochRow, RunRecord
+from src.train.wandb_logger import api_key_configured
 
 from .records import Collection, NoRunsError, record_to_row, split_by_status
 

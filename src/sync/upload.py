@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Set, Tuple
 
-from src.train.loggers import METRICS_FILE, api_key_configured
+from src.train.loggers import METRICS_FILE
 from src.train.wandb_files import by_run, find_offline_runs, read_offline_run
+from src.train.wandb_logger import api_key_configured
 
 
 def spans(numbers: Iterable[int]) -> str:

@@ -27,12 +27,13 @@ from .build import (
     resolve_device,
 )
 from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar
-from .loggers import CsvTrail, Loggers, TensorboardTrail, WandbLogger, preset_tags
+from .loggers import CsvTrail, Loggers, TensorboardTrail, preset_tags
 from .naming import arch_keys
 from .process import StopFlag, peak_memory_mb, set_threads
 from .provenance import provenance
 from .record import RunRecord, mark_completed, mark_interrupted, record_build, record_epoch, record_wandb
 from .record_io import write_predictions, write_results
+from .wandb_logger import WandbLogger
 
 log = logging.getLogger(__name__)
 

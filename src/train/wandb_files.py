@@ -9,13 +9,30 @@ The file on disk is a prefix of what was logged: wandb-core keeps the records in
 every ``x_transaction_log_flush_interval`` (15 s by default in wandb 0.31), and a killed launch's core exits
 without writing the rest. ``LogTail`` follows a running launch's file, so that the logger can wait until a
 record is on disk; a record cut short at the end of the file is left for the next read.
+
+This is the one module that depends on what wandb does not publish: the file's format and the private setting
+``x_transaction_log_flush_interval``. Where a wandb release renames the setting or changes the format,
+``EpochsOnDisk`` and ``steps_of_earlier_launches`` warn once and step aside, and one guarantee weakens: a SIGKILL
+can take the rows of its last seconds (15 s by default) from that launch's ``.wandb`` file. The run dir still has
+them (``metrics.csv``, ``results.json``), and training goes on as ever. ``make test`` runs the W&B tests with the
+newest wandb and with the lowest one pyproject.toml allows.
 """
 import json
+import logging
 import re
 import struct
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+log = logging.getLogger(__name__)
+FLUSH_SETTING = "x_transaction_log_flush_interval"  # wandb >= 0.2x: seconds between writes of the .wandb file
+FLUSH_INTERVAL_S = 0.1
+FLUSH_TIMEOUT_S = 10.0  # an epoch row not on disk by then: warn, and stop waiting for the rest of the launch
+WEAKER = ("a kill can take the rows of its last seconds from this launch's .wandb file (metrics.csv keeps them; "
+          "a resumed run logs them again)")
 
 BLOCK = 32768
 FILE_HEADER = 7  # b":W&B", magic 0xBEE1, version 0
@@ -204,3 +221,56 @@ def launch_files(wandb_dir: Path, run_id: str) -> List[Path]:
         if match and (folder / f"run-{run_id}.wandb").is_file():
             found.append(((match.group(1), int(match.group(2) or 0)), folder / f"run-{run_id}.wandb"))
     return [path for _, path in sorted(found)]
+
+
+# -- a killed launch keeps its finished epochs: what no public wandb API gives ----------------------------------
+def flush_settings() -> Dict[str, float]:
+    """The setting that makes wandb-core write the ``.wandb`` file out often, where this wandb has it; {} where it
+    does not (``EpochsOnDisk.follow`` then says so once)."""
+    import wandb
+
+    return {FLUSH_SETTING: FLUSH_INTERVAL_S} if FLUSH_SETTING in getattr(wandb.Settings, "model_fields", {}) else {}
+
+
+class EpochsOnDisk:
+    """One launch's ``.wandb`` file, followed so that the logger can wait until an epoch row is on disk."""
+
+    def __init__(self, sync_file: Path):
+        self.tail = LogTail(sync_file)
+
+    @classmethod
+    def follow(cls, run) -> Optional["EpochsOnDisk"]:
+        if not flush_settings():
+            warnings.warn(f"this wandb has no {FLUSH_SETTING} setting: {WEAKER}", stacklevel=2)
+            return None
+        return cls(Path(run.settings.sync_file))
+
+    def wait_for(self, step: int) -> bool:
+        """True once the row at ``step`` is in the file; False (with a warning) when the file cannot be followed
+        or it is not there after ``FLUSH_TIMEOUT_S``: stop waiting for the rest of the launch."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        try:
+            self.tail.read()
+            while self.tail.last_step < step:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"step {step} not in {self.tail.path} after {FLUSH_TIMEOUT_S:.0f} s")
+                time.sleep(FLUSH_INTERVAL_S / 4)
+                self.tail.read()
+            return True
+        except Exception as error:  # noqa: BLE001 - W&B must never stop a training run
+            warnings.warn(f"W&B's .wandb file could not be followed ({type(error).__name__}: {error}); no longer "
+                          f"waiting for each epoch to be written out: {WEAKER}", stacklevel=2)
+            return False
+
+
+def steps_of_earlier_launches(run) -> Optional[Set[int]]:
+    """The history steps that the ``.wandb`` files of this run's earlier launches hold; None (with a warning)
+    where they cannot be read."""
+    this_launch = Path(run.settings.sync_file)
+    try:
+        return {step for path in launch_files(this_launch.parent.parent, run.id) if path != this_launch
+                for step in LogTail(path).read()}
+    except Exception as error:  # noqa: BLE001 - an unreadable earlier file must not stop the run
+        warnings.warn(f"W&B: the earlier launches' .wandb files could not be read ({type(error).__name__}: "
+                      f"{error}); the rows a kill took from them are not logged again", stacklevel=2)
+        return None
