@@ -1,13 +1,20 @@
-"""The types of the ``results.json`` fields the analysis reads (``src.train.record.RunRecord``), checked before a
-record becomes a row: a hand-edited, half-migrated or foreign file would otherwise crash the loader (a string
-where a dict is read) or the report. ``field_problem`` names the first field of the wrong type.
+"""The types of the ``results.json`` fields, derived from the one definition of the record
+(``src.train.record.RunRecord``, its ``config`` from ``src.config``) and checked before a record becomes a row: a
+hand-edited, half-migrated or foreign file would otherwise crash the loader (a string where a dict is read) or the
+report. ``field_problem`` names the first field of the wrong type.
 
-Null is allowed where older results have nothing (a field's ``required`` says otherwise). Accuracies and losses
-may also be a string or a non-finite number: such a value is not a wrong type but a missing measurement, counted
-and named by ``metrics`` instead of skipping the run.
+Null is allowed where older results have nothing (``REQUIRED`` says otherwise). A ``Measured`` field (accuracies,
+losses) may also be a string or a non-finite number: such a value is not a wrong type but a missing measurement,
+counted and named by ``metrics`` instead of skipping the run.
 """
+import dataclasses
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Literal, Optional
+
+from src.config import Config
+from src.train.record import MEASURED, EpochRow, RunRecord
 
 
 def is_number(value: Any) -> bool:
@@ -40,43 +47,81 @@ def dict_of(expected: str, required: bool = False, **fields: Rule) -> Rule:
     return Rule(lambda value: isinstance(value, dict), expected, required, fields)
 
 
-def list_of(expected: str, each: Rule) -> Rule:
-    return Rule(lambda value: isinstance(value, list), expected, each=each)
-
-
 TEXT = Rule(lambda value: isinstance(value, str), "a string")
 INT = Rule(is_int, "an int")
 NUMBER = Rule(is_number, "a number")
 FLAG = Rule(lambda value: isinstance(value, bool), "true or false")
-INTS = list_of("a list of ints, one per branch", Rule(is_int, "an int", required=True))
 # strings pass here: metrics.py counts them as not measured (json.dumps(default=str) writes a float32 as one)
 METRIC = Rule(lambda value: is_number(value) or isinstance(value, str), "a number")
-METRICS = list_of("a list of numbers, one per branch", METRIC)
-DEPTH = list_of("a list of per-encoder block counts", list_of("a list of block counts (N, M, L)",
-                                                              Rule(is_int, "an int", required=True)))
-ARCHITECTURE = dict(img_size=INT, patch_size=INTS, embed_dim=INTS, depth=DEPTH, class_token=FLAG)
-EPOCH_ROW = dict_of("an epoch row (a dict)", required=True, epoch=Rule(is_int, "an int", required=True),
-                    top1_branch=METRICS,
-                    **{name: METRIC for name in ("train_loss", "val_loss", "top1", "top5", "lr", "epoch_time_s",
-                                                 "images_per_s", "data_wait_frac", "ema_top1")})
-RECORD = dict_of(
-    "a dict", status=Rule(TEXT.accepts, "a string", required=True),
-    reason=TEXT, config=dict_of("a dict (the resolved config)", required=True,
-                                model=dict_of("a dict (the model config)", **ARCHITECTURE),
-                                fusion=dict_of("a dict (the fusion config)")),
-    choices=dict_of("a dict of Hydra group choices"),
-    overrides=list_of("a list of override strings", Rule(TEXT.accepts, "a string", required=True)),
-    config_hash=TEXT, seed=Rule(is_int, "an int", required=True),
-    model=dict_of("a dict (the model summary)", name=TEXT, fusion=TEXT, num_heads=INTS, fusion_layers=INT,
-                  num_branches=INT, **ARCHITECTURE),
-    data_sizes=dict_of("a dict of data sizes", num_train=INT, num_val=INT),
-    final=dict_of("a dict of final metrics", top1=METRIC, top5=METRIC, loss=METRIC, top1_branch=METRICS),
-    best=dict_of("a dict of best-epoch metrics", top1=METRIC, top5=METRIC, epoch=INT, top1_branch=METRICS),
-    history=list_of("a list of epoch rows", EPOCH_ROW),
-    provenance=dict_of("a dict of provenance", git_sha=TEXT, git_dirty=FLAG, torch=TEXT, timm=TEXT, python=TEXT,
-                       device=TEXT, threads=INT, peak_memory_mb=NUMBER),
-    wandb=dict_of("a dict of W&B run info"),
-    **{name: NUMBER for name in ("params_m", "gmacs", "fusion_params_m", "fusion_gmacs", "wall_time_s")})
+ANYTHING = Rule(lambda value: True, "anything")
+# what the analysis cannot do without; every other field may be null or missing (older results have less)
+REQUIRED = {"status", "config", "seed", "history[].epoch"}
+
+
+def words(name: str) -> str:
+    """``EpochRow`` -> "epoch row"."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+
+
+def article(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def plural(kind) -> str:
+    """What a list of ``kind`` holds, in the warning's words: "ints", "epoch rows", "lists of ints"."""
+    if is_typeddict(kind):
+        return words(kind.__name__) + "s"
+    if typing.get_origin(kind) is list:
+        return "lists of " + plural(typing.get_args(kind)[0])
+    names = {int: "ints", float: "numbers", str: "strings", bool: "flags"}
+    return names.get(strip(kind), "values")
+
+
+def strip(kind):
+    """``Optional[X]`` and ``Annotated[X, ...]`` -> X."""
+    if typing.get_origin(kind) is typing.Annotated:
+        return strip(typing.get_args(kind)[0])
+    if typing.get_origin(kind) is typing.Union:
+        return strip(next(arg for arg in typing.get_args(kind) if arg is not type(None)))
+    return kind
+
+
+def measured(kind) -> bool:
+    """A ``Measured`` field: a value that is not a number is a missing measurement (``metrics``), not a wrong type."""
+    return typing.get_origin(kind) is typing.Annotated and MEASURED in typing.get_args(kind)[1:]
+
+
+def is_typeddict(kind) -> bool:
+    return isinstance(kind, type) and issubclass(kind, dict) and hasattr(kind, "__total__")
+
+
+def rule_for(kind, path: str = "", required: bool = False) -> Rule:
+    """The rule of the field at ``path`` (``history[].epoch``) of type ``kind``: from ``RunRecord``'s annotations,
+    or ``src.config``'s dataclasses."""
+    required = required or path in REQUIRED
+    if measured(kind):
+        return Rule(METRIC.accepts, METRIC.expected, required)
+    kind = strip(kind)
+    if is_typeddict(kind) or dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind, include_extras=True)
+        expected = article(words(kind.__name__)) if kind in ROWS else "a dict"
+        return dict_of(expected, required, **{key: rule_for(hint, f"{path}.{key}".lstrip("."))
+                                              for key, hint in hints.items()})
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind) or (Any,)
+        return Rule(lambda value: isinstance(value, list), f"a list of {plural(item)}", required,
+                    each=rule_for(item, f"{path}[]", required=not measured(item)))
+    if origin is dict or kind is dict:
+        return dict_of("a dict", required)
+    simple = {str: TEXT, int: INT, float: NUMBER, bool: FLAG}.get(kind) or (TEXT if origin is Literal else ANYTHING)
+    return Rule(simple.accepts, simple.expected, required)
+
+
+ROWS = (EpochRow,)  # named by what they are ("an epoch row"); the other dicts are "a dict"
+# the record as src writes it, its ``config`` as src.config declares it
+RECORD = dataclasses.replace(rule_for(RunRecord), fields={**rule_for(RunRecord).fields,
+                                                           "config": rule_for(Config, "config")})
 CHOICE = Rule(TEXT.accepts, "a Hydra option name (a string)")
 
 

@@ -4,7 +4,7 @@ functions that change it. ``src`` writes it (``record_io``) and ``analysis`` rea
 """
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, TypedDict
+from typing import Annotated, Any, Dict, List, Literal, Optional, TypedDict
 
 from src.identity import config_hash
 
@@ -12,6 +12,9 @@ from .files import DiskFull, disk_full, is_disk_full
 
 SCHEMA = 1
 Status = Literal["running", "completed", "failed", "interrupted"]
+# a measurement: the analysis reads a value that is not a finite number (a string, NaN) as not measured, not malformed
+MEASURED = "measured"
+Measured = Annotated[float, MEASURED]
 
 
 class ModelSummary(TypedDict):
@@ -31,36 +34,36 @@ class ModelSummary(TypedDict):
 class EpochMetrics(TypedDict):
     """What every ``history`` entry holds; accuracies in percent."""
     epoch: int  # 0-based
-    train_loss: float
-    val_loss: float
-    top1: float
-    top5: float
-    top1_branch: List[float]  # each branch head's top-1 alone, S first
-    lr: float  # at the start of the epoch
-    epoch_time_s: float
-    images_per_s: float  # training images per second, over all ranks
-    data_wait_frac: float  # the share of the steps' time spent waiting for the next batch, over all ranks
+    train_loss: Measured
+    val_loss: Measured
+    top1: Measured
+    top5: Measured
+    top1_branch: List[Measured]  # each branch head's top-1 alone, S first
+    lr: Measured  # at the start of the epoch
+    epoch_time_s: Measured
+    images_per_s: Measured  # training images per second, over all ranks
+    data_wait_frac: Measured  # the share of the steps' time spent waiting for the next batch, over all ranks
 
 
 class EpochRow(EpochMetrics, total=False):
     """One ``history`` entry."""
-    ema_top1: float  # the EMA weights' top-1, only with ``train.ema``
+    ema_top1: Measured  # the EMA weights' top-1, only with ``train.ema``
 
 
 class Final(TypedDict):
     """The last epoch's metrics."""
-    top1: float
-    top5: float
-    loss: float  # validation loss
-    top1_branch: List[float]
+    top1: Measured
+    top5: Measured
+    loss: Measured  # validation loss
+    top1_branch: List[Measured]
 
 
 class Best(TypedDict):
     """The epoch with the best top-1."""
-    top1: float
-    top5: float
+    top1: Measured
+    top5: Measured
     epoch: int
-    top1_branch: Optional[List[float]]
+    top1_branch: Optional[List[Measured]]
 
 
 class Provenance(TypedDict):
