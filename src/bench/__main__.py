@@ -101,7 +101,7 @@ def check_targets(r: dict) -> list:
     return targets
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__)
     p.add_argument("--variant", default="fusionvit_9_240")
     p.add_argument("--batch", type=int, default=32)
@@ -142,13 +142,24 @@ def main(argv=None):
     p.add_argument("--name", default="bench")
     p.add_argument("--profile", choices=["auto", "on", "off"], default="auto",
                    help="torch.profiler top operators of our training step (auto: when a model target is missed)")
+    return p
+
+
+def main(argv=None):
+    p = parser()
     a = p.parse_args(argv)
     unknown = [dtype for dtype in a.throughput_dtype.split(",") if dtype not in throughput.DTYPES]
     if unknown:
         p.error(f"--throughput-dtype {','.join(unknown)}: pick from {', '.join(throughput.DTYPES)} (comma-separated)")
     if a.threads:
         torch.set_num_threads(a.threads)
-    parts = set(a.parts.split(","))
+    r = run_parts(a, set(a.parts.split(",")))
+    write_report(r, Path(a.out), a.name)
+    return r
+
+
+def run_parts(a, parts) -> dict:
+    """Each benchmark part asked for, its figures under its name, then the targets they meet or miss."""
     r = {"device": a.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
          "load_before": load_average(), "matmul_gflops": matmul_gflops(a.device, a.matmul_n)}
     if "models" in parts:
@@ -179,15 +190,18 @@ def main(argv=None):
                               if "ours/timm" in t["target"] or "matmul" in t["target"])
     if "models" in parts and (a.profile == "on" or (a.profile == "auto" and missed_model_target)):
         r["profile"] = profile_train_step(a.variant, a.batch, a.device)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{a.name}.json.tmp"
-    tmp.write_text(json.dumps(r, indent=2))
-    os.replace(tmp, out / f"{a.name}.json")
-    md = to_markdown(r)
-    (out / f"{a.name}.md").write_text(md)
-    print(md)
     return r
+
+
+def write_report(r: dict, out: Path, name: str) -> None:
+    """``OUT/NAME.json`` (atomically) and ``OUT/NAME.md``, which is also printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(r, indent=2))
+    os.replace(tmp, out / f"{name}.json")
+    md = to_markdown(r)
+    (out / f"{name}.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":
