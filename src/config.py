@@ -81,8 +81,9 @@ class RenderConfig:
     """``data.render`` of ``data=multiscale_digits``: each digit drawn with its side a log-uniform share of the
     canvas side, anywhere fully inside it, over ``clutter`` fragments of other digits; training renders drawn
     afresh every epoch."""
-    min_scale: float = 0.3  # smallest digit side / canvas side (10 px of 32: 0.375 saturates the CPU proxy at 96%,
-    # 0.25 has not finished learning in its 12 epochs, docs/training.md); min_scale x canvas must be >= 4 px
+    # smallest digit side / canvas side; min_scale x canvas must be >= 4 px. 0.3 (10 px of 32): hard enough not to
+    # saturate the proxy, easy enough to finish learning in its 12 epochs (docs/training.md#the-cpu-proxy-...)
+    min_scale: float = 0.3
     max_scale: float = 1.0  # largest, <= 1 (the whole canvas)
     clutter: int = 0  # fragments (random crops of other digits' renders) pasted at random places; 0: none
     renders_per_digit: int = 6  # training renders of each training digit an epoch: 8,622

@@ -1,36 +1,31 @@
 """Rows that are not a result yet. A row (one config over its seeds) is flagged, shown with the reason in
 place of its top-1 and left out of the comparisons and of the choice of the best row, when
 
-- **not converged**: a run's validation top-1 (``history``) still moves over its last k epochs (default 3).
-  The least-squares slope b of those k values against the epoch gives the change the trend implies over the
-  window, rise = b (k - 1). One evaluation on n validation images has binomial noise sigma =
-  100 sqrt(p (1 - p) / n) points (p the window's mean top-1 / 100), so the rise has standard error
-  SE = (k - 1) sigma / sqrt(sum (x - mean x)^2). The run is not converged when |rise| > ``converge_tol``
-  and |rise| > CONVERGE_Z SE (2): a trend the validation noise cannot explain and larger than the tail of a
-  schedule gives. ``converge_tol`` is 3.0 points: a run at the end of its cosine schedule still climbs, and on
-  the first multi-scale proxy (linear embedding, 12 epochs) the last 3 epochs of every fusion rose 0.6-2.0 points
-  by their trend (30 runs, `make run` at 1 and 2 threads; docs/training.md), on the conv-stem one 0.27-1.64 (36
-  runs): that is the budget, the same for every row, not a run that has not settled. 3.0 leaves a margin above
-  the largest, so that a floating-point perturbation (another CPU, another thread count) does not carry a run
-  across it; a curve climbing half again as fast, or falling, is flagged. The trend, unlike max - min, does not flip
-  on a few images: on 360 images one evaluation swings by about a point at 97%, and three such values span
-  more than a point by chance alone. With the validation size unknown (older results, W&B runs) only the tol
-  condition applies. A row is not converged when any of its runs is. A run with fewer than k epochs of
-  history (a one-epoch smoke run, a W&B run without history) cannot be judged: the check is skipped for it,
-  its number is printed, and a line under the table names the rows not judged.
-- **seeds disagree**: the row's variance over seeds s^2 (ddof 1, the ± printed) is larger than seed and
-  validation noise predict. What seed noise is, only the table's other rows can say: their pooled variance over
-  seeds, sum (n_j - 1) s_j^2 / sum (n_j - 1) over the rows with two or more seeds (rows with a collapsed seed
-  left out), floored at the mean binomial variance sigma^2 of this row's runs (seeds cannot agree better than
-  one evaluation's noise, so a pool that happens to lie below it is no yardstick). F = s^2 / expected is
-  tested against F(n - 1, the pool's df); p < DISAGREE_P (0.001) flags: once per thousand rows by chance, so an
-  ablation's few rows are almost never flagged for nothing. The pool's df stay in the test even when the floor
-  is the larger: the binomial variance bounds seed noise from below, it does not measure it (on the proxy a
-  row's seeds spread 0.5-2.3 points where one evaluation's sd is 0.35), so judging against it as if known would
-  flag ordinary seeds. Without a pool (one row, or no other row with two seeds) the absolute rule stands: std
-  above ``max_seed_std`` (default 3.0 points; with three seeds of true std 2 the sample std exceeds 3 about one
-  time in ten, exp(-2.25)). Independently, a run that lies more than ``collapse_gap`` points (default 10) below
-  the median of the row's other runs is a collapsed seed, named even with many seeds, where it moves the std
+- **not converged**: a run's validation top-1 (``history``) still moves over its last k epochs (default 3). The
+  least-squares slope b of those k values against the epoch gives the change the trend implies over the window, rise
+  = b (k - 1). One evaluation on n validation images has binomial noise sigma = 100 sqrt(p (1 - p) / n) points (p the
+  window's mean top-1 / 100), so the rise has standard error SE = (k - 1) sigma / sqrt(sum (x - mean x)^2). The run
+  is not converged when |rise| > ``converge_tol`` and |rise| > CONVERGE_Z SE (2): a trend the validation noise cannot
+  explain and larger than the tail of a schedule gives. ``converge_tol`` (3.0 points) is that budget, the same for
+  every row: a run at the end of its cosine schedule still climbs, and the tol sits a margin above the largest such
+  climb measured on the proxy, so that a floating-point perturbation (another CPU, another thread count) does not
+  carry a run across it, while a curve climbing half again as fast, or falling, is flagged (the measured rises:
+  docs/analysis.md, "not converged"). The trend, unlike max - min, does not flip on a few images. With the validation
+  size unknown (older results, W&B runs) only the tol condition applies. A row is not converged when any of its runs
+  is. A run with fewer than k epochs of history (a one-epoch smoke run, a W&B run without history) cannot be judged:
+  the check is skipped for it, its number is printed, and a line under the table names the rows not judged.
+- **seeds disagree**: the row's variance over seeds s^2 (ddof 1, the ± printed) is larger than seed and validation
+  noise predict. What seed noise is, only the table's other rows can say: their pooled variance over seeds, sum (n_j
+  - 1) s_j^2 / sum (n_j - 1) over the rows with two or more seeds (rows with a collapsed seed left out), floored at
+  the mean binomial variance sigma^2 of this row's runs (seeds cannot agree better than one evaluation's noise, so a
+  pool that happens to lie below it is no yardstick). F = s^2 / expected is tested against F(n - 1, the pool's df); p
+  < DISAGREE_P (0.001) flags: once per thousand rows by chance, so an ablation's few rows are almost never flagged
+  for nothing. The pool's df stay in the test even when the floor is the larger: the binomial variance bounds seed
+  noise from below, it does not measure it (seeds spread well beyond one evaluation's sd), so judging against it as
+  if known would flag ordinary seeds. Without a pool (one row, or no other row with two seeds) the absolute rule
+  stands: std above ``max_seed_std`` (default 3.0 points; with three seeds of true std 2 the sample std exceeds 3
+  about one time in ten, exp(-2.25)). Independently, a run that lies more than ``collapse_gap`` points (default 10)
+  below the median of the row's other runs is a collapsed seed, named even with many seeds, where it moves the std
   little.
 """
 import math
