@@ -120,6 +120,8 @@ def check_override(override, groups: Dict[str, List[str]]) -> None:
 def check_command_line(args: List[str]) -> None:
     """``python -m src.run ARGS`` (after the W&B agent's rewrite): every key is the schema's (a near miss is
     named), every group option exists, every value has its key's type, and the run dir can be written."""
+    # Hydra's own parser, so that flags and overrides split exactly as @hydra.main will split them: Hydra 1.3 has
+    # no public one (a parser of our own would drift from Hydra's flags); tests/test_bad_inputs.py pins the result
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
