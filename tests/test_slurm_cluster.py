@@ -41,6 +41,11 @@ def sweep(sweep_dir, *overrides: str, timeout: float = 300) -> subprocess.Comple
                       *overrides, merge_stderr=True, timeout=timeout)
 
 
+def pending(job_id: str) -> bool:
+    state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], stdout=subprocess.PIPE, text=True).stdout
+    return state.strip() == "PENDING"
+
+
 def epochs(results: dict) -> list:
     return [(row["train_loss"], row["val_loss"], row["top1"]) for row in results["history"]]
 
@@ -78,7 +83,9 @@ def test_a_requeued_job_says_so_to_its_sweep_then_resumes_to_the_uninterrupted_n
     output, _ = process.communicate(timeout=PATIENCE_S)
     assert process.returncode != 0, output[-3000:]
     assert "JobInterrupted: SIGTERM at epoch 1 step" in output and "SLURM resumes a requeued job" in output
-    # a requeued job waits about 2 minutes (BeginTime) before it runs again: start it now
+    # a requeued job waits about 2 minutes (BeginTime) before it runs again: once SLURM has requeued it (pending
+    # again; an update before that is overwritten by the requeue's own begin time), start it now
+    wait_for(lambda: pending(job_id), f"job {job_id} pending again after its requeue", poll_s=0.2)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     wait_for(lambda: json.loads((job / "results.json").read_text())["status"] == "completed",
              "the requeued job's completed results.json", poll_s=0.5)
