@@ -29,8 +29,9 @@ def config_hash(resolved_config: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(resolved_config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def canonical(value: Any, prefix: str = "", leave_out: tuple = ()) -> Any:
-    """The config as its identity sees it (the module's docstring)."""
+def canonical(value: Any, prefix: str = "", leave_out: tuple = (), run_only_out: bool = True) -> Any:
+    """The config as its identity sees it (the module's docstring); ``run_only_out=False`` keeps the run-only keys
+    (what version 1 did)."""
     if not isinstance(value, dict):
         return value
     kept = {}
@@ -38,11 +39,11 @@ def canonical(value: Any, prefix: str = "", leave_out: tuple = ()) -> Any:
         dotted = prefix + key
         field = FIELDS.get(dotted)
         meta = field.metadata if field is not None else {}
-        if item is None or dotted in leave_out or meta.get("run_only"):
+        if item is None or dotted in leave_out or (run_only_out and meta.get("run_only")):
             continue
         if meta.get("absent_means", NOT_RECORDED) is not NOT_RECORDED and item == meta["absent_means"]:
             continue
-        kept[key] = canonical(item, dotted + ".", leave_out)
+        kept[key] = canonical(item, dotted + ".", leave_out, run_only_out)
     return kept
 
 
@@ -68,19 +69,8 @@ def checkpoint_matches(stored: Optional[str], config: Dict[str, Any]) -> bool:
 
 
 def version_1(config: Dict[str, Any]) -> str:
-    """The identity checkpoints carried before version 2, of ``config`` as those runs recorded it: a key at its
-    ``absent_means`` was null or missing then."""
-    def as_recorded(value: Any, prefix: str = "") -> Any:
-        if not isinstance(value, dict):
-            return value
-        kept = {}
-        for key, item in value.items():
-            field = FIELDS.get(prefix + key)
-            absent = field.metadata.get("absent_means", NOT_RECORDED) if field is not None else NOT_RECORDED
-            if item is not None and not (absent is not NOT_RECORDED and item == absent):
-                kept[key] = as_recorded(item, f"{prefix}{key}.")
-        return kept
-
-    recorded = as_recorded(config)
+    """The identity checkpoints carried before version 2, of ``config`` as those runs recorded it (a key at its
+    ``absent_means`` was null or missing then): only ``train``'s run-only keys of the day left out."""
+    recorded = canonical(config, run_only_out=False)
     recorded["train"] = {k: v for k, v in recorded.get("train", {}).items() if k not in V1_RUN_ONLY}
     return config_hash(recorded)

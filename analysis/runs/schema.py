@@ -120,8 +120,8 @@ def rule_for(kind, path: str = "", required: bool = False) -> Rule:
 
 ROWS = (EpochRow,)  # named by what they are ("an epoch row"); the other dicts are "a dict"
 # the record as src writes it, its ``config`` as src.config declares it
-RECORD = dataclasses.replace(rule_for(RunRecord), fields={**rule_for(RunRecord).fields,
-                                                           "config": rule_for(Config, "config")})
+_WRITTEN = rule_for(RunRecord)
+RECORD = dataclasses.replace(_WRITTEN, fields={**_WRITTEN.fields, "config": rule_for(Config, "config")})
 CHOICE = Rule(TEXT.accepts, "a Hydra option name (a string)")
 
 
