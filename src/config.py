@@ -95,9 +95,16 @@ class DataConfig:
     """``conf/data/NAME.yaml``: what the images are and the augmentation suited to them; the training recipe
     (epochs, batch, lr, warm-up) is ``conf/recipe``'s."""
     name: str = MISSING
-    root: Optional[str] = None  # folder of the dataset (cifar, imagenet, imagefolder)
+    root: Optional[str] = None  # folder of the dataset (cifar, imagenet, imagefolder, shards); ~ is expanded
     download: bool = False  # torchvision download, where the network allows
-    num_classes: int = setting(MISSING, at_least(1, "must be >= 1: the dataset's class count"))
+    # null: the data's own count (src.data.resolve_num_classes); a given count must equal it (one class cannot be
+    # classified)
+    num_classes: Optional[int] = setting(None, at_least(2, "").or_null(
+        "must be >= 2 classes, or null (the data's own count)"))
+    # data=shards only: the tar files of each split under data.root, a glob and/or brace range
+    # (train-{000000..000009}.tar); src/data/shards.py
+    train_shards: Optional[str] = None
+    val_shards: Optional[str] = None
     image_size: Optional[int] = setting(None, at_least(1, "").or_null(  # null: the model's img_size
         "must be >= 1 pixels, or null (the model's img_size)"))
     # digits, multiscale_digits: held-out share, split once with split_seed

@@ -213,9 +213,10 @@ def check_architecture(cfg) -> None:
 
 def check_files(cfg) -> None:
     """The checkpoint to resume, the weights to start from and the dataset on disk."""
-    from src.data import check_data_source
-    from src.models.pretrained import check_pretrained_file, weights_file_problem
-    from src.train.build import pretrained_kwargs
+    from src.data import check_data_source, resolve_num_classes
+    from src.models.pretrained import weights_file_problem
+    from src.train.build import check_pretrained
+    from src.train.warm_start import checkpoint_file
 
     resume = cfg.train.resume
     if resume not in ("auto", "never"):
@@ -227,10 +228,11 @@ def check_files(cfg) -> None:
         problem = weights_file_problem(path)
         if problem:
             raise BadInput(f"train.resume={resume} {problem}; it is not a checkpoint of this harness: {fix}")
-    pretrained_kwargs(cfg)  # "required" without a PATH
+    check_pretrained(cfg)  # "required" without a PATH
     if cfg.model.pretrained not in (None, "hub"):
-        check_pretrained_file(cfg.model.pretrained)
+        checkpoint_file(cfg.model.pretrained)
     check_data_source(cfg.data)
+    resolve_num_classes(cfg.data)  # a data.num_classes the data disagrees with fails here, before any work
 
 
 def check_config(cfg) -> None:

@@ -221,11 +221,22 @@ def share_sweep_stamp(argv: List[str], environ=os.environ) -> None:
     environ[SWEEP_STAMP_ENV] = store.get(key).decode()
 
 
+def expand_home(arg: str) -> str:
+    """``data.root=~/x`` (and each ``~`` path of a sweep's comma list) with the home folder written out, as a shell
+    does for a word that starts with ``~`` but not after ``KEY=``: Hydra's grammar has no ``~``."""
+    key, equals, value = arg.partition("=")
+    if not equals or arg.startswith("-") or "~" not in value or value[:1] in "'\"[":
+        return arg
+    return key + equals + ",".join(os.path.expanduser(item) if item.startswith("~") else item
+                                   for item in value.split(","))
+
+
 def cli() -> None:
     """``python -m src.run ARGS``: a command line that cannot compose exits 2 with one line, before Hydra starts."""
     from src.preflight import BadInput, UsageError, check_command_line
 
     sys.argv = agent.agent_argv(sys.argv)  # under a W&B sweep agent; unchanged otherwise
+    sys.argv = [sys.argv[0], *map(expand_home, sys.argv[1:])]
     try:
         check_command_line(sys.argv[1:])
     except BadInput as error:

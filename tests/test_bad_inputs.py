@@ -159,7 +159,9 @@ VALUES = [  # (override, what the one line says): exit 1, before anything is bui
     ("data.limit_train=-5", r"data.limit_train=-5: must be >= 1 samples"),
     ("data.limit_val=0", r"data.limit_val=0: must be >= 1 samples"),
     ("data.num_workers=-1", r"data.num_workers=-1: use 0 \(load in the training process\)"),
-    ("data.num_classes=0", r"data.num_classes=0: must be >= 1"),
+    ("data.num_classes=0", r"data.num_classes=0: must be >= 2 classes, or null \(the data's own count\)"),
+    ("data.num_classes=1", r"data.num_classes=1: must be >= 2 classes"),
+    ("data.num_classes=7", r"data.num_classes=7 but digits has 10 classes: set data.num_classes=10, or null"),
     ("data.val_fraction=1.5", r"data.val_fraction=1.5: must be in \(0, 1\)"),
     ("data.smoothing=1.0", r"data.smoothing=1.0: must be in \[0, 1\)"),
     ("data.mixup=-0.5", r"data.mixup=-0.5: must be >= 0"),
@@ -200,12 +202,12 @@ FILES = [  # (override with {KIND} for a file or folder made here, kind, what th
     ("model.pretrained={}", "pickle", r"plain.pkl is not a torch.save file \(a plain pickle, which loading would run"),
     ("hydra.run.dir=/proc/x", None, r"hydra.run.dir=/proc/x cannot be written: /proc is not writable"),
     ("hydra.run.dir={}/run", "file", r"cannot be written: Not a directory: .*a_file is a file, not a folder"),
-    ("data=imagefolder data.num_classes=2 data.root={}", "no_classes", r"imagefolder: .*train holds no class folders"),
-    ("data=imagefolder data.num_classes=2 data.root={}", "empty_classes",
+    ("data=imagefolder data.root={}", "no_classes", r"imagefolder: .*train holds no class folders"),
+    ("data=imagefolder data.root={}", "empty_classes",
      r"imagefolder: 2 of 4 class folders under .*train hold no images \(.*bird, .*fish\): add images"),
-    ("data=imagefolder data.num_classes=2 data.root={}", "not_images",
+    ("data=imagefolder data.root={}", "not_images",
      r"imagefolder: 1 file\(s\) under .*train are not images .*page.jpg. Delete or replace them"),
-    ("data=imagefolder data.num_classes=2 data.root={}", "class_mismatch",
+    ("data=imagefolder data.root={}", "class_mismatch",
      r"train/ has 2 classes but val/ has 3; both must hold the same class folders"),
 ]
 
@@ -251,11 +253,11 @@ def test_a_bad_file_or_folder_exits_1_with_one_line_before_anything_is_built(mon
 
 
 @pytest.mark.parametrize("override,message", [
-    ("data.num_classes=7", r"data.num_classes=7 but digits has 10 classes: set data.num_classes=10"),
+    ("data.mixup=0.8 train.batch_size=7", r"mixup/cutmix need an even batch, got train.batch_size=7"),
 ])
 def test_a_check_of_the_builders_prints_one_line_and_records_the_failure(monkeypatch, capsys, tmp_path, override,
                                                                           message):
-    code, output = run_in_process(monkeypatch, capsys, tmp_path, "train.epochs=1", override)
+    code, output = run_in_process(monkeypatch, capsys, tmp_path, "train.epochs=1", *override.split())
     assert code == 1
     assert_one_line(output, message)
     record = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -299,7 +301,7 @@ def test_the_header_check_names_a_file_whose_body_is_truncated_when_it_is_loaded
     check_image_folders("imagefolder", str(root))  # the header looks like an image
     train, _ = image_folders("imagefolder", str(root), None, None)
     with pytest.raises(UnreadableImage, match=rf"image {bad} cannot be read .*delete or replace it"):
-        train[[path for path, _ in train.samples].index(str(bad))]
+        train[[train.filename(index, absolute=True) for index in range(len(train))].index(str(bad))]
 
 
 # -- the real command line: one case a route ---------------------------------------------------------------
@@ -342,7 +344,7 @@ def test_cli_names_a_corrupt_jpeg_that_fails_mid_epoch_in_a_loader_worker(tmp_pa
     bad = root / "train" / "dog" / "truncated.jpg"
     bad.write_bytes(buffer.getvalue()[:400])
     done = run_module("src.run", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder",
-                      f"data.root={root}", "data.num_classes=2", "data.num_workers=1", "train.epochs=1",
+                      f"data.root={root}", "data.num_workers=1", "train.epochs=1",
                       "train.batch_size=4", "data.mixup=0", "data.cutmix=0")
     assert_cli_one_line(done, 1, rf"image {bad} cannot be read .*delete or replace it")
     record = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -68,10 +68,14 @@ def test_image_folders_load_with_their_class_count(tmp_path):
     train, val, classes = build_datasets(data_cfg(name="imagefolder", root=str(tmp_path)), 32, seed=0)
     assert (len(train), len(val), classes) == (6, 6, 3)
     assert train[0][0].shape == (3, 32, 32)
+    data = build_data(data_cfg(name="imagefolder", root=str(tmp_path), num_classes=None), 32, 2, 2, seed=0)
+    assert data.class_names == ["cat", "dog", "fox"] and data.num_train == 6
 
 
 @pytest.mark.parametrize("overrides,batch,message", [
-    (dict(num_classes=5), 8, r"data.num_classes=5 but digits has 10 classes: set data.num_classes=10"),
+    (dict(num_classes=5), 8, r"data.num_classes=5 but digits has 10 classes: set data.num_classes=10, or null"),
+    (dict(name="synthetic", num_classes=None), 8, r"synthetic data has no classes of its own: give a count"),
+    (dict(name="shards", root=None), 8, r"data.root is not set for shards"),
     (dict(), 0, r"train.batch_size=0 .* must be >= 1"),
     (dict(mixup=0.8), 7, r"mixup/cutmix need an even batch, got train.batch_size=7"),
     (dict(mixup=0.8, limit_train=10), 16, r"larger than the 10 training images"),

@@ -67,16 +67,24 @@ def test_another_fusion_loads_the_branches_and_starts_its_fusion_fresh(crossvit,
         expected = fresh.state_dict()[name] if ".fusion." in name else converted[name]
         torch.testing.assert_close(tensor, expected, rtol=0, atol=0, msg=name)
     lines = [r.getMessage() for r in caplog.records if "fresh" in r.getMessage()]
-    assert lines == [f"pretrained start: fresh encoders.0.fusion, encoders.1.fusion (fusion={fusion}, "
-                     f"{sum('.fusion.' in k for k in fresh.state_dict())} tensors)"]
+    fusion_tensors = sum(".fusion." in k for k in fresh.state_dict())
+    assert lines == [f"start from pretrained weights: loaded {len(fresh.state_dict()) - fusion_tensors} of "
+                     f"{len(fresh.state_dict())} tensors; fresh encoders.0.fusion, encoders.1.fusion ({fusion_tensors} "
+                     f"tensors): fusion={fusion}, the checkpoint's is cross"]
 
 
-def test_a_checkpoint_of_another_shape_names_the_key_both_shapes_and_the_variant_it_fits(crossvit):
-    _, folder = crossvit
-    with pytest.raises(ValueError, match=r"does not fit fusionvit_micro_32: patch_embed\.0\.proj\.weight has shape "
-                                         r"\[48, 3, 4, 4\] in the checkpoint and \[64, 3, 4, 4\] in the model; it "
-                                         r"fits fusionvit_micro_16 or fusionvit_micro_32 as registered"):
-        start(folder / "timm.pth", embed_dim=(64, 96), num_heads=(4, 3))
+def test_a_checkpoint_of_another_width_loads_the_branch_that_fits_and_names_the_other(crossvit, caplog):
+    reference, folder = crossvit
+    with caplog.at_level(logging.INFO, logger="src.models.pretrained"):
+        model = start(folder / "timm.pth", embed_dim=(64, 96), num_heads=(4, 3))
+    torch.testing.assert_close(model.encoders[1].branches[1][0].mlp.fc1.weight,
+                               reference.blocks[1].blocks[1][0].mlp.fc1.weight)
+    line = next(r.getMessage() for r in caplog.records if "fresh" in r.getMessage())
+    assert "(31 tensors): branch 0 is 64 wide, 48 in the checkpoint" in line
+    assert "encoders.0.fusion, encoders.1.fusion (40 tensors): the branches are 64/96 wide, 48/96 in the" in line
+    with pytest.raises(ValueError, match=r"does not fit fusionvit_micro_32: none of its branch tensors fits .*it fits "
+                                         r"fusionvit_micro_16 or fusionvit_micro_32 as registered"):
+        start(folder / "timm.pth", embed_dim=(64, 128), num_heads=(4, 4))
 
 
 @pytest.mark.parametrize("name", PAPER_VARIANTS)

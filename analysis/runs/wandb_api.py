@@ -80,6 +80,7 @@ def wandb_run_to_record(run) -> RunRecord:
         "run_dir": getattr(run, "url", None) or run.id,
         "wandb": {"mode": "online", "run_id": run.id, "dir": None}, "started_at": None, "finished_at": None,
         "lost_launches": [],  # launches that died unrecorded are in the run dir's results.json only
+        "classes": None, "start": None, "evaluation": None,  # the run dir's results.json only
     }
 
 

@@ -1,7 +1,8 @@
-"""Datasets, timm transforms, loaders and mixup for one run: ``build_data(cfg.data, ...)``."""
+"""Datasets, timm transforms, loaders and mixup for one run: ``build_data(cfg.data, ...)``; what the data is and
+its classes: ``check_data_source``, ``class_names``, ``resolve_num_classes`` (``sources``)."""
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
@@ -9,15 +10,16 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .digits import NUM_CLASSES as DIGITS_CLASSES
 from .digits import DigitsDataset, digits_split
-from .folders import check_image_folders, cifar, cifar_folder_check, image_folders
+from .folders import check_test_folder, cifar, image_folders, test_folder_dataset
 from .multiscale_digits import multiscale_digits
 from .posterize import fix_posterize
 from .prefetch import DeviceBatches
+from .shards import shard_datasets
+from .sources import DATASETS, check_data_source, class_names, resolve_num_classes  # noqa: F401 - src.data's API
 from .synthetic import SyntheticDataset
 
-DATASETS = ("digits", "multiscale_digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefolder")
+FOLDERS = ("imagenet", "imagefolder")  # image folders: a test set may be the class folders alone (src.eval)
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Data:
     # the train and val batches on the device (CUDA: one step ahead, normalised there; CPU: as they come)
     train_to_device: DeviceBatches
     val_to_device: DeviceBatches
+    class_names: List[str]  # label order: the model's output i is class_names[i] (``sources.class_names``)
 
 
 # data.num_workers=null on CUDA: the CPUs this rank has, one kept for the training process, at most this many
@@ -86,41 +89,28 @@ def device_batches(data_cfg, device: torch.device) -> Tuple[DeviceBatches, Devic
 def build_datasets(data_cfg, image_size: int, seed: int, prefetch: bool = False):
     """(train, val, num_classes the data has); ``seed`` (the run's) draws multiscale_digits' training renders;
     ``prefetch``: image pipelines end in uint8 tensors (``build_transforms``)."""
-    check_data_source(data_cfg, folders=False)
+    found = len(class_names(data_cfg))  # checks the source first (``check_data_source``)
+    return (*_datasets(data_cfg, image_size, seed, prefetch), found)
+
+
+def _datasets(data_cfg, image_size: int, seed: int, prefetch: bool) -> Tuple[Dataset, Dataset]:
     name = data_cfg.name
     if name == "synthetic":
         seed = data_cfg.split_seed
         return (SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
-                SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1),
-                data_cfg.num_classes)
+                SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1))
     if name == "multiscale_digits":  # the render is the augmentation: training images take the eval transform
-        return (*multiscale_digits(data_cfg, image_size, seed), DIGITS_CLASSES)
+        return multiscale_digits(data_cfg, image_size, seed)
     train_transform, eval_transform = build_transforms(data_cfg, image_size, prefetch)
     if name == "digits":
         (train_x, train_y), (val_x, val_y) = digits_split(data_cfg.val_fraction, data_cfg.split_seed)
-        return (DigitsDataset(train_x, train_y, train_transform), DigitsDataset(val_x, val_y, eval_transform),
-                DIGITS_CLASSES)
+        return DigitsDataset(train_x, train_y, train_transform), DigitsDataset(val_x, val_y, eval_transform)
     if name in ("cifar10", "cifar100"):
-        train, val = cifar(name, data_cfg.root, data_cfg.download, train_transform, eval_transform)
-    else:  # imagenet, imagefolder
-        train, val = image_folders(name, data_cfg.root, train_transform, eval_transform)
-    return train, val, len(train.classes)
-
-
-def check_data_source(data_cfg, folders: bool = True) -> None:
-    """The dataset is one we know and, on disk, where ``data.root`` says; ``folders``: also the folders' contents
-    (CIFAR's folder, the image folders' classes and file headers: ``folders.check_image_folders``)."""
-    name = data_cfg.name
-    if name not in DATASETS:
-        raise ValueError(f"unknown data.name={name!r}: pick one of {', '.join(DATASETS)}")
-    if name in ("digits", "multiscale_digits", "synthetic"):
-        return
-    if not data_cfg.root:
-        raise ValueError(f"data.root is not set for {name}: pass data.root=/path/to/{name}")
-    if folders and name in ("cifar10", "cifar100"):
-        cifar_folder_check(name, data_cfg.root, data_cfg.download)
-    elif folders:
-        check_image_folders(name, str(data_cfg.root))
+        return cifar(name, data_cfg.root, data_cfg.download, train_transform, eval_transform)
+    if name == "shards":
+        return shard_datasets(data_cfg.root, data_cfg.train_shards, data_cfg.val_shards, train_transform,
+                              eval_transform)
+    return image_folders(name, data_cfg.root, train_transform, eval_transform)  # imagenet, imagefolder
 
 
 def _limit(dataset: Dataset, limit: Optional[int]) -> Dataset:
@@ -150,17 +140,16 @@ CPU = torch.device("cpu")
 
 def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int, seed: int,
                device: torch.device = CPU) -> Data:
-    """Check the data against the run's settings before any work: class count, batch size, mixup, workers."""
+    """Check the data against the run's settings before any work: class count (``data.num_classes`` null: the
+    data's own), batch size, mixup, workers."""
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(f"train.batch_size={batch_size} (eval {eval_batch_size}) must be >= 1, e.g. "
                          f"train.batch_size=64")
     workers = resolve_workers(data_cfg.num_workers, device)
-    train, val, found_classes = build_datasets(data_cfg, image_size, seed, prefetch=uses_device_transforms(device))
-    if found_classes != data_cfg.num_classes:
-        raise ValueError(f"data.num_classes={data_cfg.num_classes} but {data_cfg.name} has {found_classes} "
-                         f"classes: set data.num_classes={found_classes}")
+    num_classes = resolve_num_classes(data_cfg)
+    train, val, _ = build_datasets(data_cfg, image_size, seed, prefetch=uses_device_transforms(device))
     train, val = _limit(train, data_cfg.limit_train), _limit(val, data_cfg.limit_val)
-    mixup = build_mixup(data_cfg, found_classes)
+    mixup = build_mixup(data_cfg, num_classes)
     if mixup is not None and batch_size % 2:
         raise ValueError(f"mixup/cutmix need an even batch, got train.batch_size={batch_size}: use "
                          f"{batch_size + 1}, or turn them off with data.mixup=0 data.cutmix=0")
@@ -179,4 +168,31 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
     val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=workers,
                             pin_memory=pinned, persistent_workers=workers > 0)
     train_to_device, val_to_device = device_batches(data_cfg, device)
-    return Data(train_loader, val_loader, mixup, len(train), len(val), train_to_device, val_to_device)
+    return Data(train_loader, val_loader, mixup, len(train), len(val), train_to_device, val_to_device,
+                class_names(data_cfg))
+
+
+def test_class_names(data_cfg) -> List[str]:
+    """The class names of a test set (``python -m src.eval``): an image folder may hold the class folders
+    themselves or val/; any other dataset is its validation split (``class_names``)."""
+    if data_cfg.name in FOLDERS:
+        if not data_cfg.root:
+            raise ValueError(f"data.root is not set for {data_cfg.name}: pass data.root=/path/to/the/class/folders")
+        return list(check_test_folder(data_cfg.name, str(data_cfg.root)))
+    return class_names(data_cfg)
+
+
+def build_test_data(data_cfg, image_size: int, eval_batch_size: int,
+                    device: torch.device = CPU) -> Tuple[DataLoader, DeviceBatches]:
+    """A test set's loader (``test_class_names``' data, in a fixed order) and its ``DeviceBatches``."""
+    prefetch = uses_device_transforms(device)
+    if data_cfg.name in FOLDERS:
+        _, transform = build_transforms(data_cfg, image_size, prefetch)
+        dataset = test_folder_dataset(data_cfg.name, str(data_cfg.root), transform)
+    else:
+        dataset = build_datasets(data_cfg, image_size, seed=0, prefetch=prefetch)[1]
+    dataset = _limit(dataset, data_cfg.limit_val)
+    workers = resolve_workers(data_cfg.num_workers, device)
+    loader = DataLoader(dataset, batch_size=eval_batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    return loader, device_batches(data_cfg, device)[1]

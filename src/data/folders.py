@@ -1,18 +1,28 @@
-"""Datasets on disk: CIFAR-10/100 (torchvision) and ImageNet-style train/ and val/ class folders. A missing
-dataset is an error saying where we looked and how to get it.
+"""Datasets on disk: CIFAR-10/100 (torchvision) and ImageNet-style train/ and val/ class folders, read by timm's
+folder reader (``ReaderImageFolder``) under ``ImageFiles``. A missing dataset is an error saying where we looked and
+how to get it.
 
-Image folders are checked before any work (``check_image_folders``): an empty split, class folders without images
-and files whose first bytes are no image format's are named, a few paths and the count. A file that passes that
-check and still fails to decode (a truncated JPEG body) fails the run when it is loaded, naming the file: the
-run is not trained on a silently changed dataset, and once the file is replaced the same command resumes."""
+Image folders are checked before any work (``check_image_folders``): an empty split, class folders without images,
+images in subfolders of a class folder and files whose first bytes are no image format's are named, a few paths and
+the count. A file that passes that check and still fails to decode (a truncated JPEG body) fails the run when it is
+loaded, naming the file (``ImageFiles``): the run is not trained on a silently changed dataset, and once the file is
+replaced the same command resumes.
+
+Labels: the class folders of train/ in ``class_order`` (timm's natural order), class i the i-th; timm's reader
+is given that map, so ``class_names`` and the dataset's targets are the same list.
+"""
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Tuple
 
+from timm.data.readers.reader_image_folder import ReaderImageFolder
 from torch.utils.data import Dataset
 
+from .image_files import ImageFiles, UnreadableImage, class_order
+
+__all__ = ["UnreadableImage", "check_image_folders", "image_folders", "cifar", "cifar_folder_check", "CIFAR_CLASSES"]
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 # torchvision's ImageFolder extensions, and the first bytes of each format (TIFF has two byte orders)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -20,11 +30,21 @@ MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b
          b"P6", b"GIF8")
 HEADER_CHECK_LIMIT = 50_000  # files per split whose header is read up front (evenly spaced beyond it: ImageNet)
 SHOWN = 3  # paths named in a message
-
-
-class UnreadableImage(ValueError):
-    """An image file that does not decode; the message names it. A plain ``ValueError`` with one argument, so that
-    a DataLoader worker re-raises it as it is."""
+# the label names of torchvision's CIFAR files (batches.meta's label_names, meta's fine_label_names), label order
+CIFAR_CLASSES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "cifar100": (
+        "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+        "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee",
+        "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant",
+        "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower",
+        "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+        "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate",
+        "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark",
+        "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower",
+        "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor", "train", "trout", "tulip",
+        "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"),
+}
 
 
 def cifar_folder_check(name: str, root: str, download: bool) -> None:
@@ -42,7 +62,7 @@ def cifar(name: str, root: str, download: bool, train_transform: Callable,
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cifar_folder_check(name, root, download)
-    dataset = CIFAR10 if name == "cifar10" else CIFAR100
+    dataset, root = (CIFAR10 if name == "cifar10" else CIFAR100), Path(root).expanduser()
     return (dataset(root, train=True, download=download, transform=train_transform),
             dataset(root, train=False, download=download, transform=eval_transform))
 
@@ -62,21 +82,29 @@ def _shown(paths: List[str]) -> str:
 
 
 def _split_files(name: str, split_dir: Path) -> Tuple[List[str], List[str]]:
-    """(class names, image files) of one split; raises ``ValueError`` for no classes or classes without images."""
-    classes = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+    """(class names in label order, image files) of one split; raises ``ValueError`` for no classes, classes without
+    images, or images in a class folder's subfolders (timm's reader would label them by the subfolder)."""
+    classes = class_order(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
     if not classes:
         raise ValueError(f"{name}: {split_dir} holds no class folders: put each class's images in "
                          f"{split_dir}/CLASS/ (or point data.root at the folder that holds train/ and val/)")
-    files, empty = [], []
+    files, empty, nested = [], [], []
     for label in classes:
-        images = sorted(str(Path(top) / file) for top, _, names in os.walk(split_dir / label, followlinks=True)
-                        for file in names if file.lower().endswith(IMAGE_SUFFIXES))
-        files += images
+        images = []
+        for top, _, names in os.walk(split_dir / label, followlinks=True):
+            found = [os.path.join(top, file) for file in names if file.lower().endswith(IMAGE_SUFFIXES)]
+            images += found
+            nested += found if Path(top) != split_dir / label else []
+        files += sorted(images)
         if not images:
             empty.append(str(split_dir / label))
     if empty:
         raise ValueError(f"{name}: {len(empty)} of {len(classes)} class folders under {split_dir} hold no images "
                          f"({_shown(empty)}): add images ({', '.join(IMAGE_SUFFIXES)}) or remove those folders")
+    if nested:
+        raise ValueError(f"{name}: {len(nested)} image(s) under {split_dir} are in subfolders of a class folder "
+                         f"({_shown(nested)}): the class is the folder an image is in, so move them up into "
+                         f"{split_dir}/CLASS/")
     return classes, files
 
 
@@ -93,10 +121,11 @@ def _check_headers(name: str, split_dir: Path, files: List[str]) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def check_image_folders(name: str, root: str) -> None:
-    """``data.root`` holds train/CLASS/* and val/CLASS/* with images in every class folder, the same classes in
-    both, and every file's header (up to ``HEADER_CHECK_LIMIT`` a split) is an image format's. Once a process:
-    a sweep's jobs over one folder check it once."""
+def check_image_folders(name: str, root: str) -> Tuple[str, ...]:
+    """The class names, in label order, of ``data.root``'s train/CLASS/* and val/CLASS/*, after checking that every
+    class folder holds images (and no subfolders of them), both splits have the same classes, and every file's header
+    (up to ``HEADER_CHECK_LIMIT`` a split) is an image format's. Once a process: a sweep's jobs over one folder check
+    it once."""
     root_path = Path(root).expanduser()
     missing = [str((root_path / split).resolve()) for split in ("train", "val")
                if not (root_path / split).is_dir()]
@@ -112,25 +141,44 @@ def check_image_folders(name: str, root: str) -> None:
     if classes["train"] != classes["val"]:
         raise ValueError(f"{name}: train/ has {len(classes['train'])} classes but val/ has {len(classes['val'])}; "
                          f"both must hold the same class folders")
-
-
-def load_image(path: str):
-    """torchvision's loader, with a failure naming the file."""
-    from torchvision.datasets.folder import default_loader
-
-    try:
-        return default_loader(path)
-    except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for a bad file
-        raise UnreadableImage(f"image {path} cannot be read ({type(error).__name__}: {error}): delete or replace "
-                              f"it (its header looked like an image, the body does not decode), then run the "
-                              f"same command again to resume") from error
+    return tuple(classes["train"])
 
 
 def image_folders(name: str, root: str, train_transform: Callable,
                   eval_transform: Callable) -> Tuple[Dataset, Dataset]:
-    from torchvision.datasets import ImageFolder
+    """train/ and val/ through timm's folder reader, given our class map (``check_image_folders``'s order) and our
+    image suffixes (timm's own list is .png, .jpg, .jpeg)."""
+    class_to_idx = {label: index for index, label in enumerate(check_image_folders(name, root))}
 
-    check_image_folders(name, root)
+    def split(folder: str, transform: Callable) -> Dataset:
+        path = str(Path(root).expanduser() / folder)
+        reader = ReaderImageFolder(path, class_map=class_to_idx, input_key=";".join(IMAGE_SUFFIXES))
+        return ImageFiles(path, reader=reader, transform=transform)
+
+    return split("train", train_transform), split("val", eval_transform)
+
+
+def test_folder(root: str) -> Path:
+    """The folder of a test set's class folders: ``root/val`` where there is one, else ``root`` itself."""
     root_path = Path(root).expanduser()
-    return (ImageFolder(root_path / "train", train_transform, loader=load_image),
-            ImageFolder(root_path / "val", eval_transform, loader=load_image))
+    if not root_path.is_dir():
+        raise FileNotFoundError(f"test set folder {root_path} does not exist: point data.root at a folder of class "
+                                f"folders (CLASS/*.jpg), or one holding val/CLASS/*.jpg")
+    return root_path / "val" if (root_path / "val").is_dir() else root_path
+
+
+@functools.lru_cache(maxsize=8)
+def check_test_folder(name: str, root: str) -> Tuple[str, ...]:
+    """The class names, in label order, of a test set's folder (``test_folder``), after the checks of a split."""
+    folder = test_folder(root)
+    classes, files = _split_files(name, folder)
+    _check_headers(name, folder, files)
+    return tuple(classes)
+
+
+def test_folder_dataset(name: str, root: str, transform: Callable) -> Dataset:
+    """A test set's images through timm's folder reader, in ``check_test_folder``'s label order."""
+    class_to_idx = {label: index for index, label in enumerate(check_test_folder(name, root))}
+    path = str(test_folder(root))
+    reader = ReaderImageFolder(path, class_map=class_to_idx, input_key=";".join(IMAGE_SUFFIXES))
+    return ImageFiles(path, reader=reader, transform=transform)

@@ -1,10 +1,10 @@
 """Starting a ``fusionvit_*`` model from published weights: timm's ``pretrained_filter_fn`` for our entrypoints, and
 one branch of a multi-branch model from a single-scale ViT (``load_branch_from_vit``).
 
-timm loads the file or hub weights and drops the classifier when ``num_classes`` differs; this filter maps the
-keys (``convert_crossvit_state_dict``, or ``convert_vit_state_dict`` for a timm ViT / DeiT on a single-branch
-model), resamples the position embeddings to the model's patch grids (timm's ``resample_abs_pos_embed``), starts a
-non-cross fusion fresh, and checks every other shape."""
+timm loads the file or hub weights; this filter maps the keys (``convert_crossvit_state_dict``, or
+``convert_vit_state_dict`` for a timm ViT / DeiT on a single-branch model) and fits them to the model
+(``fitting.fit_state_dict``): position embeddings resampled to its patch grids, every tensor that fits loaded, the
+rest (a head of another class count, another fusion, another width) started fresh and named in one log line."""
 import json
 import logging
 import math
@@ -14,14 +14,11 @@ import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
-import timm
 import torch
 import torch.nn as nn
-from timm.layers import resample_abs_pos_embed
-
-from src.variant_table import VARIANTS
 
 from .convert import convert_crossvit_state_dict, convert_vit_state_dict, is_vit_state_dict
+from .fitting import Fit, fit_state_dict, resample_pos_embeds
 
 _logger = logging.getLogger(__name__)
 
@@ -63,8 +60,9 @@ def weights_file_problem(path: Path) -> Optional[str]:
 def check_pretrained_file(source: str) -> None:
     """``model.pretrained=PATH`` names a file timm can load weights-only, before any model is built."""
     path = Path(source).expanduser()
-    fix = ("give model.pretrained=PATH of a timm or official CrossViT checkpoint (a state dict of tensors, .pth or "
-           ".safetensors), model.pretrained=hub, or null to start from random weights")
+    fix = ("give model.pretrained=PATH of a run dir or checkpoint of this harness, or of a timm or official CrossViT "
+           "checkpoint (a state dict of tensors, .pth or .safetensors), model.pretrained=hub, or null to start from "
+           "random weights")
     if not path.is_file():
         raise ValueError(f"model.pretrained={source}: {'is a folder' if path.is_dir() else 'no such file'}; {fix}")
     problem = weights_file_problem(path)
@@ -78,99 +76,28 @@ def branch_blocks(model: nn.Module, branch: int) -> List[str]:
             for i in range(len(encoder.branches[branch]))]
 
 
-def _resample_pos_embeds(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> None:
-    for i, grid in enumerate(model.grid_sizes):
-        key = f"pos_embed.{i}"
-        if key not in state_dict:
-            continue
-        checkpoint_prefix = 1 if f"cls_token.{i}" in state_dict else 0  # a ViT checkpoint fills one branch alone
-        pos_embed = state_dict[key]
-        if checkpoint_prefix > model.num_prefix_tokens:  # a model without CLS tokens has no CLS position
-            pos_embed = pos_embed[:, checkpoint_prefix:]
-        side = math.isqrt(pos_embed.shape[1] - model.num_prefix_tokens)
-        if side * side + model.num_prefix_tokens == pos_embed.shape[1] and [side, side] != list(grid):
-            pos_embed = resample_abs_pos_embed(pos_embed, new_size=list(grid), old_size=[side, side],
-                                               num_prefix_tokens=model.num_prefix_tokens)
-        state_dict[key] = pos_embed
-    if not model.class_token:
-        for key in [k for k in state_dict if k.startswith("cls_token.")]:
-            del state_dict[key]
-
-
-def _variants_that_fit(state_dict: Mapping[str, torch.Tensor]) -> List[str]:
-    """The registered variants whose branches (everything but fusion, head, position embeddings) fit (``variants``
-    has registered the entrypoints by the time a checkpoint is loaded)."""
-    def backbone(shapes):
-        return {k: tuple(v) for k, v in shapes.items()
-                if ".fusion." not in k and not k.startswith(("head.", "pos_embed."))}
-
-    wanted = backbone({k: v.shape for k, v in state_dict.items()})
-    widths = tuple(v.shape[0] for k, v in sorted(state_dict.items())
-                   if k.startswith("norm.") and k.endswith(".weight"))
-    fits = []
-    for name in [n for n in timm.list_models("fusionvit_*") if tuple(VARIANTS[n]["embed_dim"]) == widths]:
-        with torch.device("meta"):  # shapes only: no memory, no initialisation work
-            model = timm.create_model(name)
-        if backbone({k: v.shape for k, v in model.state_dict().items()}) == wanted:
-            fits.append(name)
-    return fits
-
-
-def _check_shapes(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> None:
-    own = model.state_dict()
-    problem = None
-    for key, tensor in own.items():
-        if key.startswith("head."):
-            continue  # timm drops the classifier when num_classes differs
-        if key not in state_dict:
-            problem = f"{key} is missing from the checkpoint"
-        elif state_dict[key].shape != tensor.shape:
-            problem = (f"{key} has shape {list(state_dict[key].shape)} in the checkpoint and "
-                       f"{list(tensor.shape)} in the model")
-        if problem:
-            break
-    if problem is None:
-        extra = [k for k in state_dict if k not in own and not k.startswith("head.")]
-        if not extra:
-            return
-        problem = f"{extra[0]} is in the checkpoint but not in the model"
-    fits = _variants_that_fit(state_dict)
-    hint = (f"it fits {' or '.join(fits)} as registered (no architecture overrides)" if fits
-            else "it fits no fusionvit_* variant: is it a CrossViT (or, for one branch, a ViT) checkpoint?")
-    raise ValueError(f"checkpoint does not fit {model.pretrained_cfg.get('architecture', 'this model')}: {problem}; "
-                     f"{hint}")
-
-
-def adapt_crossvit_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm's ``pretrained_filter_fn``: a timm ``crossvit_*`` or official CrossViT state dict for ``model``, or a
-    timm ViT / DeiT one for a single-branch model (``fusionvit_deit_*``).
-
-    A fusion other than ``cross`` keeps its own freshly initialised modules (the branches, embeddings and
-    norms load); one log line names what started fresh."""
+def fit_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
+                   source_fusion: Optional[str] = None) -> Fit:
+    """A timm ``crossvit_*`` or official CrossViT state dict, one in this harness's own layout, or a timm ViT / DeiT
+    one for a single-branch model (``fusionvit_deit_*``), fitted to ``model`` (``fitting.fit_state_dict``: what does
+    not fit starts fresh, named with the reason). ``source_fusion``: the fusion it was trained with, where known."""
     if is_vit_state_dict(state_dict):
         if len(model.embed_dim) != 1:
             raise ValueError(f"a single-scale ViT checkpoint cannot start all {len(model.embed_dim)} branches: load it "
                              f"into one with src.models.load_branch_from_vit(model, PATH, branch=...)")
         state_dict = convert_vit_state_dict(state_dict, branch_blocks(model, 0))
     else:
+        if source_fusion is None and any(key.startswith("blocks.") for key in state_dict):
+            source_fusion = "cross"  # timm's or the official layout: a CrossViT
         state_dict = convert_crossvit_state_dict(state_dict)
-    own = model.state_dict()
-    fresh = []
-    fusion_keys = [k for k in own if ".fusion." in k]
-    if model.fusion_name != "cross":
-        state_dict = {k: v for k, v in state_dict.items() if ".fusion." not in k}
-        state_dict.update({k: own[k] for k in fusion_keys})
-    if model.fusion_name != "cross" and fusion_keys:
-        encoders = sorted({".".join(k.split(".")[:3]) for k in fusion_keys})
-        fresh.append(f"{', '.join(encoders)} (fusion={model.fusion_name}, {len(fusion_keys)} tensors)")
-    _resample_pos_embeds(state_dict, model)
-    _check_shapes(state_dict, model)
-    head = state_dict.get("head.0.weight")
-    if head is not None and head.shape[0] != model.num_classes:
-        fresh.append(f"head ({model.num_classes} classes, the checkpoint has {head.shape[0]})")
-    if fresh:
-        _logger.info("pretrained start: fresh %s", "; ".join(fresh))
-    return state_dict
+    return fit_state_dict(state_dict, model, source_fusion)
+
+
+def adapt_crossvit_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` (``fit_checkpoint``), logging what started fresh."""
+    fit = fit_checkpoint(state_dict, model)
+    _logger.info("%s", fit.summary("pretrained weights"))
+    return fit.weights
 
 
 def _in_branch(key: str, branch: int) -> bool:
@@ -210,7 +137,7 @@ def _vit_weights_for_branch(model: nn.Module, source, branch: int):
     pos_key, head_key = f"pos_embed.{branch}", f"head.{branch}.weight"
     if pos_key in weights:
         side = math.isqrt(weights[pos_key].shape[1] - (1 if f"cls_token.{branch}" in weights else 0))
-        _resample_pos_embeds(weights, model)
+        resample_pos_embeds(weights, model)
         if [side, side] != list(model.grid_sizes[branch]):
             notes["pos"] = f"resampled {side}x{side} -> {'x'.join(map(str, model.grid_sizes[branch]))}"
     head = weights.get(head_key)

@@ -70,7 +70,10 @@ def _check_pretrained_source(name: str, overlay: Optional[dict]) -> None:
 def _entrypoint(name: str):
     def create(pretrained: bool = False, **kwargs) -> FusionViT:
         if pretrained:
-            _check_pretrained_source(name, kwargs.get("pretrained_cfg_overlay"))
+            overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+            _check_pretrained_source(name, overlay)
+            # timm would drop a head of another class count without a word; the filter starts it fresh and says so
+            kwargs["pretrained_cfg_overlay"] = {**overlay, "num_classes": kwargs.get("num_classes", 1000)}
         config = dict(VARIANTS[name], **kwargs)
         if len(config["patch_size"]) == 1:
             config.setdefault("fusion", "none")  # the only strategy a single branch takes

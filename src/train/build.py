@@ -63,13 +63,15 @@ def input_size(cfg, model_img_size: int) -> int:
     return size
 
 
-def model_kwargs(cfg) -> Dict[str, Any]:
-    """The keyword arguments of ``timm.create_model`` for ``cfg.model`` and ``cfg.fusion``."""
+def model_kwargs(cfg, num_classes: Optional[int] = None) -> Dict[str, Any]:
+    """The keyword arguments of ``timm.create_model`` for ``cfg.model`` and ``cfg.fusion``; ``num_classes``: the
+    data's count, where ``data.num_classes`` is null."""
     if cfg.fusion.name not in fusion_names():
         raise ValueError(f"unknown fusion.name={cfg.fusion.name!r}: pick one of {', '.join(fusion_names())}")
     kwargs = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
               for key in ARCHITECTURE_KEYS if (value := cfg.model[key]) is not None}
-    kwargs.update(fusion=cfg.fusion.name, num_classes=cfg.data.num_classes,
+    # data.num_classes null and no count given: only the shape check before the data is read (preflight) builds so
+    kwargs.update(fusion=cfg.fusion.name, num_classes=num_classes or cfg.data.num_classes or 1000,
                   drop_path_rate=cfg.model.drop_path_rate)
     if cfg.fusion.layers is not None:
         kwargs["fusion_layers"] = cfg.fusion.layers
@@ -78,26 +80,35 @@ def model_kwargs(cfg) -> Dict[str, Any]:
     return kwargs
 
 
-def pretrained_kwargs(cfg) -> Dict[str, Any]:
-    """``model.pretrained``: null (random init), "hub" (the variant's pretrained_cfg) or a checkpoint path;
-    "required" is what a fine-tune preset sets until the command line gives one."""
-    source = cfg.model.pretrained
-    if source == "required":
+def check_pretrained(cfg) -> None:
+    """``model.pretrained``: null (random init), "hub" (the variant's published weights), or a run dir or file
+    (``warm_start``); "required" is what a fine-tune preset sets until the command line gives one."""
+    if cfg.model.pretrained == "required":
         raise ValueError(f"model.pretrained is required (fine-tuning {cfg.model.name}): give "
-                         f"model.pretrained=PATH of a timm or official CrossViT checkpoint of this variant, or "
-                         f"model.pretrained=hub where the network allows")
-    if source is None:
-        return {}
-    if source == "hub":
-        return {"pretrained": True}
-    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(source)}}
+                         f"model.pretrained=PATH of a run dir or checkpoint of this harness, or of a timm or official "
+                         f"CrossViT checkpoint of this variant, or model.pretrained=hub where the network allows")
 
 
-def build_model(cfg) -> torch.nn.Module:
+def build_model(cfg, num_classes: Optional[int] = None) -> torch.nn.Module:
+    return build_started_model(cfg, num_classes)[0]
+
+
+def build_started_model(cfg, num_classes: Optional[int] = None) -> Tuple[torch.nn.Module, Optional[Dict[str, Any]]]:
+    """The model, and where its weights came from (``warm_start.start_from``'s account; None: random init).
+    ``num_classes``: the data's count where ``data.num_classes`` is null (follow the data)."""
     if cfg.model.name not in timm.list_models("fusionvit_*"):
         known = ", ".join(timm.list_models("fusionvit_*"))
         raise ValueError(f"unknown model.name={cfg.model.name!r}: pick one of {known}")
-    return timm.create_model(cfg.model.name, **model_kwargs(cfg), **pretrained_kwargs(cfg))
+    check_pretrained(cfg)
+    kwargs = model_kwargs(cfg, num_classes)
+    if cfg.model.pretrained == "hub":
+        return timm.create_model(cfg.model.name, pretrained=True, **kwargs), {"source": "hub"}
+    model = timm.create_model(cfg.model.name, **kwargs)
+    if cfg.model.pretrained is None:
+        return model, None
+    from .warm_start import start_from
+
+    return model, start_from(model, cfg.model.pretrained)
 
 
 def model_summary(cfg, model: torch.nn.Module) -> Dict[str, Any]:

@@ -44,6 +44,7 @@ class TrainState:
     best_top1_branch: Optional[List[float]] = None  # each branch head alone at the best epoch, S first
     history: List[Dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0  # wall time of all launches up to this checkpoint (wall_time_s, metrics.csv's time_s)
+    start: Optional[Dict[str, Any]] = None  # started from weights (model.pretrained): them, and their evaluation
 
     def record(self, row: Dict[str, Any]) -> bool:
         """Appends an epoch's row; returns True when it is the best top-1 so far."""
@@ -231,10 +232,11 @@ class ResumableBatches:
 @dataclass
 class Saver:
     """Where this run's checkpoints go, whether it writes any (rank 0 only), and the job they belong to
-    (``src.identity.identity``)."""
+    (``src.identity.identity``, and the config itself: a new run started from them knows their fusion)."""
     run_dir: Path
     config_identity: str
     enabled: bool
+    config: Optional[Dict[str, Any]] = None
 
     def save(self, run, state: TrainState, wandb_id: Optional[str], mid_epoch: bool, best: bool = False) -> None:
         if not self.enabled:
@@ -253,6 +255,7 @@ class Saver:
             "epoch_generator": run.batches.epoch_order if mid_epoch else None,
             "wandb_run_id": wandb_id,
             "config_hash": self.config_identity,
+            "config": self.config,
         }
         write = partial(torch.save, payload)  # atomic: a kill mid-write leaves the previous file whole
         size = payload_bytes(payload)
@@ -275,8 +278,10 @@ def payload_bytes(value: Any) -> int:
 def restore(run, checkpoint: Dict[str, Any], config: Dict[str, Any]) -> TrainState:
     """Puts ``run`` back where the checkpoint left it; returns its ``TrainState``. ``config``: the resolved config."""
     if not checkpoint_matches(checkpoint.get("config_hash"), config):
-        raise ValueError(f"checkpoint {checkpoint.get('path')} was written for another config: "
-                         f"set train.resume=never or use another output dir")
+        raise ValueError(f"checkpoint {checkpoint.get('path')} was written for another config: train.resume "
+                         f"continues the same job; to start a new run from its weights give "
+                         f"model.pretrained={checkpoint.get('path')} (with train.resume=auto or never), or use "
+                         f"another output dir")
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scheduler.load_state_dict(checkpoint["scheduler"])

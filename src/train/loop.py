@@ -11,27 +11,37 @@ from omegaconf import OmegaConf
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3, random_seed
 
-from src.data import Data, build_data
+from src.data import Data, build_data, resolve_num_classes
 from src.identity import identity
-from src.models import count_flops, count_params, fusion_modules
+from src.models import VARIANTS, count_flops, count_params, fusion_modules
 
 from . import checkpoint as ckpt
 from . import distributed
 from .build import (
-    build_model,
+    ARCHITECTURE_KEYS,
     build_optimizer,
     build_scheduler,
+    build_started_model,
     input_size,
     model_summary,
     resolve_amp,
     resolve_device,
 )
 from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar
+from .inputs import describe_inputs
 from .loggers import CsvTrail, Loggers, TensorboardTrail, preset_tags
 from .naming import arch_keys
 from .process import StopFlag, peak_memory_mb, set_threads
 from .provenance import provenance
-from .record import RunRecord, mark_completed, mark_interrupted, record_build, record_epoch, record_wandb
+from .record import (
+    RunRecord,
+    mark_completed,
+    mark_interrupted,
+    record_build,
+    record_epoch,
+    record_start,
+    record_wandb,
+)
 from .record_io import write_predictions, write_results
 from .wandb_logger import WandbLogger
 
@@ -55,6 +65,7 @@ class Run:
     amp_dtype: Optional[torch.dtype]  # None: full precision
     clip_grad: Optional[float]
     grad_accum_steps: int = 1  # micro-batches per optimizer step
+    start: Optional[Dict[str, Any]] = None  # the weights it started from (model.pretrained); None: random init
 
 
 def build_criterion(data_cfg, mixup) -> torch.nn.Module:
@@ -78,8 +89,10 @@ def build_run(cfg) -> Run:
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp(cfg.train.amp, device)
+    num_classes = resolve_num_classes(cfg.data)  # data.num_classes null: the data's own count
     with torch.random.fork_rng(devices=[]):  # the model draws its own init (src/models/init.py); what comes after
-        model = build_model(cfg)  # it (augmentation, drop path) then sees the same stream whatever the model is
+        model, start = build_started_model(cfg, num_classes)  # it (augmentation, drop path) then sees the same
+        # stream whatever the model is
     image_size = input_size(cfg, model.img_size)
     accumulation = cfg.train.grad_accum_steps
     distributed.check_split(cfg.train.batch_size, accumulation)
@@ -94,7 +107,8 @@ def build_run(cfg) -> Run:
                criterion=build_criterion(cfg.data, data.mixup), optimizer=optimizer, scheduler=scheduler,
                num_epochs=num_epochs, ema=ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None,
                scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-               device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad, grad_accum_steps=accumulation)
+               device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad, grad_accum_steps=accumulation,
+               start=start)
 
 
 def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], group: Optional[str],
@@ -103,10 +117,13 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     started = time.perf_counter()
     run = build_run(cfg)
     record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device),
-                 {"num_train": run.data.num_train, "num_val": run.data.num_val})
+                 {"num_train": run.data.num_train, "num_val": run.data.num_val}, run.data.class_names)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, config) if checkpoint else ckpt.TrainState()
+    if checkpoint is None and run.start is not None:
+        state.start = evaluate_start(run)
+    record_start(results, state.start)
     earlier_s = state.elapsed_s  # the earlier launches' time: wall_time_s and time_s count across launches
 
     def elapsed() -> float:
@@ -114,7 +131,8 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
 
     if state.history:  # the record is rebuilt from the checkpoint, whatever results.json held before
         record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
-    saver = ckpt.Saver(run_dir, identity(config), enabled=cfg.train.save_checkpoints and distributed.is_main())
+    saver = ckpt.Saver(run_dir, identity(config), enabled=cfg.train.save_checkpoints and distributed.is_main(),
+                       config=config)
     stop, exit_code, logger = StopFlag(), 1, None  # the flag before W&B's start, which can take a while
     try:  # whatever fails, the signal handlers and the W&B run are not left to the next job in this process
         logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])},
@@ -229,10 +247,38 @@ def mean_of(history, key: str) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
+def evaluate_start(run: Run) -> Dict[str, Any]:
+    """The weights it starts from, evaluated before the first step (in a fork of the generators: the training
+    draws are those of a run without this pass)."""
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        metrics = evaluate(run.train_model, run.data.val_to_device(run.data.val_loader), run.device, run.amp_dtype)
+    log.info("before training: top-1 %.2f (branches %s), top-5 %.2f, val loss %.4f, from %s", metrics["top1"],
+             "/".join(f"{top1:.1f}" for top1 in metrics["top1_branch"]), metrics["top5"], metrics["loss"],
+             run.start["source"])
+    return {**run.start, "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
+            "top1_branch": metrics["top1_branch"]}
+
+
 def log_start(cfg, run: Run, results: RunRecord) -> None:
-    log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d epochs on %s",
-             cfg.model.name, cfg.fusion.name, cfg.data.name, results["params_m"], results["gmacs"],
-             run.data.num_train, run.data.num_val, run.num_epochs, run.device)
+    log.info("%s + %s on %s: %.2fM params, %.4f GMACs, %d train / %d val images, %d classes, %d epochs on %s",
+             results["model"]["name"] + variant_note(cfg, run.model), cfg.fusion.name, cfg.data.name,
+             results["params_m"], results["gmacs"], run.data.num_train, run.data.num_val, run.model.num_classes,
+             run.num_epochs, run.device)
+    log.info("%s", describe_inputs(cfg.data, run.model, run.data.train_loader.dataset))
+
+
+def variant_note(cfg, model: torch.nn.Module) -> str:
+    """`` (overridden: img_size 40)``: the architecture keys given on top of the variant's, so that the name does
+    not claim the variant as registered."""
+    changed = [key for key in ARCHITECTURE_KEYS if cfg.model[key] is not None
+               and to_plain(cfg.model[key]) != to_plain(VARIANTS[cfg.model.name].get(key))]
+    return f" (overridden: {', '.join(f'{key} {to_plain(cfg.model[key])}' for key in changed)})" if changed else ""
+
+
+def to_plain(value):
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    return [to_plain(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 def warn_if_loader_bound(cfg, row: Dict[str, Any], warned: bool) -> bool:

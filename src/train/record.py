@@ -88,6 +88,27 @@ class DataSizes(TypedDict):
     num_val: int
 
 
+class StartRecord(TypedDict):
+    """A run started from weights (``model.pretrained``, ``src.train.warm_start``), evaluated before its first step."""
+    source: str  # the file, or "hub"
+    loaded: int  # tensors loaded; the others started fresh
+    fresh: List[str]  # what started fresh and why: "head.0, head.1 (4 tensors): 10 classes, the checkpoint has 1000"
+    unused: int  # checkpoint tensors the model had no place for
+    top1: Measured
+    top5: Measured
+    loss: Measured
+    top1_branch: List[Measured]
+
+
+class Evaluation(TypedDict):
+    """A record of ``python -m src.eval``: a checkpoint scored on a test set, nothing trained."""
+    source: str  # the checkpoint
+    set: str  # the test set's name
+    trained_epochs: Optional[int]  # the epochs the checkpoint had trained
+    trained_steps: Optional[int]
+    per_class: Dict[str, Dict[str, Measured]]  # class name -> {"top1", "images"}
+
+
 class WandbInfo(TypedDict):
     mode: str  # online or offline
     run_id: str
@@ -120,6 +141,9 @@ class RunRecord(TypedDict):
     started_at: str  # ISO 8601, UTC
     finished_at: Optional[str]
     lost_launches: List[str]  # earlier launches that died without recording how (a kill, a full disk)
+    classes: Optional[List[str]]  # the class names in label order; absent in older results
+    start: Optional[StartRecord]  # started from weights; None: random init (absent in older results)
+    evaluation: Optional[Evaluation]  # a src.eval record (absent in training runs)
 
 
 # -- the record's changes ------------------------------------------------------------------------------------
@@ -134,14 +158,19 @@ def new_record(config: Dict[str, Any], choices: Dict[str, Any], overrides: List[
             "model": None, "data_sizes": None, "params_m": None, "gmacs": None, "fusion_params_m": None,
             "fusion_gmacs": None, "final": None, "best": None, "history": [], "provenance": None, "wall_time_s": None,
             "run_dir": str(Path(run_dir).resolve()), "wandb": None, "started_at": now_iso(), "finished_at": None,
-            "lost_launches": []}
+            "lost_launches": [], "classes": None, "start": None, "evaluation": None}
 
 
 def record_build(record: RunRecord, model: ModelSummary, costs: Dict[str, float], provenance: Provenance,
-                 data_sizes: DataSizes) -> None:
-    """What was built: the architecture, its costs (``params_m``, ``gmacs``, ``fusion_*``), the provenance and
-    the data's sizes."""
-    record.update(model=model, **costs, provenance=provenance, data_sizes=data_sizes)
+                 data_sizes: DataSizes, classes: List[str]) -> None:
+    """What was built: the architecture, its costs (``params_m``, ``gmacs``, ``fusion_*``), the provenance, the
+    data's sizes and its class names."""
+    record.update(model=model, **costs, provenance=provenance, data_sizes=data_sizes, classes=list(classes))
+
+
+def record_start(record: RunRecord, start: Optional[StartRecord]) -> None:
+    if start is not None:
+        record["start"] = start
 
 
 def record_wandb(record: RunRecord, info: Optional[WandbInfo]) -> None:
