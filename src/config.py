@@ -234,6 +234,10 @@ def sweep_stamp() -> str:
 def register_configs() -> None:
     if not OmegaConf.has_resolver("sweep_stamp"):
         OmegaConf.register_new_resolver("sweep_stamp", sweep_stamp)
+    if not OmegaConf.has_resolver("fusionvit_help"):
+        from src.help import fusionvit_help
+
+        OmegaConf.register_new_resolver("fusionvit_help", fusionvit_help)
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     for name, architecture in VARIANTS.items():

@@ -30,6 +30,7 @@ class UsageError(BadInput):
 
 
 # -- the command line ----------------------------------------------------------------------------------------
+PRESET_GROUPS = ("experiment",)  # no default holds it: +experiment=NAME adds one (scales: a preset adds it)
 SCHEMA = {key: (kind, optional, field.default if isinstance(field.default, (int, float, str)) and
                 field.default != "???" else None) for key, field, kind, optional in schema_fields()}
 
@@ -117,6 +118,51 @@ def check_override(override, groups: Dict[str, List[str]]) -> None:
             raise UsageError(f"{override.input_line}: {key} takes {problem}{example}")
 
 
+def check_usage(override, multirun: bool) -> None:
+    """Two slips Hydra answers with its own multi-line text: a preset group without ``+``, a comma list (a sweep)
+    without ``-m``."""
+    key = override.key_or_group
+    if key in PRESET_GROUPS and override.type.name == "CHANGE" and not key.startswith("hydra"):
+        raise UsageError(f"{override.input_line}: {key} is a preset group, added to the defaults: write "
+                         f"+{override.input_line}")
+    if override.is_sweep_override() and not multirun and not key.startswith("hydra"):
+        raise UsageError(f"{override.input_line}: a comma list is a sweep, which runs under -m: python -m src.run -m "
+                         f"{override.input_line} (for one value that holds a comma, quote it: {key}='...')")
+
+
+# hydra/launcher's options: ours (conf/hydra/launcher) and the ones Hydra and its installed plugins bring
+HYDRA_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
+
+
+def check_hydra_overrides(overrides: List[Any]) -> None:
+    """``hydra/launcher=...`` and ``hydra.launcher.*`` (or any other ``hydra.`` key), composed alone with Hydra's
+    config before Hydra starts: its own errors there are several lines long (a list of search paths, a type error
+    with its object type); here they are one."""
+    launchers = sorted(path.stem for path in (CONF / "hydra" / "launcher").glob("*.yaml"))
+    for override in overrides:
+        if override.key_or_group == "hydra/launcher" and not override.is_delete():
+            for option in override_values(override):
+                if str(option) not in (*launchers, *HYDRA_LAUNCHERS):
+                    raise UsageError(f"Could not find 'hydra/launcher/{option}': hydra/launcher= takes one of "
+                                     f"{', '.join(launchers)} (or Hydra's {', '.join(HYDRA_LAUNCHERS)})"
+                                     f"{did_you_mean(str(option), launchers)}")
+    lines = [override.input_line for override in overrides
+             if override.key_or_group.startswith("hydra") and not override.is_sweep_override()]
+    if not any(line.split("=")[0].lstrip("+~").startswith(("hydra.launcher", "hydra/launcher")) for line in lines):
+        return
+    from hydra import compose, initialize_config_dir
+
+    from src.config import register_configs
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            compose("config", overrides=lines, return_hydra_config=True)
+    except Exception as error:  # noqa: BLE001 - Hydra's and OmegaConf's errors: the first line of each, joined
+        causes = [error] + ([error.__cause__] if error.__cause__ else [])
+        raise UsageError(": ".join(str(cause).strip().splitlines()[0].rstrip(".") for cause in causes)) from error
+
+
 def check_command_line(args: List[str]) -> None:
     """``python -m src.run ARGS`` (after the W&B agent's rewrite): every key is the schema's (a near miss is
     named), every group option exists, every value has its key's type, and the run dir can be written."""
@@ -135,6 +181,9 @@ def check_command_line(args: List[str]) -> None:
     groups = group_options()
     for override in overrides:
         check_override(override, groups)
+        check_usage(override, parsed.multirun or any(o.key_or_group == "hydra.mode" and str(o.value()).upper() ==
+                                                     "MULTIRUN" for o in overrides))
+    check_hydra_overrides(overrides)
     if not (parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion):
         check_output_dir(overrides, parsed.multirun)
 
@@ -216,7 +265,7 @@ def check_files(cfg) -> None:
     from src.data import check_data_source, resolve_num_classes
     from src.models.pretrained import weights_file_problem
     from src.train.build import check_pretrained
-    from src.train.warm_start import checkpoint_file
+    from src.train.warm_start import check_hub, checkpoint_file
 
     resume = cfg.train.resume
     if resume not in ("auto", "never"):
@@ -229,7 +278,9 @@ def check_files(cfg) -> None:
         if problem:
             raise BadInput(f"train.resume={resume} {problem}; it is not a checkpoint of this harness: {fix}")
     check_pretrained(cfg)  # "required" without a PATH
-    if cfg.model.pretrained not in (None, "hub"):
+    if cfg.model.pretrained == "hub":
+        check_hub(cfg.model.name)
+    elif cfg.model.pretrained is not None:
         checkpoint_file(cfg.model.pretrained)
     check_data_source(cfg.data)
     resolve_num_classes(cfg.data)  # a data.num_classes the data disagrees with fails here, before any work

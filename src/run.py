@@ -12,13 +12,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src import multirun
 from src.config import register_configs
 from src.identity import same_job
 from src.sweeps import agent
@@ -60,14 +61,19 @@ def wandb_identity(results: RunRecord, hydra_cfg):
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> Dict[str, Any]:
     from src.train.process import isolated_job
 
     with isolated_job():  # the basic launcher and hydra/launcher=parallel run several jobs in one process
-        run_job(cfg, HydraConfig.get())
+        return run_job(cfg, HydraConfig.get())
 
 
-def run_job(cfg: DictConfig, hydra_cfg) -> None:
+def outcome(status: str, reason: str, started: float) -> Dict[str, Any]:
+    """How a job ended, for its sweep's closing table (``src.multirun``)."""
+    return {"status": status, "reason": reason, "seconds": time.perf_counter() - started}
+
+
+def run_job(cfg: DictConfig, hydra_cfg) -> Dict[str, Any]:
     from src.preflight import check_config
     from src.train import distributed
     from src.train.build import resolve_device
@@ -86,15 +92,16 @@ def run_job(cfg: DictConfig, hydra_cfg) -> None:
     results = initial_record(cfg, hydra_cfg, run_dir)
     lock, lost_launch = claim_run_dir(run_dir, wait=cfg.train.on_busy == "wait")  # one process per run dir
     if lock is None:
-        return
+        return outcome("skipped", "another live process holds the run dir and runs the job (train.on_busy=skip)",
+                       started)
     try:
-        run_claimed(cfg, hydra_cfg, run_dir, results, started, lost_launch)
+        return run_claimed(cfg, hydra_cfg, run_dir, results, started, lost_launch)
     finally:
         release_run_dir(lock, run_dir)
 
 
 def run_claimed(cfg: DictConfig, hydra_cfg, run_dir: Path, results: RunRecord, started: float,
-                lost_launch: Optional[str]) -> None:
+                lost_launch: Optional[str]) -> Dict[str, Any]:
     """The job, with its run dir's lock held."""
     from src.train.checkpoint import AlreadyCompleted, CheckpointError, check_run_dir
     from src.train.loop import train
@@ -103,7 +110,12 @@ def run_claimed(cfg: DictConfig, hydra_cfg, run_dir: Path, results: RunRecord, s
         previous = check_run_dir(run_dir, results["config"], cfg.train.force)
     except AlreadyCompleted as done:
         log.info("%s", done)
-        return
+        return outcome("skipped", "already completed for this config (train.force=true re-runs it)", started)
+    except ValueError as error:  # another config's results: left as they are
+        log.error("error: %s", one_line(error))
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(1)
+        return outcome("failed", one_line(error), started)
     results["lost_launches"] = list((previous or {}).get("lost_launches") or [])
     if lost_launch:
         log.warning("%s: resuming", lost_launch)
@@ -117,7 +129,7 @@ def run_claimed(cfg: DictConfig, hydra_cfg, run_dir: Path, results: RunRecord, s
         raise
     except Exception as error:  # noqa: BLE001 - one failing job must not end a sweep
         mark_failed(results, error, time.perf_counter() - started)
-        if isinstance(error, (ValueError, FileNotFoundError, CheckpointError)) and not full_error():
+        if isinstance(error, (ValueError, FileNotFoundError, CheckpointError, FloatingPointError)) and not full_error():
             log.error("error: %s", one_line(error))  # a check's message names the problem and the fix
         elif results["reason"].startswith("DiskFull") and not full_error():  # names the folder and the space
             log.error("run failed: %s", results["reason"])
@@ -129,7 +141,7 @@ def run_claimed(cfg: DictConfig, hydra_cfg, run_dir: Path, results: RunRecord, s
             log.error("could not record the failure in %s either: the disk is full", run_dir / RESULTS_FILE)
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)
-        return
+        return outcome("failed", one_line_reason(results["reason"]), started)
     write_results(run_dir, results)
     if results["status"] == "interrupted":
         log.warning("interrupted: %s", results["reason"])
@@ -140,10 +152,17 @@ def run_claimed(cfg: DictConfig, hydra_cfg, run_dir: Path, results: RunRecord, s
                                  f"from last.pt on its own, after this sweep has returned: so the sweep ends with "
                                  f"this error. Run the same sweep again once SLURM has finished the job; completed "
                                  f"jobs are skipped ({run_dir / RESULTS_FILE} says how it ended)")
-        return
+        return outcome("interrupted", results["reason"], started)
     final = results["final"]
     log.info("done: top-1 %.2f, top-5 %.2f, %.1f s; %s", final["top1"], final["top5"], results["wall_time_s"],
              run_dir / "results.json")
+    return outcome("done", f"top-1 {final['top1']:.2f}", started)
+
+
+def one_line_reason(reason: str) -> str:
+    """A recorded ``Type: message`` reason on one line, without the type of a check's error (its message says it)."""
+    text = " ".join(str(reason).split())
+    return re.sub(r"^(ValueError|FileNotFoundError|CheckpointError|FloatingPointError): ", "", text)
 
 
 def full_error() -> bool:
@@ -160,7 +179,7 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def refuse(error: BaseException, cfg: DictConfig, hydra_cfg, started: float) -> None:
+def refuse(error: BaseException, cfg: DictConfig, hydra_cfg, started: float) -> Dict[str, Any]:
     """A bad input: one line, exit status 1 for a single run. The job's record says ``status: failed`` with the
     reason where one is expected: in a sweep (which goes on), and where the run dir holds this config's unfinished
     record (a retried or resumed job); a fresh single run's dir is left without one. A job completed for this very
@@ -175,7 +194,7 @@ def refuse(error: BaseException, cfg: DictConfig, hydra_cfg, started: float) -> 
     if ours and previous.get("status") == "completed" and previous.get("history") and not cfg.train.force:
         log.info("%s is already completed for this config: skipped (train.force=true re-runs)",
                  run_dir / RESULTS_FILE)
-        return
+        return outcome("skipped", "already completed for this config (train.force=true re-runs it)", started)
     if full_error():
         log.exception("error: %s", one_line(error))
     else:
@@ -185,6 +204,7 @@ def refuse(error: BaseException, cfg: DictConfig, hydra_cfg, started: float) -> 
         write_results(run_dir, results)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         sys.exit(1)
+    return outcome("failed", one_line(error), started)
 
 
 class JobInterrupted(RuntimeError):
@@ -245,10 +265,16 @@ def cli() -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, UsageError) else 1)
     share_sweep_stamp(sys.argv)
+    code = 0
     try:
         main()
+    except SystemExit as exit:  # Hydra's own exit after a failed launch still closes the sweep with its table
+        code = exit.code
     finally:
         teardown_distributed()
+    closing = multirun.close()  # the table, whatever ended the sweep
+    if code or closing:
+        sys.exit(code or closing)
 
 
 if __name__ == "__main__":

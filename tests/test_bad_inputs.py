@@ -124,6 +124,13 @@ USAGE = [  # (override, what the one line says): exit 2, before Hydra composes
     ("train.epochs=null", r"train.epochs takes a value \(it cannot be null\)"),
     ("train.epochs=[1,2]", r"train.epochs takes one int value, not a list"),
     ("train.epochs=[1,2", r"train.epochs=\[1,2"),
+    ("experiment=smoke", r"experiment=smoke: experiment is a preset group, added to the defaults: write "
+                         r"\+experiment=smoke"),
+    ("fusion=cross,none", r"fusion=cross,none: a comma list is a sweep, which runs under -m: python -m src.run -m "
+                          r"fusion=cross,none"),
+    ("hydra/launcher=paralel", r"Could not find 'hydra/launcher/paralel': hydra/launcher= takes one of local, "
+                               r"parallel, slurm .*; did you mean parallel\?"),
+    ("hydra.launcher.n_jobs=2", r"Could not override 'hydra.launcher.n_jobs': Key 'n_jobs' not in 'BasicLauncherConf'"),
 ]
 
 VALUES = [  # (override, what the one line says): exit 1, before anything is built or written
@@ -270,10 +277,12 @@ def test_a_bad_job_of_a_sweep_records_failed_and_the_sweep_goes_on(monkeypatch, 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     GlobalHydra.instance().clear()
     try:
-        src.run.cli()  # returns: a sweep's bad jobs do not end it
+        with pytest.raises(SystemExit) as exited:  # after every job: a sweep's bad jobs do not end it
+            src.run.cli()
     finally:
         GlobalHydra.instance().clear()
     output = capsys.readouterr()
+    assert exited.value.code == 1 and "sweep FAILED: 2 failed of 2 jobs" in output.out
     assert "Traceback" not in output.out + output.err
     reasons = [json.loads((tmp_path / "sweep" / job / "results.json").read_text()) for job in "01"]
     assert [r["status"] for r in reasons] == ["failed", "failed"]

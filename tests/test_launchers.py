@@ -72,7 +72,8 @@ def test_reused_process_gives_the_numbers_of_a_fresh_one(tmp_path, serial):
     (tmp_path / "0" / "results.json").write_text(json.dumps(marker))
     done = run("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=1", *grid, "data.image_size=16,null",
                "train.threads=1,2,null", f"hydra.sweep.dir={tmp_path}", OMP_NUM_THREADS="1")
-    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.returncode == 1, done.stdout[-3000:]  # its two failed jobs: the sweep says so
+    assert "sweep FAILED: 3 done, 1 skipped, 2 failed of 6 jobs" in done.stdout
     jobs = read_sweep(tmp_path)
     assert jobs["0"] == marker and "already completed" in done.stdout
     for failed in ("1", "2"):

@@ -74,7 +74,7 @@ def test_sigterm_saves_mid_epoch_checkpoint_and_resume_continues_the_wandb_run(t
     stopped = start_and_signal(tmp_path, signal.SIGTERM, 0.5, "logger=wandb", "logger.mode=offline")
     assert stopped.returncode == 143, stopped.stdout[-3000:]
     record = results(tmp_path)
-    assert record["status"] == "interrupted" and record["reason"].startswith("SIGTERM at epoch 1 step ")
+    assert record["status"] == "interrupted" and record["reason"].startswith("SIGTERM at epoch 2/")
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
     assert 0 < checkpoint["batches_done"] < 48  # stopped inside epoch 1, not at its end
     assert checkpoint["wandb_run_id"] == record["wandb"]["run_id"]
@@ -91,7 +91,8 @@ def test_non_finite_loss_fails_with_epoch_and_step_and_keeps_the_last_good_check
     assert done.returncode == 1
     record = results(tmp_path)
     assert record["status"] == "failed"
-    assert "non-finite loss at epoch 1 step " in record["reason"], record["reason"]
+    assert "non-finite loss at epoch 2/" in record["reason"] and ", lr " in record["reason"]
+    assert "Traceback" not in done.stdout and "error: non-finite loss at epoch 2/" in done.stdout, record["reason"]
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
     assert checkpoint["state"]["epoch"] == 1  # the epoch-0 checkpoint, untouched by the failure
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
@@ -118,6 +119,7 @@ def test_results_of_another_config_in_the_run_dir_is_an_error(tmp_path):
     other = run_cli(tmp_path, "train.epochs=1", "data.num_train=64", "seed=1")
     assert other.returncode == 1
     assert f"{tmp_path / 'results.json'} holds results of another config" in other.stdout
+    assert "Traceback" not in other.stdout and sum("error: " in line for line in other.stdout.splitlines()) == 1
     assert (tmp_path / "results.json").read_text() == before  # left as it was
     assert "train.force=true" in other.stdout
     forced = run_cli(tmp_path, "train.epochs=1", "data.num_train=64", "seed=1", "train.force=true")

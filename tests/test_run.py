@@ -74,7 +74,8 @@ def test_multirun_over_two_fusions_and_a_failing_job_does_not_end_it(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_cli("-m", "data=synthetic", "logger=none", "fusion=none,cross", "model.patch_size=[4,8],[5,8]",
                    *TINY, f"hydra.sweep.dir={sweep}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]  # every job ran; the exit status says two failed
+    assert "sweep FAILED: 2 done, 2 failed of 4 jobs" in done.stdout
     runs = [read(sweep / str(job)) for job in range(4)]
     completed = [(r["choices"]["fusion"], r["config"]["model"]["patch_size"]) for r in runs
                  if r["status"] == "completed"]

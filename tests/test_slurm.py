@@ -124,7 +124,7 @@ def test_a_slurm_sweep_job_stopped_by_sigusr2_saves_mid_epoch_exits_nonzero_and_
     assert process.returncode != 0, output[-3000:]
     assert "SLURM resumes a requeued job" in output and "Run the same sweep again" in output
     record = json.loads((tmp_path / "job" / "results.json").read_text())
-    assert record["status"] == "interrupted" and record["reason"].startswith("SIGUSR2 at epoch 1 step ")
+    assert record["status"] == "interrupted" and record["reason"].startswith("SIGUSR2 at epoch 2/")
     assert 0 < torch.load(tmp_path / "job" / "last.pt", weights_only=True)["batches_done"] < 48
     again = subprocess.run(command("src.run", *sweep), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=300)

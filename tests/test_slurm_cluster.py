@@ -3,9 +3,11 @@ installs them when CI runs as root, and then a missing cluster fails these tests
 
 - a job of 2 tasks through ``hydra/launcher=slurm`` is one 2-rank DDP run, with torchrun's numbers and one writer;
 - ``scontrol requeue`` in the middle of a job: the job saves a mid-epoch checkpoint, its sweep exits non-zero
-  saying the job was stopped, and the requeued job resumes and ends with the numbers of an uninterrupted run."""
+  saying the job was stopped, and the requeued job resumes and ends with the numbers of an uninterrupted run;
+- a sweep with a failed job exits non-zero after its closing table, as on the other launchers."""
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -82,7 +84,9 @@ def test_a_requeued_job_says_so_to_its_sweep_then_resumes_to_the_uninterrupted_n
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     output, _ = process.communicate(timeout=PATIENCE_S)
     assert process.returncode != 0, output[-3000:]
-    assert "JobInterrupted: SIGTERM at epoch 1 step" in output and "SLURM resumes a requeued job" in output
+    assert "JobInterrupted: SIGTERM at epoch 2/3, step " in output and "SLURM resumes a requeued job" in output
+    assert re.search(r"^0 +interrupted .*SIGTERM at epoch 2/3", output, re.M)
+    assert "sweep FAILED: 1 interrupted of 1 jobs" in output
     # a requeued job waits about 2 minutes (BeginTime) before it runs again: once SLURM has requeued it (pending
     # again; an update before that is overwritten by the requeue's own begin time), start it now
     wait_for(lambda: pending(job_id), f"job {job_id} pending again after its requeue", poll_s=0.2)
@@ -98,3 +102,12 @@ def test_a_requeued_job_says_so_to_its_sweep_then_resumes_to_the_uninterrupted_n
     # resume, as for any resumed run: tests/test_resume.py)
     assert [(row["val_loss"], row["top1"]) for row in resumed["history"]] == [
         (row["val_loss"], row["top1"]) for row in reference["history"]]
+
+
+def test_a_sweep_with_a_failed_job_exits_non_zero_after_its_table(tmp_path):
+    done = run_module("src.run", "-m", *LAUNCHER, f"hydra.sweep.dir={tmp_path / 'sweep'}", *RUN, "train.epochs=1,0",
+                      merge_stderr=True, timeout=PATIENCE_S)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert re.search(r"^0 +done .*top-1 ", done.stdout, re.M), done.stdout[-3000:]
+    assert re.search(r"^1 +failed .*train.epochs=0: must be >= 1", done.stdout, re.M)
+    assert "sweep FAILED: 1 done, 1 failed of 2 jobs" in done.stdout

@@ -47,6 +47,10 @@ def test_help_lists_every_config_group_with_its_options_and_the_three_ways_to_ru
     missing = [command for command in RUN_COMMANDS if command not in done.stdout]
     assert missing == [], f"--help does not show {missing}"
     assert len(done.stdout.splitlines()) < 40, "--help should fit on a screen"
+    for launcher in ("parallel", "local", "slurm"):
+        assert f"; {launcher} " in done.stdout  # the launchers of -m, make run's parallel among them
+    assert "train.device=auto|cpu|cuda|cuda:N" in done.stdout and "model.pretrained=" in done.stdout
+    assert "cpu/digits" not in done.stdout and "experiment/cpu" not in done.stdout  # overlays are no choice
 
 
 @pytest.mark.slow

@@ -117,3 +117,15 @@ def test_a_run_started_from_another_models_checkpoint_fails_in_one_line_before_t
     assert len(errors) == 1 and "checkpoint does not fit fusionvit_micro_32: none of its branch tensors fits" in \
         errors[0] and "Traceback" not in done.stdout
     assert "epoch 1/1" not in done.stdout
+
+
+@pytest.mark.slow
+def test_hub_weights_offline_fail_in_one_line_naming_the_file_route(tmp_path):
+    """A hub that refuses (HF_ENDPOINT on a closed port) and an empty cache: one line, no minute of retries."""
+    done = run_module("src.run", "model=fusionvit_9_240", "model.pretrained=hub", "logger=none",
+                      f"hydra.run.dir={tmp_path / 'run'}", merge_stderr=True, HF_ENDPOINT="http://127.0.0.1:9",
+                      HF_HOME=str(tmp_path / "hf"))
+    assert done.returncode == 1 and "Traceback" not in done.stdout
+    assert ("error: model.pretrained=hub: 127.0.0.1:9 does not answer (Connection refused) and "
+            "timm/crossvit_9_240.in1k is not in the cache; download timm/crossvit_9_240.in1k (model.safetensors) "
+            "where the network allows, then give model.pretrained=PATH of that file") in done.stdout

@@ -85,9 +85,11 @@ def train_step(run, images: torch.Tensor, targets: torch.Tensor, epoch: int, ste
                 loss = run.criterion(run.train_model(micro_images), micro_targets)
             micro_loss = loss.item()  # one host sync per micro-batch
             if not math.isfinite(micro_loss):  # raised before the update: the last good checkpoint stays as it is
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step} (loss is {micro_loss}): "
-                                         f"lower the lr (optim.lr / optim.base_lr), add warm-up "
-                                         f"(sched.warmup_epochs) or clip gradients (optim.clip_grad=1.0)")
+                raise FloatingPointError(
+                    f"non-finite loss at {where(run, epoch, step + 1)} (loss {micro_loss}, lr "
+                    f"{run.optimizer.param_groups[0]['lr']:.3g}): lower the lr (optim.lr / optim.base_lr), add "
+                    f"warm-up (sched.warmup_epochs) or clip gradients (optim.clip_grad=1.0); the run resumes from its "
+                    f"last good checkpoint when given the same command")
             # one piece on one rank: a factor of exactly 1, so the numbers are those of a plain step
             share = micro_images.shape[0] * ranks / total
             run.scaler.scale(loss * share if share != 1 else loss).backward()  # the scaler: a pass-through unless fp16
@@ -109,14 +111,31 @@ def no_gradient_sync(model: torch.nn.Module, skip: bool):
     return contextlib.nullcontext()
 
 
+def where(run, epoch: int, step: int) -> str:
+    """``epoch 2/12, step 140/1620``: the one way every message counts (from 1; the record's ``epoch`` is the
+    0-based index of the same epoch, docs/results.md)."""
+    return f"epoch {epoch + 1}/{run.num_epochs}, step {step}/{run.num_epochs * len(run.batches.loader)}"
+
+
+def run_eta(run, step: int) -> str:
+    """The run's remaining time at this launch's pace (its steps and evaluations so far)."""
+    started, first_step = run.launch
+    done = step - first_step
+    if done <= 0:
+        return "?"
+    remaining = (time.perf_counter() - started) / done * (run.num_epochs * len(run.batches.loader) - step)
+    minutes, seconds = divmod(int(remaining), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
 def train_one_epoch(run, state, epoch: int, meter: EpochMeter, logger, progress: bool,
                     log_every: int) -> Iterator[None]:
     """Trains one pass over ``run.batches``, one optimizer step per batch, counting the global step in
     ``state.step`` (the only place that does). Yields after every step, so that the driver can save a
     checkpoint or stop between steps; ``meter`` sums the epoch's loss and images."""
     run.train_model.train()
-    bar = tqdm(run.data.train_to_device(run.batches.epoch(epoch)), total=len(run.batches), desc=f"epoch {epoch}",
-               leave=False, dynamic_ncols=True, disable=not progress)
+    bar = tqdm(run.data.train_to_device(run.batches.epoch(epoch)), total=len(run.batches),
+               desc=f"epoch {epoch + 1}/{run.num_epochs}", leave=False, dynamic_ncols=True, disable=not progress)
     batches = iter(bar)
     while True:
         fetch_started = time.perf_counter()
@@ -139,7 +158,8 @@ def train_one_epoch(run, state, epoch: int, meter: EpochMeter, logger, progress:
         if progress:
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}")
         elif state.step % log_every == 0:
-            log.info("epoch %d step %d loss %.4f lr %.3e %.0f img/s", epoch, state.step, loss, lr, speed)
+            log.info("%s: loss %.4f, lr %.3e, %.0f img/s, ETA %s", where(run, epoch, state.step), loss, lr, speed,
+                     run_eta(run, state.step))
         if state.step % log_every == 0:
             logger.log_step({"train/loss": loss, "train/lr": lr, "train/images_per_s": speed,
                              "train/data_wait_frac": meter.window_data_wait_frac()}, state.step)

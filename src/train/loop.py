@@ -4,7 +4,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -27,7 +27,7 @@ from .build import (
     resolve_amp,
     resolve_device,
 )
-from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar
+from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar, where
 from .inputs import describe_inputs
 from .loggers import CsvTrail, Loggers, TensorboardTrail, preset_tags
 from .naming import arch_keys
@@ -66,6 +66,7 @@ class Run:
     clip_grad: Optional[float]
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     start: Optional[Dict[str, Any]] = None  # the weights it started from (model.pretrained); None: random init
+    launch: Tuple[float, int] = (0.0, 0)  # (when this launch's training began, the step it began at): its ETA
 
 
 def build_criterion(data_cfg, mixup) -> torch.nn.Module:
@@ -142,6 +143,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
         write_results(run_dir, results)
         log_start(cfg, run, results)
         progress, steps_per_epoch = use_progress_bar(cfg.train.progress), len(run.batches.loader)
+        run.launch = (time.perf_counter(), state.step)
         loader_warned = False
         for epoch in range(state.epoch, run.num_epochs):
             epoch_started, lr, meter = time.perf_counter(), run.optimizer.param_groups[0]["lr"], EpochMeter()
@@ -150,7 +152,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
                     state.elapsed_s = elapsed()
                     saver.save(run, state, logger.run_id, mid_epoch=True)
                     if stop.requested:
-                        return interrupted(results, stop, epoch, state, elapsed(), logger)
+                        return interrupted(results, stop, run, epoch, state, elapsed(), logger)
             trained = distributed.reduce_sums({"loss_sum": meter.loss_sum, "images": meter.images,
                                                "images_per_s": meter.images_per_s(), "wait_s": meter.wait_s,
                                                "step_s": meter.step_s}, run.device)
@@ -177,7 +179,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
             record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
             write_results(run_dir, results)
             if stop.requested and state.epoch < run.num_epochs:  # came after the last step: last.pt is here
-                return interrupted(results, stop, state.epoch, state, elapsed(), logger)
+                return interrupted(results, stop, run, state.epoch, state, elapsed(), logger)
         completed(results, state, logger, elapsed())
         exit_code = 0
     finally:
@@ -215,11 +217,11 @@ def start_loggers(cfg, run_dir: Path, results: RunRecord, state: ckpt.TrainState
     return Loggers(wandb, trails)
 
 
-def interrupted(results: RunRecord, stop: StopFlag, epoch: int, state: ckpt.TrainState, wall_time_s: float,
-                logger: Loggers) -> RunRecord:
+def interrupted(results: RunRecord, stop: StopFlag, run: Run, epoch: int, state: ckpt.TrainState,
+                wall_time_s: float, logger: Loggers) -> RunRecord:
     if stop.signal_name == "SIGTERM":  # preemption: a W&B sweep agent re-queues the run (it resumes last.pt)
         logger.mark_preempting()
-    mark_interrupted(results, f"{stop.signal_name} at epoch {epoch} step {state.step}: checkpoint saved, run the "
+    mark_interrupted(results, f"{stop.signal_name} at {where(run, epoch, state.step)}: checkpoint saved, run the "
                      f"same command again to resume", wall_time_s)
     return results
 

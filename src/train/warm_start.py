@@ -87,3 +87,37 @@ def start_from(model: torch.nn.Module, source: str) -> Dict[str, Any]:
     log.info("%s", fit.summary(str(weights.path)))
     return {"source": str(weights.path), "loaded": fit.loaded, "fresh": fit.fresh_lines(),
             "unused": len(fit.unused)}
+
+
+HUB_WAIT_S = 3.0  # long enough for a reachable hub to answer, short enough that an offline start fails at once
+
+
+def check_hub(model_name: str) -> None:
+    """``model.pretrained=hub`` where the weights can come: in timm's cache (Hugging Face's), or from a hub that
+    answers within ``HUB_WAIT_S`` (offline, timm would retry for about a minute before failing)."""
+    import socket
+    from urllib.parse import urlparse
+
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    import src.models  # noqa: F401  (registers the variants' pretrained configs)
+
+    hub_id = timm.models.get_pretrained_cfg(model_name).hf_hub_id
+    if not hub_id:
+        raise ValueError(f"model.pretrained=hub: {model_name} has no published weights; give model.pretrained=PATH "
+                         f"of a CrossViT checkpoint or of a run of this harness")
+    cached = [try_to_load_from_cache(hub_id, name) for name in ("model.safetensors", "pytorch_model.bin")]
+    if any(isinstance(path, str) for path in cached):
+        return
+    endpoint = urlparse(constants.ENDPOINT)
+    fix = (f"download {hub_id} (model.safetensors) where the network allows, then give model.pretrained=PATH of that "
+           f"file")
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"model.pretrained=hub: HF_HUB_OFFLINE is set and {hub_id} is not in the cache; {fix}")
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
+                                 timeout=HUB_WAIT_S).close()
+    except OSError as error:
+        raise ValueError(f"model.pretrained=hub: {endpoint.netloc} does not answer ({error.strerror or error}) and "
+                         f"{hub_id} is not in the cache; {fix}") from error
