@@ -78,16 +78,10 @@ def source_checkpoint(source: str, weights: str) -> Path:
 
 def source_config(path: Path, checkpoint: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(the run's resolved config, its record or {}): from the checkpoint, or the results.json beside it."""
-    from src.train.record_io import RESULTS_FILE, read_results
-    from src.train.warm_start import config_beside
+    from src.train.warm_start import config_beside, record_beside
 
-    record = {}
-    if (path.parent / RESULTS_FILE).is_file():
-        try:
-            record = read_results(path.parent)
-        except ValueError:
-            record = {}
-    config = checkpoint.get("config") or config_beside(path, checkpoint.get("config_hash", ""))
+    record = record_beside(path)
+    config = checkpoint.get("config") or config_beside(path, checkpoint.get("config_hash", ""), record)
     if not config:
         raise EvalError(f"{path} records no config and has no results.json of its run beside it: give the run dir it "
                         f"was written in (src.eval needs the run's model and data settings)")
@@ -124,10 +118,10 @@ def compose_set(base: Dict[str, Any], overrides: List[str]) -> DictConfig:
 def check_sets(sets: List[TestSet], num_classes: int, trained: Optional[List[str]]) -> None:
     """Every set's data on disk and its classes: the checkpoint's count, and where its run recorded their names
     (``classes``), the same names in the same order."""
-    from src.data import test_class_names
+    from src.data import eval_class_names
 
     for test_set in sets:
-        test_set.class_names = names = test_class_names(test_set.cfg.data)
+        test_set.class_names = names = eval_class_names(test_set.cfg.data)
         if len(names) != num_classes or (trained is not None and names != trained):
             known = f" ({shown(trained)})" if trained else ""
             raise EvalError(f"test set {test_set.name} (data={test_set.cfg.data.name}, root {test_set.cfg.data.root}) "
@@ -170,8 +164,7 @@ def score(test_set: TestSet, path: Path, checkpoint: Dict[str, Any], record: Dic
           num_classes: int) -> Dict[str, Any]:
     """One set: the model with the checkpoint's weights (strict: every tensor), its data, one evaluation pass."""
 
-    from src.data import build_test_data
-    from src.models import count_flops  # noqa: F401  (registers the variants)
+    from src.data import build_eval_data
     from src.train.build import build_model, input_size, resolve_amp, resolve_device
     from src.train.engine import evaluate
     from src.train.process import set_threads
@@ -192,7 +185,7 @@ def score(test_set: TestSet, path: Path, checkpoint: Dict[str, Any], record: Dic
                         f"was the config changed after it was written?") from error
     model.to(device)
     size = input_size(cfg, model.img_size)
-    loader, to_device = build_test_data(cfg.data, size, cfg.train.eval_batch_size or 2 * cfg.train.batch_size, device)
+    loader, to_device = build_eval_data(cfg.data, size, cfg.train.eval_batch_size or 2 * cfg.train.batch_size, device)
     metrics = evaluate(model, to_device(loader), device, amp)
     run_dir = out / test_set.name
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .digits import DigitsDataset, digits_split
-from .folders import check_test_folder, cifar, image_folders, test_folder_dataset
+from .folders import check_eval_folder, cifar, eval_folder_dataset, image_folders
 from .multiscale_digits import multiscale_digits
 from .posterize import fix_posterize
 from .prefetch import DeviceBatches
@@ -172,23 +172,23 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
                 class_names(data_cfg))
 
 
-def test_class_names(data_cfg) -> List[str]:
+def eval_class_names(data_cfg) -> List[str]:
     """The class names of a test set (``python -m src.eval``): an image folder may hold the class folders
     themselves or val/; any other dataset is its validation split (``class_names``)."""
     if data_cfg.name in FOLDERS:
         if not data_cfg.root:
             raise ValueError(f"data.root is not set for {data_cfg.name}: pass data.root=/path/to/the/class/folders")
-        return list(check_test_folder(data_cfg.name, str(data_cfg.root)))
+        return list(check_eval_folder(data_cfg.name, str(data_cfg.root)))
     return class_names(data_cfg)
 
 
-def build_test_data(data_cfg, image_size: int, eval_batch_size: int,
+def build_eval_data(data_cfg, image_size: int, eval_batch_size: int,
                     device: torch.device = CPU) -> Tuple[DataLoader, DeviceBatches]:
-    """A test set's loader (``test_class_names``' data, in a fixed order) and its ``DeviceBatches``."""
+    """A test set's loader (``eval_class_names``' data, in a fixed order) and its ``DeviceBatches``."""
     prefetch = uses_device_transforms(device)
     if data_cfg.name in FOLDERS:
         _, transform = build_transforms(data_cfg, image_size, prefetch)
-        dataset = test_folder_dataset(data_cfg.name, str(data_cfg.root), transform)
+        dataset = eval_folder_dataset(data_cfg.name, str(data_cfg.root), transform)
     else:
         dataset = build_datasets(data_cfg, image_size, seed=0, prefetch=prefetch)[1]
     dataset = _limit(dataset, data_cfg.limit_val)

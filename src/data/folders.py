@@ -148,17 +148,19 @@ def image_folders(name: str, root: str, train_transform: Callable,
                   eval_transform: Callable) -> Tuple[Dataset, Dataset]:
     """train/ and val/ through timm's folder reader, given our class map (``check_image_folders``'s order) and our
     image suffixes (timm's own list is .png, .jpg, .jpeg)."""
-    class_to_idx = {label: index for index, label in enumerate(check_image_folders(name, root))}
-
-    def split(folder: str, transform: Callable) -> Dataset:
-        path = str(Path(root).expanduser() / folder)
-        reader = ReaderImageFolder(path, class_map=class_to_idx, input_key=";".join(IMAGE_SUFFIXES))
-        return ImageFiles(path, reader=reader, transform=transform)
-
-    return split("train", train_transform), split("val", eval_transform)
+    classes, root_path = check_image_folders(name, root), Path(root).expanduser()
+    return (folder_dataset(root_path / "train", classes, train_transform),
+            folder_dataset(root_path / "val", classes, eval_transform))
 
 
-def test_folder(root: str) -> Path:
+def folder_dataset(folder: Path, classes: Tuple[str, ...], transform: Callable) -> Dataset:
+    """One folder of class folders through timm's reader, class i the i-th of ``classes``, with our suffixes."""
+    reader = ReaderImageFolder(str(folder), class_map={label: index for index, label in enumerate(classes)},
+                               input_key=";".join(IMAGE_SUFFIXES))
+    return ImageFiles(str(folder), reader=reader, transform=transform)
+
+
+def eval_folder(root: str) -> Path:
     """The folder of a test set's class folders: ``root/val`` where there is one, else ``root`` itself."""
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
@@ -168,17 +170,14 @@ def test_folder(root: str) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def check_test_folder(name: str, root: str) -> Tuple[str, ...]:
-    """The class names, in label order, of a test set's folder (``test_folder``), after the checks of a split."""
-    folder = test_folder(root)
+def check_eval_folder(name: str, root: str) -> Tuple[str, ...]:
+    """The class names, in label order, of a test set's folder (``eval_folder``), after the checks of a split."""
+    folder = eval_folder(root)
     classes, files = _split_files(name, folder)
     _check_headers(name, folder, files)
     return tuple(classes)
 
 
-def test_folder_dataset(name: str, root: str, transform: Callable) -> Dataset:
-    """A test set's images through timm's folder reader, in ``check_test_folder``'s label order."""
-    class_to_idx = {label: index for index, label in enumerate(check_test_folder(name, root))}
-    path = str(test_folder(root))
-    reader = ReaderImageFolder(path, class_map=class_to_idx, input_key=";".join(IMAGE_SUFFIXES))
-    return ImageFiles(path, reader=reader, transform=transform)
+def eval_folder_dataset(name: str, root: str, transform: Callable) -> Dataset:
+    """A test set's images through timm's folder reader, in ``check_eval_folder``'s label order."""
+    return folder_dataset(eval_folder(root), check_eval_folder(name, root), transform)

@@ -67,14 +67,19 @@ def read_weights(source: str) -> Weights:
     return Weights(path, loaded["model"], fusion, config)
 
 
-def config_beside(path: Path, config_hash: str) -> Optional[Dict[str, Any]]:
-    """An older checkpoint records only its config's hash: the config of the ``results.json`` beside it, when that
-    is the same job."""
+def record_beside(path: Path) -> Dict[str, Any]:
+    """The ``results.json`` of the run dir a checkpoint is in, or {} (none there, or unreadable)."""
     try:
-        record = read_results(path.parent) if (path.parent / RESULTS_FILE).is_file() else None
+        record = read_results(path.parent) if (path.parent / RESULTS_FILE).is_file() else {}
     except ValueError:
-        return None
-    config = (record or {}).get("config")
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def config_beside(path: Path, config_hash: str, record: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """An older checkpoint records only its config's hash: the config of the ``results.json`` beside it (``record``,
+    where already read), when that is the same job."""
+    config = (record_beside(path) if record is None else record).get("config")
     return config if isinstance(config, dict) and checkpoint_matches(config_hash, config) else None
 
 
