@@ -15,12 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-# The main job: conf/experiment/make_run.yaml (every fusion x its seeds on the multi-scale bundled digits, CPU, W&B
-# offline, one job per core with one thread each under hydra/launcher=parallel), then the ablation table.
-# Extra Hydra overrides: make run ARGS="train.epochs=5 seed=1,2,3" (train.force=true re-runs finished jobs).
+# The main job: the fusion ablation's sequential design (analysis/stats/sequential.py) continued from the shipped
+# seeds (results/cpu/fusion): while a row is neither better, worse nor equivalent to cross, the next block of seeds
+# of conf/experiment/make_run.yaml (the five paper fusions on the multi-scale bundled digits, CPU, W&B offline, one
+# job per core with one thread each) runs into multirun/make_run; then the table with its verdicts.
+# Extra Hydra overrides for the blocks: make run ARGS="hydra/launcher=basic" (an override that changes the jobs
+# cannot join the shipped seeds: the command says so).
 run: $(STAMP)
-	WANDB_MODE=offline $(PY) -m src.run -m +experiment=make_run $(ARGS)
-	$(PY) -m analysis.collate multirun/make_run
+	WANDB_MODE=offline $(PY) -m analysis.sequential --ablation fusion --preset make_run --with results/cpu/fusion \
+		--sweep-dir multirun/make_run $(ARGS)
 
 # Lint (ruff) and the import layering (import-linter contracts in pyproject.toml), then the suite, which prints its
 # 20 slowest tests at the end. Two pytest-xdist workers, each test file on one worker (its module fixtures built

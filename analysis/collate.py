@@ -1,9 +1,11 @@
 """``python -m analysis.collate RUN_DIR... [--wandb ENTITY/PROJECT [--sweep ID] [--group G] [--tag T]] [--out DIR]
-[--curve LABEL,...]``
+[--curve LABEL,...] [--ablation NAME] [--margin POINTS] [--max-seeds N --looks N... --spending S]``
 
 Loads every run under the dirs (or in the W&B project), each (config, seed) once, groups by the factors that
 vary, aggregates over seeds, compares every row with the reference row (``cross``, ``--ref NAME``, or the
-best), prints the Markdown table with its legend, seeds-needed and detectable-difference lines, and writes
+best), gives each row a verdict (better, worse, equivalent within --margin, inconclusive; under the sequential
+design its seeds were added by, where one is given), prints the Markdown table with its legend, verdict,
+seeds-needed and detectable-difference lines, and writes
 ablation.{md,tex,csv}, runs.csv and the plots to ``--out`` (default ``<first RUN_DIR>/analysis``). A corrupt,
 foreign or malformed results.json is skipped with one warning naming the file and the field; a run without a
 finite final top-1 (NaN, inf, a string) is left out of the table and named in one warning (``analysis.runs``).
@@ -21,8 +23,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
+from analysis.paper.ablations import spec
 from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report, write_tables
 from analysis.runs.local import load_runs
@@ -31,6 +34,7 @@ from analysis.runs.wandb_api import WandbFilter, load_wandb_runs
 from analysis.stats.ablation import analyse
 from analysis.stats.flags import DEFAULT_CHECKS, Checks
 from analysis.stats.reference import UnknownReferenceError
+from analysis.stats.sequential import SPENDING, Design, DesignError
 from analysis.stats.summary import varying_factors
 
 
@@ -49,7 +53,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         default=[], help="rows (their labels) joined by a dashed line in the top-1 vs FLOPs and "
                         "params plots, e.g. the single-scale rows of a scales ablation")
     add_check_arguments(parser)
+    add_verdict_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        args.margin, args.design = verdict_settings(args)
+    except (DesignError, KeyError) as error:
+        parser.error(str(error).strip("'\""))
+    if args.ablation and not args.ref:
+        args.ref = spec(args.ablation).reference_label
     if not args.run_dirs and not args.wandb:
         parser.error("give at least one RUN_DIR (e.g. multirun/make_run) or --wandb ENTITY/PROJECT")
     if not args.wandb and (args.sweep or args.group or args.tag):
@@ -59,6 +70,45 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     except ValueError as error:
         parser.error(str(error))
     return args
+
+
+def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "verdicts", "each row against the reference is better, worse, equivalent within --margin, or inconclusive "
+        "(analysis/stats/verdict.py); seeds added after a look need the design they were added under "
+        "(analysis/stats/sequential.py)")
+    group.add_argument("--ablation", metavar="NAME", help="take --margin, the design and the reference row (--ref) "
+                       "from this entry of experiments/ablations.yaml (e.g. fusion); the options override it")
+    group.add_argument("--margin", type=float, metavar="POINTS",
+                       help="equivalence margin in top-1 points (default: none, so no row can be equivalent)")
+    group.add_argument("--max-seeds", type=int, metavar="N", help="the design's most seeds a row (default: the "
+                       "seeds run, one look)")
+    group.add_argument("--looks", type=int, nargs="+", metavar="N", help="seed counts of the looks already taken")
+    group.add_argument("--spending", choices=sorted(SPENDING), help="alpha spending function (default pocock)")
+    group.add_argument("--block", type=int, metavar="N", help="seeds a look adds after the declared ones (default 2)")
+
+
+def verdict_settings(args: argparse.Namespace) -> Tuple[Optional[float], Optional[Design]]:
+    """(margin, design) from --ablation and the options; a design only where one is declared or asked for."""
+    margin, declared = None, {}
+    if args.ablation:
+        entry = spec(args.ablation)
+        margin, declared = entry.margin, dict(entry.design)
+    if args.margin is not None:
+        if not args.margin > 0:
+            raise DesignError(f"--margin {args.margin}: give a positive number of top-1 points, e.g. 0.5")
+        margin = args.margin
+    for key, value in (("max_seeds", args.max_seeds), ("looks", args.looks), ("spending", args.spending),
+                       ("block", args.block)):
+        if value is not None:
+            declared[key] = value
+    if not declared:
+        return margin, None
+    if "max_seeds" not in declared:
+        raise DesignError("--looks/--spending/--block need --max-seeds N: the most seeds a row may get, fixed "
+                          "before the first look")
+    declared["looks"] = tuple(declared.get("looks", ()))
+    return margin, Design(**declared)
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +167,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        args.wandb.replace("/", "_"))
     factors = varying_factors(collection.runs, collection.candidate_factors)
     try:
-        ablation = analyse(collection.runs, factors, ref=args.ref, warn=warn, checks=args.checks)
+        ablation = analyse(collection.runs, factors, ref=args.ref, warn=warn, checks=args.checks, margin=args.margin,
+                           design=args.design)
     except UnknownReferenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

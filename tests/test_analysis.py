@@ -19,7 +19,7 @@ from analysis.collate import main as collate_main
 from analysis.present.plots import interval_error
 from analysis.present.tables import ablation_table
 from analysis.runs.local import load_runs
-from analysis.runs.records import NoRunsError
+from analysis.runs.records import NoRunsError, warn_mixed_provenance
 from analysis.runs.wandb_api import load_wandb_runs, wandb_run_to_record, wandb_run_to_row
 from analysis.stats.ablation import analyse
 from analysis.stats.summary import varying_factors
@@ -160,7 +160,8 @@ def test_collate_cli_prints_table_writes_three_formats_and_plots(tmp_path, capsy
     printed = capsys.readouterr()
     assert "| cross" in printed.out and "82.00 ± 2.00" in printed.out and "71.00 ± 1.00" in printed.out
     assert "FLOPs (GMACs)" in printed.out and "params (M)" in printed.out and "time/run (s)" in printed.out
-    for column in ("95% CI", "Δ vs cross [95% CI]", "p (Holm)", "[77.0, 87.0]", "-11.00 [-13.5, -8.5]", "0.005 *"):
+    for column in ("95% CI", "Δ vs cross [95% CI]", "p (Holm)", "[77.0, 87.0]", "-11.00 [-13.5, -8.5]", "0.005",
+                   "worse"):
         assert column in printed.out, column
     assert "Reference: cross (the paper's method)" in printed.out and "Seeds needed: about" in printed.out
     assert "failed: " in printed.out and "boom" in printed.out
@@ -334,3 +335,27 @@ def test_plot_error_bars_are_the_95_percent_t_interval_not_the_std(tmp_path):
     cross = analyse(collection.runs, ["fusion"]).table.set_index("fusion").loc["cross"]
     half_width = stats.t.ppf(0.975, 2) * 2.0 / math.sqrt(3)  # t(0.975, n-1) * std / sqrt(n), by hand
     assert interval_error(cross).ravel() == pytest.approx([half_width, half_width])
+
+
+def test_collate_names_each_kind_of_pooled_provenance_and_whether_seeds_keep_to_one():
+    """The shipped fusion ablation ran seeds 0-5 and 6-12 on two machines with two torch versions at two commits:
+    one warning line per kind, each saying that every seed stayed on one value; runs of one seed split over two
+    commits get the plain warning, and committed runs pooled with uncommitted ones are named."""
+    warnings = []
+    load_runs([ROOT / "results" / "cpu" / "fusion"], warn=warnings.append)
+    pooled = {kind: next(w for w in warnings if f"different {kind}:" in w) for kind in
+              ("devices", "torch versions", "commits")}
+    assert len(warnings) == 3
+    assert "2.11.0+cu130 (42 runs), 2.14.1+cu130 (36 runs); each seed's runs share one torch version" in pooled[
+        "torch versions"]
+    assert "0d277cdb (42 runs), f2538d60 (36 runs); each seed's runs share one commit" in pooled["commits"]
+    split = pd.DataFrame({"seed": [0, 0, 1, 1], "git_sha": ["a" * 40, "b" * 40, "a" * 40, "b" * 40],
+                          "git_dirty": [True] * 4})
+    warnings.clear()
+    warn_mixed_provenance(split, warnings.append)
+    assert len(warnings) == 1  # every run uncommitted: no code state pooled
+    assert "different commits: aaaaaaaa (2 runs), bbbbbbbb (2 runs); results can differ" in warnings[0]
+    warnings.clear()
+    warn_mixed_provenance(split.assign(git_sha="a" * 40, git_dirty=[True, True, False, False]), warnings.append)
+    assert len(warnings) == 1 and ("different code states: committed (2 runs), uncommitted changes (2 runs); each "
+                                   "seed's runs share one code state") in warnings[0]

@@ -166,7 +166,7 @@ def test_minimum_detectable_difference_of_a_paired_row_is_ttestpower_at_its_seed
     assert t_test_power(mdd / 1.0, df=4, noncentrality_per_effect=math.sqrt(5)) == pytest.approx(0.8, abs=1e-4)
     assert ablation.power_line == ("Minimum detectable difference at the seeds run (80% power, alpha 0.05 two-sided "
                                    "before Holm; paired t over 5 seeds): none 1.68 points; largest 1.68.")
-    assert ablation.notes[1:3] == [ablation.seeds_needed, ablation.power_line]
+    assert ablation.notes[1:4] == [ablation.verdict_line, ablation.seeds_needed, ablation.power_line]
     assert math.isnan(ablation.table.set_index("fusion").loc["cross", "mdd"])  # the reference
 
 

@@ -6,6 +6,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from analysis.stats.sequential import Design
+
 from . import ROOT
 
 SPEC_FILE = ROOT / "experiments" / "ablations.yaml"
@@ -32,6 +34,15 @@ class AblationSpec:
     imagenet_rows: Dict[str, List[str]] = field(default_factory=dict)
     # optional: our rows joined by a line in the top-1 vs FLOPs plot (the single-scale curve)
     curve: List[str] = field(default_factory=list)
+    # optional: the equivalence margin (top-1 points) and the sequential design its seeds were added under
+    margin: Optional[float] = None
+    design: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def sequential_design(self) -> Optional[Design]:
+        """The declared design (None: the seeds were run in one go, one look)."""
+        return Design(**{key: tuple(value) if key == "looks" else value for key, value in self.design.items()}) \
+            if self.design else None
 
     @property
     def reference_label(self) -> str:
@@ -44,7 +55,7 @@ class AblationSpec:
 
 
 # What an entry of the index sets (name, notebook and paper_rows follow from it), and what it may set.
-OPTIONAL_KEYS = ("whole_table", "imagenet_rows", "curve")
+OPTIONAL_KEYS = ("whole_table", "imagenet_rows", "curve", "margin", "design")
 ENTRY_KEYS = [spec_field.name for spec_field in fields(AblationSpec)
               if spec_field.name not in ("name", "notebook", "paper_rows", *OPTIONAL_KEYS)]
 

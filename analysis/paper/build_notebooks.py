@@ -4,7 +4,9 @@ outputs, so that GitHub shows the tables and plots. The notebooks load the shipp
 ``--rerun`` first runs each ablation's sweep again and replaces those files (minutes per ablation).
 
 Every notebook has the same five parts: the paper's table, the paper's costs beside our models', our accuracy
-on the CPU proxy (the ablation table and plots), the two side by side, and a reading."""
+on the CPU proxy (the ablation table and plots), the two side by side, and a reading: the ablation's ``reading``
+and the proxy's limits, templates rendered from the shipped results' table when the notebook is written
+(``readings``; after ``--rerun``, from the new results)."""
 import argparse
 import asyncio
 import json
@@ -20,6 +22,7 @@ from src.train.record_io import RESULTS_FILE
 
 from . import ROOT
 from .ablations import AblationSpec, specs
+from .readings import Collated, collate_shipped, render_limits, render_reading
 from .shipped import results_dir
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -38,20 +41,6 @@ RERUN = False  # True: run the sweep again (about {minutes:g} minutes on 2 cores
 sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +experiment={preset}'''
 
 
-LIMITS = (
-    "**What the proxy can and cannot say.** The proxy trains a model of about 0.6 million parameters (with the "
-    "paper's 3-conv patch embedding) for 12 epochs on fresh renders of 1,437 8x8 digits, each drawn 10 to 32 px wide "
-    "anywhere on a 32 px canvas, and validates on 10,080 fixed renders of the 360 held-out digits; the paper trains "
-    "models of 7 to 105 million parameters on 1.28 million ImageNet images at 224-240 px for 300 epochs. The cost "
-    "ratios are properties of the architectures and carry over in direction, not in size: the proxy's token counts "
-    "and widths are far smaller. The accuracy columns say whether a design trains and whether, at this scale and "
-    "budget, it helps or hurts by more than the noise of its seeds: the validation set's binomial SE is about 0.25 "
-    "point, a row's seeds spread by its std column (0.1 to 1.5 points here), and the minimum-detectable-difference "
-    "line under each table says what the seeds run can resolve. They cannot say what a design does on ImageNet. The "
-    "paper's differences are single runs, mostly under a point, printed without error bars: a proxy that does not "
-    "resolve them does not contradict them, and one that does measures the proxy, not ImageNet.")
-
-
 def seed_count(ablation: AblationSpec) -> int:
     """How many seeds the shipped results of ``ablation`` have (the preset's ``seed=`` grid)."""
     folder = results_dir(ablation.name)
@@ -61,6 +50,13 @@ def seed_count(ablation: AblationSpec) -> int:
 def paper_source(ablation: AblationSpec) -> str:
     table = f"Table {ablation.paper_table}" if ablation.paper_table[0].isdigit() else ablation.paper_table
     return f"CrossViT (Chen, Fan, Panda, ICCV 2021; arXiv 2103.14899 v2), {table}"
+
+
+def reading(ablation: AblationSpec, shipped: Optional[Collated] = None) -> str:
+    """Section 5: the ablation's reading and the proxy's limits, rendered from its shipped results (``readings``)."""
+    shipped = shipped or collate_shipped(ablation)
+    return (f"## 5. Reading\n\n{render_reading(ablation, shipped.result, shipped.runs)}\n\n"
+            f"{render_limits(ablation, shipped.result, shipped.runs)}")
 
 
 def cells(ablation: AblationSpec) -> List:
@@ -95,7 +91,10 @@ def cells(ablation: AblationSpec) -> List:
             "## 3. Our accuracy on the CPU proxy\n\nTop-1 on the 10,080 fixed validation renders after the last "
             f"epoch, mean ± std over seeds, with its 95% interval. Every row is compared with "
             f"`{ablation.reference_label}` (our {ablation.paper_reference}) seed by seed: the difference Δ with "
-            "its 95% interval and the paired t-test's p-value, Holm-adjusted over the rows (`*` below 0.05). The "
+            "its 95% interval, the paired t-test's p-value Holm-adjusted over the rows, and the row's verdict: "
+            f"better, worse, equivalent within ±{ablation.margin or 0:g} point (two one-sided tests) or "
+            "inconclusive" + (" under the sequential design its seeds were added by (the line under the table says "
+                              "which)" if ablation.design else "") + ". The "
             "lines under the table name the test, estimate how many seeds would resolve the smallest gap and give "
             "the smallest difference each row's seeds could detect; a row still improving at the end (beyond the "
             "validation set's noise), or whose seeds disagree, shows a flag instead of its number. Then "
@@ -106,10 +105,10 @@ def cells(ablation: AblationSpec) -> List:
         new_markdown_cell(
             "## 4. The paper and the proxy, row by row\n\nEach of our rows beside the paper row it stands for: "
             "both differences to the reference row, the FLOPs and params of each row relative to its reference "
-            "(paper / ours), and whether the proxy resolves the difference (Holm-adjusted p < 0.05) and, if so, "
-            "whether it goes the paper's way."),
+            "(paper / ours), and the row's verdict and, where it is better or worse, whether that goes the paper's "
+            "way."),
         new_code_cell("show_side_by_side(ABLATION, result);"),
-        new_markdown_cell(f"## 5. Reading\n\n{ablation.reading.strip()}\n\n{LIMITS}"),
+        new_markdown_cell(reading(ablation)),
     ]
 
 
@@ -160,6 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ablations = [known[name] for name in args.names or known]
     print(f"executing {', '.join(ablation.notebook for ablation in ablations)}", flush=True)
     for ablation, notebook in zip(ablations, execute_all([build(ablation) for ablation in ablations])):
+        notebook.cells[-1].source = reading(ablation)  # after --rerun, from the results the kernel just wrote
         nbformat.write(notebook, path_of(ablation))
     return 0
 

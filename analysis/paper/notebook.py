@@ -12,6 +12,7 @@ from analysis.present.tables import markdown_report, write_tables
 from analysis.runs.local import load_runs
 from analysis.stats.ablation import Ablation, analyse
 from analysis.stats.flags import DEFAULT_CHECKS, Checks
+from analysis.stats.sequential import Design
 from analysis.stats.summary import varying_factors
 
 from .ablations import spec
@@ -22,14 +23,17 @@ from .sweeps import output_root
 
 def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
                   checks: Checks = DEFAULT_CHECKS, ref_reason: Optional[str] = None,
-                  curve: Sequence[str] = ()) -> Ablation:
+                  curve: Sequence[str] = (), margin: Optional[float] = None,
+                  design: Optional[Design] = None) -> Ablation:
     """Collates ``sweep_dir`` like ``python -m analysis.collate``, and shows the table (with its legend,
     seeds-needed, detectable-difference and flag lines) and plots inline; returns the Ablation (``.table``: the
     columns of ablation.csv). Tables and plots are written to ``out`` (default ``<sweep_dir>/analysis``);
-    ``curve``: rows joined by a line in the top-1 vs FLOPs and params plots."""
+    ``curve``: rows joined by a line in the top-1 vs FLOPs and params plots; ``margin`` and ``design``: the
+    equivalence margin and sequential design of the verdicts (``analysis.stats.verdict``)."""
     collection = load_runs([sweep_dir], warn=print)
     factors = varying_factors(collection.runs, collection.candidate_factors)
-    ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks, ref_reason=ref_reason)
+    ablation = analyse(collection.runs, factors, ref=ref, warn=print, checks=checks, ref_reason=ref_reason,
+                       margin=margin, design=design)
     out = out or Path(sweep_dir) / "analysis"
     write_tables(ablation, out)
     plots = write_plots(collection.runs, ablation, out, curve=curve)
@@ -63,7 +67,8 @@ def show_shipped_ablation(name: str, sweep_dir: Path) -> Ablation:
     row; tables and plots go to the notebook output folder."""
     ablation = spec(name)
     return show_ablation(sweep_dir, out=output_root() / name, ref=ablation.reference_label,
-                         ref_reason=f"it stands for the paper's {ablation.paper_reference}", curve=ablation.curve)
+                         ref_reason=f"it stands for the paper's {ablation.paper_reference}", curve=ablation.curve,
+                         margin=ablation.margin, design=ablation.sequential_design)
 
 
 def show_side_by_side(name: str, result: Ablation) -> pd.DataFrame:

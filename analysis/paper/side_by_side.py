@@ -8,7 +8,7 @@ import pandas as pd
 
 from analysis.present.formatting import is_missing, mean_std, number, ratio, signed, signed_points
 from analysis.stats.ablation import Ablation
-from analysis.stats.compare import ALPHA
+from analysis.stats.verdict import BETTER, EQUIVALENT, INCONCLUSIVE, WORSE
 
 from .ablations import AblationSpec
 from .rows import PaperRow, paper_rows
@@ -53,22 +53,25 @@ def paper_rows_table(ablation: AblationSpec) -> pd.DataFrame:
 
 
 def resolution_verdict(paper_diff: Optional[float], row: pd.Series) -> str:
-    """Whether the proxy resolves this row's difference, and whether it goes the paper's way."""
+    """The row's verdict (``analysis.stats.verdict``) and, when it is better or worse, whether that goes the
+    paper's way."""
     if row["is_ref"]:
         return "reference"
     if row["flag"]:
         return "flagged: not compared"
-    if is_missing(row["p_holm"]) or is_missing(row["diff_vs_ref"]):
+    verdict = row["verdict"]
+    if verdict == EQUIVALENT:
+        return f"equivalent within ±{row['margin']:g} points with {row['n']} seeds"
+    if verdict == INCONCLUSIVE:
+        return f"inconclusive with {row['n']} seeds (p Holm {row['p_holm']:.2f})"
+    if verdict not in (BETTER, WORSE):
         return "not compared (see the note column of ablation.csv)"
-    if row["p_holm"] >= ALPHA:
-        return f"not resolved with {row['n']} seeds (p Holm {row['p_holm']:.2f})"
-    ours = "higher" if row["diff_vs_ref"] > 0 else "lower"
     if paper_diff is None or is_missing(paper_diff):
-        return f"resolved: {ours} (no paper row to compare with)"
+        return f"{verdict} (no paper row to compare with)"
     if paper_diff == 0:
-        return f"resolved: {ours}, where the paper prints no difference"
+        return f"{verdict}, where the paper prints no difference"
     same = (paper_diff > 0) == (row["diff_vs_ref"] > 0)
-    return f"resolved: {ours}, {'the same direction as' if same else 'the opposite of'} the paper"
+    return f"{verdict}: {'the same direction as' if same else 'the opposite of'} the paper"
 
 
 def side_by_side(ablation: AblationSpec, result: Ablation) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Paper-style tables (the layout of CrossViT's Table 6, arXiv v2: ``fusion | top-1 | FLOPs (G) | params (M)``)
 as Markdown, LaTeX and CSV. Top-1 is mean ± std over seeds (the paper's convention), then its 95% interval,
-the difference to the reference row with its 95% interval and the Holm-adjusted p-value (``*`` below 0.05);
-the legend line under the table names the tests. FLOPs are counted as multiply-accumulates (GMACs), the
+the difference to the reference row with its 95% interval, the Holm-adjusted p-value and the verdict (better,
+worse, equivalent within the declared margin, inconclusive: ``stats.verdict``); the lines under the table name
+the tests and say how the verdicts were reached. FLOPs are counted as multiply-accumulates (GMACs), the
 convention the paper's FLOPs follow (``src.models.count_flops`` gives CrossViT-S 5.62 GMACs; the paper
 lists 5.6 G).
 
@@ -14,8 +15,9 @@ from typing import Any, Dict, List
 
 import pandas as pd
 
-from analysis.stats.ablation import NOT_COMPARED, REFERENCE_TEST, Ablation, significance_mark
+from analysis.stats.ablation import NOT_COMPARED, REFERENCE_TEST, Ablation
 from analysis.stats.summary import BRANCH_COLUMN
+from analysis.stats.verdict import EQUIVALENT, INCONCLUSIVE, RESOLVED
 
 from .formatting import bracket, is_missing, mean_std, signed_points, significant
 
@@ -40,8 +42,21 @@ def difference(row: pd.Series) -> str:
 def p_value(p: float) -> str:
     if is_missing(p):
         return "-"
-    shown = f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
-    return f"{shown} {significance_mark(p)}".rstrip()
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
+def verdict_cell(row: pd.Series) -> str:
+    """"better", "equivalent (±0.5)", "better (at 13 seeds)" where a later look resolved it; "ref" / "-"."""
+    verdict = row.get("verdict", "")
+    if row["is_ref"]:
+        return "ref"
+    if verdict not in RESOLVED and verdict != INCONCLUSIVE:
+        return "-"
+    shown = f"{verdict} (±{row['margin']:g})" if verdict == EQUIVALENT else verdict
+    resolved_at, seeds = row.get("resolved_at"), row.get("n")
+    if not is_missing(resolved_at) and not is_missing(seeds) and resolved_at < seeds:
+        shown += f" (at {resolved_at:g} seeds)"
+    return shown
 
 
 def branch_title(column: str, branches: int) -> str:
@@ -63,6 +78,7 @@ def ablation_table(ablation: Ablation, plus_minus: str = "±") -> pd.DataFrame:
     delta = f"Δ vs {ablation.reference} [95% CI]"
     shown[delta] = [difference(row) for _, row in table.iterrows()]
     shown["p (Holm)"] = table["p_holm"].map(p_value)
+    shown["verdict"] = [verdict_cell(row) for _, row in table.iterrows()]
     if table.loc[~table["test"].isin([REFERENCE_TEST, NOT_COMPARED]), "test"].nunique() > 1:
         shown["test"] = table["test"]
     shown["n"] = table["n"]
@@ -70,7 +86,7 @@ def ablation_table(ablation: Ablation, plus_minus: str = "±") -> pd.DataFrame:
     for column in branches:
         shown[branch_title(column, len(branches))] = table[column].map(  # "-": a one-branch row
             lambda value: "-" if is_missing(value) else f"{value:.2f}")
-    hide_flagged_results(shown, table, ["95% CI", delta, "p (Holm)",
+    hide_flagged_results(shown, table, ["95% CI", delta, "p (Holm)", "verdict",
                                         *[branch_title(column, len(branches)) for column in branches]])
     shown["FLOPs (GMACs)"] = table["gmacs"].map(significant)
     shown["params (M)"] = table["params_m"].map(significant)

@@ -6,13 +6,16 @@ resolved config so that runs that kept the default get the same column), readabl
 (``patch_size`` "12/16", ``embed_dim`` "192/384", ``depth`` "3x(1,4,1)" = K x (N, M, L)), its seed, metrics,
 cost and status. Per-branch top-1 (``final.top1_branch``, S first; absent in older results) becomes
 ``top1_branch0``, ``top1_branch1``, ... (none for a one-branch model, whose head is the model); ``num_val`` is
-the validation set's size (``data_sizes``, None in older results and W&B runs). Runs found twice (same config
-hash and seed) are counted once, with a warning (see ``dedupe``).
+the validation set's size (``data_sizes``, None in older results and W&B runs); ``device``, ``threads``,
+``torch``, ``git_sha`` and ``git_dirty`` are the record's ``provenance`` (None in older results). Runs found twice
+(same config hash and seed) are counted once, with a warning (see ``dedupe``).
 """
 import json
 import logging
 import math
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
@@ -115,7 +118,7 @@ def record_to_row(record: RunRecord) -> Dict[str, Any]:
     # the validation size sets the binomial noise the flags judge by; older results and W&B runs have none
     row["num_val"] = (record.get("data_sizes") or {}).get("num_val")
     provenance = record.get("provenance") or {}  # older results have none
-    row.update(device=provenance.get("device"), threads=provenance.get("threads"))
+    row.update({column: provenance.get(column) for column in PROVENANCE_COLUMNS})
     row["metric_problems"] = metric.problems  # popped by split_by_status
     return row
 
@@ -151,9 +154,33 @@ def split_by_status(rows: List[Dict[str, Any]], skipped: List[Tuple[str, str]], 
 BLOCKED_BY_SEED = "each seed's runs share one"
 
 
+@dataclass(frozen=True)
+class ProvenanceKind:
+    """One thing that produced a run's numbers and can differ between the runs of a table."""
+    column: str
+    plural: str  # "thread counts"
+    one: str  # "thread count"
+    fix: str  # what to keep fixed for runs you compare
+    shown: Callable[[Any], str] = str
+
+
+SAME_MACHINE = "keep train.threads and the device fixed for runs you compare"
+PROVENANCE_KINDS = (
+    ProvenanceKind("device", "devices", "device", SAME_MACHINE),
+    ProvenanceKind("threads", "thread counts", "thread count", SAME_MACHINE),
+    ProvenanceKind("torch", "torch versions", "torch version",
+                   "run the rows you compare with one torch, the one constraints.txt pins"),
+    ProvenanceKind("git_sha", "commits", "commit", "run the rows you compare at one commit, or check that the "
+                   "commits' diff leaves the model, data and training alone", shown=lambda sha: str(sha)[:8]),
+    ProvenanceKind("git_dirty", "code states", "code state", "commit before running the rows you compare",
+                   shown=lambda dirty: "uncommitted changes" if dirty else "committed"),
+)
+PROVENANCE_COLUMNS = [kind.column for kind in PROVENANCE_KINDS]  # the row's columns, from results.json's provenance
+
+
 def blocked_by_seed(runs: pd.DataFrame, column: str) -> bool:
     """Every seed's runs have one value of ``column``: a design blocked by seed, in which the seed-paired
-    differences the tests take are each within one device (or thread count)."""
+    differences the tests take are each within one device (or thread count, torch version, commit)."""
     if "seed" not in runs:
         return False
     known = runs.dropna(subset=[column])
@@ -161,19 +188,42 @@ def blocked_by_seed(runs: pd.DataFrame, column: str) -> bool:
     return bool((by_seed.nunique() == 1).all() and (by_seed.size() > 1).any())  # one run a seed pairs nothing
 
 
+# What makes a run's numbers: a commit that changes none of these runs the same jobs the same way.
+CODE_PATHS = ("src", "conf", "constraints.txt")
+
+
+def same_code(shas) -> bool:
+    """Whether the commits hold the same CODE_PATHS (their git trees are equal), read from the repository this
+    package lives in; False where git or a commit cannot be read (then the mix is warned about)."""
+    if len(shas) < 2:
+        return False
+    repo = Path(__file__).resolve().parents[2]
+    trees = set()
+    for sha in shas:
+        found = subprocess.run(["git", "rev-parse", *[f"{sha}:{path}" for path in CODE_PATHS]], cwd=repo,
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            return False
+        trees.add(found.stdout)
+    return len(trees) == 1
+
+
 def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
-    """On the CPU the thread count changes the numbers (same config and seed): say when a table pools runs
-    from different devices or thread counts, and whether each seed kept to one (then the paired tests compare
-    runs of one machine; the means and spreads still pool them)."""
-    for column, what, one in (("device", "devices", "device"), ("threads", "thread counts", "thread count")):
-        values = sorted({str(value) for value in runs.get(column, pd.Series(dtype=object)).dropna()})
-        if len(values) > 1:
-            counts = runs[column].astype(str).value_counts()
-            listed = ", ".join(f"{value} ({counts[value]} runs)" for value in values)
-            blocked = (f"; {BLOCKED_BY_SEED} {one}, so each seed-paired difference is within one {one}; "
-                       f"the means and spreads pool them" if blocked_by_seed(runs, column) else "")
-            warn(f"the table pools runs from different {what}: {listed}{blocked}; results can differ with them "
-                 f"(keep train.threads and the device fixed for runs you compare)")
+    """On the CPU the thread count and the vector ISA change the numbers (same config and seed), and so may
+    another torch or another commit: one line per kind of provenance a table pools more than one value of, saying
+    whether each seed kept to one (then the paired tests compare runs of one value; the means and spreads still
+    pool them). ``git_dirty`` warns when committed and uncommitted runs are pooled; a table whose every run was
+    uncommitted does not warn (every test run from a working copy would)."""
+    for kind in PROVENANCE_KINDS:
+        counts = runs.get(kind.column, pd.Series(dtype=object)).dropna().map(kind.shown).value_counts()
+        listed = ", ".join(f"{value} ({counts[value]} runs)" for value in sorted(counts.index))
+        if kind.column == "git_sha" and same_code(runs[kind.column].dropna().unique()):
+            continue  # commits that differ only outside the code that makes the numbers
+        if len(counts) > 1:
+            blocked = (f"; {BLOCKED_BY_SEED} {kind.one}, so each seed-paired difference is within one {kind.one}; "
+                       f"the means and spreads pool them" if blocked_by_seed(runs, kind.column) else "")
+            warn(f"the table pools runs from different {kind.plural}: {listed}{blocked}; results can differ with "
+                 f"them ({kind.fix})")
 
 
 def candidate_factors(frame: pd.DataFrame) -> List[str]:

@@ -8,8 +8,11 @@ Per row, which test:
 - both have >= 2 seeds but share fewer than 2: Welch's unpaired t-test (the ``note`` column says so);
 - either has one run: McNemar's exact test over validation images (``val_predictions.npz`` of the run with
   a shared seed, else the first run of each row); predictions missing, unreadable, or over different images
-  leave the interval and p-value NaN, with the reason in ``note`` and a warning naming the run.
-95% interval of a row's mean: t-interval over seeds (n >= 2), Clopper-Pearson over images (n = 1).
+  leave the interval and p-value NaN, with the reason in ``note`` and a warning naming the run. Where images
+  share a source (multiscale_digits' renders of one digit), Obuchowski's clustered McNemar test and a cluster
+  bootstrap over the sources instead (``compare.over_sources``).
+95% interval of a row's mean: t-interval over seeds (n >= 2), Clopper-Pearson over images (n = 1; cluster-robust
+over the sources where images share one).
 
 A row flagged by ``flags`` (not converged, seeds disagree) is compared with nothing and is never the reference
 unless ``--ref`` names it; its own summary stays in the table (and ablation.csv), with the reason in ``flag``.
@@ -25,23 +28,29 @@ import pandas as pd
 from analysis.runs.predictions import Predictions, pairing_problem, read_predictions
 
 from . import compare
-from .compare import ALPHA, Comparison
+from .compare import NAN, Comparison
 from .flags import DEFAULT_CHECKS, Checks, check_rows, flag_notes
 from .power import minimum_detectable_difference, power_line, seeds_needed_line
 from .reference import choose_reference, reference_reason, row_labels
+from .sequential import Design
 from .summary import keyed_by_factors, summarize_groups
+from .verdict import NOT_COMPARED as NO_VERDICT
+from .verdict import REFERENCE, RowTests, fixed_design, row_tests, verdicts
 
 log = logging.getLogger(__name__)
 REFERENCE_TEST = "none (reference)"
 NOT_COMPARED = "none (flagged)"
 # ablation.csv leads with these (after the factors), under these names.
 FIRST_COLUMNS = ["label", "flag", "top1_mean", "top1_std", "n", "top1_ci_low", "top1_ci_high", "diff_vs_ref",
-                 "diff_ci_low", "diff_ci_high", "p_value", "p_holm", "mdd", "test", "note", "is_ref", "seeds",
-                 "converged", "last_epochs_rise", "last_epochs_rise_se", "spread_p"]
+                 "diff_ci_low", "diff_ci_high", "p_value", "p_holm", "mdd", "verdict", "margin", "p_equiv",
+                 "resolved_at", "test", "note", "is_ref", "seeds", "converged", "last_epochs_rise",
+                 "last_epochs_rise_se", "spread_p"]
 TEST_LEGENDS = {
     compare.PAIRED_T: "paired t-test over the seeds shared with the reference (scipy ttest_rel)",
     compare.WELCH: "Welch's unpaired t-test, rows share < 2 seeds (scipy ttest_ind)",
     compare.MCNEMAR: "McNemar's exact test over validation images with a paired bootstrap CI (one run per row)",
+    compare.CLUSTERED: "Obuchowski's clustered McNemar test over the validation images' sources with a cluster "
+                       "bootstrap CI (one run per row; images of one source counted as one unit)",
     "n/a": "no test possible (see the note column of ablation.csv)",
 }
 
@@ -56,10 +65,13 @@ class Ablation:
     seeds_needed: str
     power_line: str  # the minimum detectable difference of each compared row
     flag_notes: List[str] = field(default_factory=list)  # one line per kind of flag in the table
+    verdict_line: str = ""  # how the verdicts were reached: the margin, the design, the looks
+    margin: Optional[float] = None
 
     @property
     def notes(self) -> List[str]:
-        return [self.legend, self.seeds_needed, self.power_line, *self.flag_notes]
+        return [self.legend, *([self.verdict_line] if self.verdict_line else []), self.seeds_needed,
+                self.power_line, *self.flag_notes]
 
 
 class PredictionCache:
@@ -127,8 +139,8 @@ def legend_line(table: pd.DataFrame, reference: str, why: str) -> str:
     shown = table[table["flag"] == ""]
     intervals = sorted({"t-interval over seeds" if n >= 2 else "Clopper-Pearson over images" for n in shown["n"]})
     return (f"Reference: {reference} ({why}). Δ = row - reference (top-1 points) [95% CI]; "
-            f"test: {used or no_test}; p Holm-adjusted over {compared} comparison(s), "
-            f"* p_holm < {ALPHA}. Mean ± std over seeds; 95% CI of the mean: "
+            f"test: {used or no_test}; p Holm-adjusted over {compared} comparison(s) as one look. "
+            f"Mean ± std over seeds; 95% CI of the mean: "
             f"{', '.join(intervals) or 'none (every row is flagged)'}.")
 
 
@@ -139,10 +151,12 @@ def not_compared(row_flagged: bool) -> Comparison:
 
 def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = None,
             warn: Callable[[str], None] = log.warning, checks: Checks = DEFAULT_CHECKS,
-            ref_reason: Optional[str] = None) -> Ablation:
+            ref_reason: Optional[str] = None, margin: Optional[float] = None,
+            design: Optional[Design] = None) -> Ablation:
     """The full table; ``checks`` sets the thresholds of the flags; ``ref_reason`` says in the legend why
-    ``ref`` is the reference (default: "chosen with --ref"). Raises reference.UnknownReferenceError when
-    ``ref`` names no row."""
+    ``ref`` is the reference (default: "chosen with --ref"); ``margin`` (top-1 points) lets a row be equivalent;
+    ``design``: the sequential design its seeds were added under (default: one look at the seeds run). Raises
+    reference.UnknownReferenceError when ``ref`` names no row."""
     factors = list(factors)
     table = summarize_groups(runs, factors)
     labels = row_labels(table, factors)
@@ -171,6 +185,7 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
     table["test"] = [c.test for c in rows]
     table["note"] = [c.note for c in rows]
     table["is_ref"] = table.index == ref_index
+    verdict_line = add_verdicts(table, groups, comparisons, ref_index, margin, design)
     table = table[factors + [column for column in FIRST_COLUMNS if column not in factors] +
                   [column for column in table.columns if column not in FIRST_COLUMNS + factors]]
     reference = labels[ref_index]
@@ -183,8 +198,41 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
         detectable_line = ("Minimum detectable difference: not computable: no comparison was made (flagged rows "
                            "are not compared).")
     return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line,
-                    power_line=detectable_line, flag_notes=flag_notes(table, checks))
+                    power_line=detectable_line, flag_notes=flag_notes(table, checks), verdict_line=verdict_line,
+                    margin=margin)
 
 
-def significance_mark(p_holm: float) -> str:
-    return "*" if not np.isnan(p_holm) and p_holm < ALPHA else ""
+def add_verdicts(table: pd.DataFrame, groups: List[pd.DataFrame], comparisons: Dict[int, Comparison],
+                 ref_index: int, margin: Optional[float], design: Optional[Design]) -> str:
+    """The ``verdict``, ``margin``, ``p_equiv`` and ``resolved_at`` columns (``verdict``); returns the line that
+    says how they were reached."""
+    tested = {index: c for index, c in comparisons.items() if np.isfinite(c.p_value)}
+    reference = top1_by_seed(groups[ref_index])
+    shared = max((len(set(reference.index) & set(top1_by_seed(groups[i]).index)) for i in tested), default=1)
+    if design is None:
+        design = fixed_design(shared)
+        looks = [design.max_seeds]
+    else:
+        looks = design.looks_at(shared)
+    tests: Dict[int, RowTests] = {index: row_tests(reference, top1_by_seed(groups[index]), c, looks, margin)
+                                  for index, c in tested.items()}
+    found = verdicts(tests, looks, design)
+    table["verdict"] = [REFERENCE if index == ref_index else found[index].verdict if index in found else NO_VERDICT
+                        for index in table.index]
+    table["margin"] = float(margin) if margin else NAN
+    table["p_equiv"] = [found[index].p_equiv if index in found else NAN for index in table.index]
+    table["resolved_at"] = [found[index].resolved_at if index in found else NAN for index in table.index]
+    return verdict_line(design, looks, margin, len(tested))
+
+
+def verdict_line(design: Design, looks: List[int], margin: Optional[float], rows: int) -> str:
+    equivalence = (f"equivalent: the two one-sided tests (TOST) put the difference inside ±{margin:g} points, the "
+                   f"margin declared for this ablation" if margin else
+                   "equivalent: not tested (no margin declared: --margin, or margin in experiments/ablations.yaml)")
+    if len(looks) == 1 and design.looks == (design.max_seeds,):
+        how = f"one look at {looks[0]} seed(s), Holm over {rows} row(s) at alpha {design.alpha:g}"
+    else:
+        how = (f"{design.describe()}; looks at {', '.join(map(str, looks))} seeds; Holm over {rows} row(s) by "
+               f"Maurer-Bretz recycling; resolved_at in ablation.csv says at which look")
+    return (f"Verdict: better / worse: the test of no difference rejects; {equivalence}; inconclusive: neither "
+            f"(no claim of no effect). {how[0].upper()}{how[1:]}.")

@@ -11,12 +11,20 @@
   paired bootstrap over images of the accuracy difference (``scipy.stats.bootstrap(paired=True)``,
   percentile interval, fixed seed so that the table is reproducible). This measures how sure we are about
   these two trained models on this validation set, not across retrainings.
+- Over sources (``over_sources``): where validation images share a source (``Predictions.clustered``: the 28
+  renders of each of the proxy's 360 held-out digits), they succeed or fail together and the tests above,
+  counting images as independent, understate the noise by the design effect (``units``). The source is the unit
+  instead: Obuchowski's clustered McNemar test (N. A. Obuchowski, "On the comparison of correlated proportions
+  for clustered data", Statistics in Medicine 17, 1998: z = d / SE with SE^2 = k / (k - 1) sum_i (D_i - m_i
+  d)^2 / n^2 over the k sources, D_i the per-source sum of row - reference correctness, m_i its images; z^2 is
+  her chi-square on 1 df) and a cluster bootstrap interval (sources resampled, not images:
+  ``scipy.stats.bootstrap`` over the per-source sums, percentile, the same fixed seed).
 Differences are ``row - reference`` in top-1 points; all tests two-sided.
 """
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -26,11 +34,14 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.runs.predictions import Predictions
 
+from .units import ratio_variance, source_totals
+
 ALPHA = 0.05  # two-sided; p_holm below it is significant (the table's *)
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
 PAIRED_T, WELCH, MCNEMAR = "paired t", "Welch (unpaired)", "McNemar exact"
+CLUSTERED = "clustered McNemar (Obuchowski)"
 NAN = float("nan")
 
 
@@ -104,8 +115,17 @@ def accuracy_difference(row, ref, axis=-1):
     return 100.0 * (np.mean(row, axis=axis) - np.mean(ref, axis=axis))
 
 
+def shared_source(reference: Predictions, other: Predictions) -> Optional[np.ndarray]:
+    """The images' sources where some share one (either side's: paired runs have the same), else None."""
+    return next((side.source for side in (reference, other) if side.clustered), None)
+
+
 def over_images(reference: Predictions, other: Predictions) -> Comparison:
-    """McNemar's exact p and a paired bootstrap interval of the top-1 difference, over the same images."""
+    """McNemar's exact p and a paired bootstrap interval of the top-1 difference, over the same images; over
+    their sources instead where images share one (``over_sources``)."""
+    source = shared_source(reference, other)
+    if source is not None:
+        return over_sources(reference, other, source)
     p_value = float(mcnemar(mcnemar_table(reference, other), exact=True).pvalue)
     row, ref = other.correct.astype(float), reference.correct.astype(float)
     result = quietly(stats.bootstrap, (row, ref), accuracy_difference, paired=True, vectorized=True,
@@ -114,6 +134,32 @@ def over_images(reference: Predictions, other: Predictions) -> Comparison:
     low, high = result.confidence_interval
     return Comparison(diff=float(accuracy_difference(row, ref)), ci_low=float(low), ci_high=float(high),
                       p_value=p_value, test=MCNEMAR, note=f"over {len(row)} validation images (one run per row)")
+
+
+def percent_over_sources(totals, sizes, axis=-1):
+    """100 sum(t_i) / sum(m_i) from per-source sums t_i and image counts m_i: top-1, or the top-1 difference
+    where t_i sums row - reference correctness."""
+    return 100.0 * np.sum(totals, axis=axis) / np.sum(sizes, axis=axis)
+
+
+def over_sources(reference: Predictions, other: Predictions, source: np.ndarray) -> Comparison:
+    """Obuchowski's clustered McNemar p and a cluster bootstrap interval of the top-1 difference, the sources
+    of the images as the unit (module docstring)."""
+    differences, sizes = source_totals(other.correct.astype(float) - reference.correct.astype(float), source)
+    diff = float(percent_over_sources(differences, sizes))
+    se = 100.0 * math.sqrt(ratio_variance(differences, sizes))
+    if se > 0:
+        p_value = float(2 * stats.norm.sf(abs(diff) / se))
+    elif se == 0:  # every source moved by the same share: nothing (d = 0) or everything is a difference
+        p_value = 1.0 if diff == 0 else 0.0
+    else:  # one source: no spread between sources to test against
+        p_value = NAN
+    result = quietly(stats.bootstrap, (differences, sizes), percent_over_sources, paired=True, vectorized=True,
+                     n_resamples=BOOTSTRAP_RESAMPLES, method="percentile", confidence_level=CONFIDENCE,
+                     rng=np.random.default_rng(BOOTSTRAP_SEED))
+    low, high = result.confidence_interval
+    return Comparison(diff=diff, ci_low=float(low), ci_high=float(high), p_value=p_value, test=CLUSTERED,
+                      note=f"over {len(sizes):,} sources ({len(source):,} validation images; one run per row)")
 
 
 def mean_interval_over_seeds(values: Sequence[float]) -> Tuple[float, float]:
@@ -127,7 +173,14 @@ def mean_interval_over_seeds(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def accuracy_interval(predictions: Predictions) -> Tuple[float, float]:
-    """95% Clopper-Pearson (exact binomial) interval of one run's top-1, in percent."""
+    """95% Clopper-Pearson (exact binomial) interval of one run's top-1, in percent; where images share a source,
+    the cluster-robust one instead: the ratio estimator over sources +- z SE, SE^2 = k / (k - 1) sum_i (y_i -
+    p m_i)^2 / n^2 (``units``), clipped to [0, 100]."""
+    if predictions.clustered:
+        right, sizes = source_totals(predictions.correct.astype(float), predictions.source)
+        top1, se = float(percent_over_sources(right, sizes)), 100.0 * math.sqrt(ratio_variance(right, sizes))
+        half = float(stats.norm.ppf(0.5 + CONFIDENCE / 2)) * se
+        return max(0.0, top1 - half), min(100.0, top1 + half)
     correct = int(predictions.correct.sum())
     ci = stats.binomtest(correct, len(predictions.target)).proportion_ci(confidence_level=CONFIDENCE,
                                                                         method="exact")

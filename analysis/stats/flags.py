@@ -11,22 +11,26 @@ place of its top-1 and left out of the comparisons and of the choice of the best
   climb measured on the proxy, so that a floating-point perturbation (another CPU, another thread count) does not
   carry a run across it, while a curve climbing half again as fast, or falling, is flagged (the measured rises:
   docs/analysis.md, "not converged"). The trend, unlike max - min, does not flip on a few images. With the validation
-  size unknown (older results, W&B runs) only the tol condition applies. A row is not converged when any of its runs
-  is. A run with fewer than k epochs of history (a one-epoch smoke run, a W&B run without history) cannot be judged:
-  the check is skipped for it, its number is printed, and a line under the table names the rows not judged.
+  size unknown (older results, W&B runs) only the tol condition applies. Where a run's validation images share
+  a source (``units``: the proxy's 28 renders of each held-out digit), sigma^2 is the binomial variance times the
+  run's design effect, measured on its final predictions (``val_predictions.npz``): the record has top-1 alone for
+  the earlier epochs, so the final epoch's design effect stands for every epoch of the window (its size on the
+  proxy: docs/analysis.md, "The unit of noise"). A row is not converged when any of its runs is. A run with fewer
+  than k epochs of history (a one-epoch smoke run, a W&B run without history) cannot be judged: the check is
+  skipped for it, its number is printed, and a line under the table names the rows not judged.
 - **seeds disagree**: the row's variance over seeds s^2 (ddof 1, the ± printed) is larger than seed and validation
-  noise predict. What seed noise is, only the table's other rows can say: their pooled variance over seeds, sum (n_j
-  - 1) s_j^2 / sum (n_j - 1) over the rows with two or more seeds (rows with a collapsed seed left out), floored at
-  the mean binomial variance sigma^2 of this row's runs (seeds cannot agree better than one evaluation's noise, so a
-  pool that happens to lie below it is no yardstick). F = s^2 / expected is tested against F(n - 1, the pool's df); p
-  < DISAGREE_P (0.001) flags: once per thousand rows by chance, so an ablation's few rows are almost never flagged
-  for nothing. The pool's df stay in the test even when the floor is the larger: the binomial variance bounds seed
-  noise from below, it does not measure it (seeds spread well beyond one evaluation's sd), so judging against it as
-  if known would flag ordinary seeds. Without a pool (one row, or no other row with two seeds) the absolute rule
-  stands: std above ``max_seed_std`` (default 3.0 points; with three seeds of true std 2 the sample std exceeds 3
-  about one time in ten, exp(-2.25)). Independently, a run that lies more than ``collapse_gap`` points (default 10)
-  below the median of the row's other runs is a collapsed seed, named even with many seeds, where it moves the std
-  little.
+  noise predict. What seed noise is, only the table's other rows can say: their pooled variance over seeds, sum (n_j -
+  1) s_j^2 / sum (n_j - 1) over the rows with two or more seeds (rows with a collapsed seed left out), floored at the
+  mean binomial variance sigma^2 of this row's runs, times each run's design effect where its images share a source
+  (seeds cannot agree better than one evaluation's noise, so a pool that happens to lie below it is no yardstick). F =
+  s^2 / expected is tested against F(n - 1, the pool's df); p < DISAGREE_P (0.001) flags: once per thousand rows by
+  chance, so an ablation's few rows are almost never flagged for nothing. The pool's df stay in the test even when the
+  floor is the larger: the binomial variance bounds seed noise from below, it does not measure it (seeds spread well
+  beyond one evaluation's sd), so judging against it as if known would flag ordinary seeds. Without a pool (one row,
+  or no other row with two seeds) the absolute rule stands: std above ``max_seed_std`` (default 3.0 points; with three
+  seeds of true std 2 the sample std exceeds 3 about one time in ten, exp(-2.25)). Independently, a run that lies more
+  than ``collapse_gap`` points (default 10) below the median of the row's other runs is a collapsed seed, named even
+  with many seeds, where it moves the std little.
 """
 import math
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.runs.metrics import as_finite
+
+from .units import run_design_effect
 
 NOT_CONVERGED, SEEDS_DISAGREE = "not converged", "seeds disagree"
 CONVERGE_Z = 2.0  # the rise must exceed this many SEs of the validation noise
@@ -87,13 +93,21 @@ class Trend:
         return abs(self.rise) > checks.converge_tol and beyond_noise
 
 
-def binomial_sd(top1: float, num_val: Any) -> float:
-    """The sd of one evaluation's top-1 (points) on ``num_val`` images around ``top1``; NaN when unknown."""
+def binomial_sd(top1: float, num_val: Any, deff: float = 1.0) -> float:
+    """The sd of one evaluation's top-1 (points) on ``num_val`` images around ``top1``, its binomial variance
+    times the design effect ``deff`` of images that share a source (1: independent images); NaN when unknown."""
     num_val = pd.to_numeric(num_val, errors="coerce")
     if pd.isna(num_val) or num_val <= 0 or math.isnan(top1):
         return NAN
     p = min(max(top1 / 100.0, 0.0), 1.0)
-    return 100.0 * math.sqrt(p * (1.0 - p) / float(num_val))
+    return 100.0 * math.sqrt(deff * p * (1.0 - p) / float(num_val))
+
+
+def design_effects(runs: pd.DataFrame) -> List[float]:
+    """Each run's design effect (``units.run_design_effect`` of its run dir's final predictions), 1 where its
+    images are independent or it is unknown (no predictions, a W&B run, top-1 0 or 100)."""
+    effects = [run_design_effect(run_dir) for run_dir in column(runs, "run_dir")]
+    return [effect.deff if effect is not None and math.isfinite(effect.deff) else 1.0 for effect in effects]
 
 
 def val_top1_curve(history: Any) -> List[float]:
@@ -108,8 +122,9 @@ def val_top1_curve(history: Any) -> List[float]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def last_epochs_trend(history: Any, epochs: int, num_val: Any = None) -> Optional[Trend]:
-    """The trend of the last ``epochs`` validation top-1 values; None with fewer."""
+def last_epochs_trend(history: Any, epochs: int, num_val: Any = None, deff: float = 1.0) -> Optional[Trend]:
+    """The trend of the last ``epochs`` validation top-1 values (``deff``: the run's design effect, applied to
+    every epoch); None with fewer."""
     curve = val_top1_curve(history)
     if len(curve) < epochs:
         return None
@@ -117,7 +132,7 @@ def last_epochs_trend(history: Any, epochs: int, num_val: Any = None) -> Optiona
     x = np.arange(epochs, dtype=float)
     slope = np.polyfit(x, window, 1)[0]
     spread = math.sqrt(float(np.sum((x - x.mean()) ** 2)))
-    noise_se = (epochs - 1) * binomial_sd(float(window.mean()), num_val) / spread
+    noise_se = (epochs - 1) * binomial_sd(float(window.mean()), num_val, deff) / spread
     return Trend(rise=float(slope * (epochs - 1)), noise_se=noise_se)
 
 
@@ -128,8 +143,8 @@ def column(runs: pd.DataFrame, name: str) -> pd.Series:
 def convergence(runs: pd.DataFrame, checks: Checks) -> Tuple[Optional[bool], Optional[Trend], Optional[Trend]]:
     """(converged: True / False / None for not judged, the trend with the largest |rise| among the runs judged
     (None: none judged), the trend of the moving run that rises most: None when none moves)."""
-    trends = [last_epochs_trend(history, checks.converge_epochs, num_val)
-              for history, num_val in zip(column(runs, "history"), column(runs, "num_val"))]
+    trends = [last_epochs_trend(history, checks.converge_epochs, num_val, deff)
+              for history, num_val, deff in zip(column(runs, "history"), column(runs, "num_val"), design_effects(runs))]
     judged = [trend for trend in trends if trend is not None]
     largest = max(judged, key=lambda trend: abs(trend.rise), default=None)
     moving = [trend for trend in judged if trend.moving(checks)]
@@ -179,23 +194,27 @@ class SpreadTest:
     p: float
     floored: bool  # the expected variance is the binomial floor, not the other rows' pool
     num_val: int
+    deff: float = 1.0  # the runs' mean design effect in the floor (1: independent images)
 
 
 def spread_f_test(runs: pd.DataFrame, others: Sequence[pd.DataFrame]) -> Optional[SpreadTest]:
     """The F-test of the row's variance over seeds against the other rows' pooled one (floored at the binomial
     variance of one evaluation); None with fewer than two seeds or no other row's seeds to pool."""
     measured = pd.DataFrame({"top1": finite_top1(runs),
-                             "num_val": pd.to_numeric(column(runs, "num_val"), errors="coerce")}).dropna(subset="top1")
+                             "num_val": pd.to_numeric(column(runs, "num_val"), errors="coerce"),
+                             "deff": design_effects(runs)}).dropna(subset="top1")
     pooled, df2 = pooled_seed_variance(others)
     if len(measured) < 2 or not pooled > 0:
         return None
     variance, df1 = float(measured["top1"].var(ddof=1)), len(measured) - 1
-    binomial = pd.Series([binomial_sd(top1, size) ** 2 for top1, size in measured.itertuples(index=False)]).mean()
+    binomial = pd.Series([binomial_sd(top1, size, deff) ** 2
+                          for top1, size, deff in measured.itertuples(index=False)]).mean()
     floored = binomial > pooled
     expected = binomial if floored else pooled
     return SpreadTest(std=math.sqrt(variance), expected_sd=math.sqrt(expected),
                       p=float(stats.f.sf(variance / expected, df1, df2)), floored=bool(floored),
-                      num_val=int(measured["num_val"].median()) if measured["num_val"].notna().any() else 0)
+                      num_val=int(measured["num_val"].median()) if measured["num_val"].notna().any() else 0,
+                      deff=float(measured["deff"].mean()))
 
 
 def spread_test(runs: pd.DataFrame, test: Optional[SpreadTest], checks: Checks) -> str:
@@ -210,7 +229,8 @@ def spread_test(runs: pd.DataFrame, test: Optional[SpreadTest], checks: Checks) 
                 if std > checks.max_seed_std else "")
     if test.p >= DISAGREE_P:
         return ""
-    source = "the other rows" + (f", floored at the binomial noise of {test.num_val} validation images"
+    clustered = f" times their design effect {test.deff:.1f}" if test.deff != 1.0 else ""
+    source = "the other rows" + (f", floored at the binomial noise of {test.num_val} validation images{clustered}"
                                  if test.floored else "")
     return f"std {test.std:.2f} vs {test.expected_sd:.2f} expected from {source}, F-test {p_text(test.p)}"
 

@@ -1,9 +1,11 @@
 """Datasets, timm transforms, loaders and mixup for one run: ``build_data(cfg.data, ...)``; what the data is and
-its classes: ``check_data_source``, ``class_names``, ``resolve_num_classes`` (``sources``)."""
+its classes: ``check_data_source``, ``class_names``, ``resolve_num_classes``; what each validation image was made
+from: ``dataset_sources``, ``validation_sources`` (``sources``)."""
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
@@ -16,7 +18,13 @@ from .multiscale_digits import multiscale_digits
 from .posterize import fix_posterize
 from .prefetch import DeviceBatches
 from .shards import shard_datasets
-from .sources import DATASETS, check_data_source, class_names, resolve_num_classes  # noqa: F401 - src.data's API
+from .sources import (  # noqa: F401 - src.data's API
+    DATASETS,
+    check_data_source,
+    class_names,
+    resolve_num_classes,
+    validation_sources,
+)
 from .synthetic import SyntheticDataset
 
 FOLDERS = ("imagenet", "imagefolder")  # image folders: a test set may be the class folders alone (src.eval)
@@ -33,6 +41,12 @@ class Data:
     train_to_device: DeviceBatches
     val_to_device: DeviceBatches
     class_names: List[str]  # label order: the model's output i is class_names[i] (``sources.class_names``)
+    val_sources: Optional[np.ndarray] = None  # what each validation image was made from (``dataset_sources``)
+
+    @property
+    def val_units(self) -> Optional[int]:
+        """The validation set's independent units: its distinct sources; None where every image is its own."""
+        return None if self.val_sources is None else len(np.unique(self.val_sources))
 
 
 # data.num_workers=null on CUDA: the CPUs this rank has, one kept for the training process, at most this many
@@ -122,6 +136,15 @@ def unlimited(dataset: Dataset) -> Dataset:
     return dataset.dataset if isinstance(dataset, Subset) else dataset
 
 
+def dataset_sources(dataset: Dataset) -> Optional[np.ndarray]:
+    """The source of each image of ``dataset`` (its ``sources``, through ``data.limit_*``'s ``Subset``), where
+    images share one (``validation_sources``); None where every image is its own."""
+    sources = getattr(unlimited(dataset), "sources", None)
+    if sources is None or not isinstance(dataset, Subset):
+        return sources
+    return np.asarray(sources)[np.asarray(dataset.indices)]
+
+
 def set_epoch(dataset: Dataset, epoch: int) -> None:
     """Tells a dataset that draws afresh every epoch (``multiscale_digits``) which epoch the next pass is."""
     if hasattr(unlimited(dataset), "set_epoch"):
@@ -169,7 +192,7 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
                             pin_memory=pinned, persistent_workers=workers > 0)
     train_to_device, val_to_device = device_batches(data_cfg, device)
     return Data(train_loader, val_loader, mixup, len(train), len(val), train_to_device, val_to_device,
-                class_names(data_cfg))
+                class_names(data_cfg), dataset_sources(val))
 
 
 def eval_class_names(data_cfg) -> List[str]:

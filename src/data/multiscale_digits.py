@@ -9,7 +9,7 @@ A render's scale is the side of the drawn 8x8 digit over the canvas side, log-un
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -129,11 +129,14 @@ class MultiScaleDigits(Dataset):
 
 class FixedRenders(Dataset):
     """The validation renders, fixed: ``images`` (uint8, one canvas each), ``targets`` and each digit's rendered
-    side in pixels (``sides``; ``scales`` is it over the canvas), in the loader's order."""
+    side in pixels (``sides``; ``scales`` is it over the canvas), in the loader's order. ``sources``: the held-out
+    digit each render draws (``validation_digits``): renders of one digit succeed or fail together, so the digit,
+    not the render, is the unit of the validation noise (``src.data.dataset_sources``)."""
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, sides: np.ndarray,
-                 transform: Callable[[np.ndarray], torch.Tensor]):
+                 transform: Callable[[np.ndarray], torch.Tensor], sources: Optional[np.ndarray] = None):
         self.images, self.targets, self.sides, self.transform = images, targets, sides, transform
+        self.sources = sources
 
     @property
     def scales(self) -> np.ndarray:
@@ -144,6 +147,30 @@ class FixedRenders(Dataset):
 
     def __getitem__(self, index: int):
         return self.transform(self.images[index]), int(self.targets[index])
+
+
+def digit_of_render(count: int, digits: int) -> np.ndarray:
+    """The held-out digit (its index in the validation split) that each of ``count`` validation renders draws:
+    render ``i`` is of digit ``i % digits``, every digit once before any twice."""
+    return np.arange(count) % digits
+
+
+@lru_cache(maxsize=4)  # digits_split loads scikit-learn's digits: once per split, not per run read back
+def held_out_digits(val_fraction: float, split_seed: int) -> int:
+    return len(digits_split(val_fraction, split_seed)[1][1])
+
+
+def validation_digits(data_cfg, num_val: int) -> np.ndarray:
+    """The held-out digit of each of the first ``num_val`` validation renders (``data.limit_val`` keeps the
+    first ones) of ``data_cfg``'s render settings: what ``FixedRenders.sources`` holds, derivable from a run's
+    recorded config alone."""
+    digits = held_out_digits(data_cfg.val_fraction, data_cfg.split_seed)
+    count = data_cfg.render.val_renders_per_digit * digits
+    if not 0 <= num_val <= count:
+        raise ValueError(f"{num_val} validation images, but data.render.val_renders_per_digit="
+                         f"{data_cfg.render.val_renders_per_digit} of {digits} held-out digits make {count}: "
+                         f"the count is not of these renders")
+    return digit_of_render(count, digits)[:num_val]
 
 
 @lru_cache(maxsize=4)  # once a process: every run of a sweep in one worker shares it (it is read-only)
@@ -157,10 +184,11 @@ def validation_renders(spec: RenderSpec, renders_per_digit: int, val_fraction: f
     count = renders_per_digit * len(digit_targets)
     images = np.empty((count, spec.canvas, spec.canvas), np.uint8)
     sides = np.empty(count, np.int64)
+    digit_of = digit_of_render(count, len(digit_targets))
     for i in range(count):
-        images[i], sides[i] = render(digits, i % len(digit_targets), spec,
+        images[i], sides[i] = render(digits, int(digit_of[i]), spec,
                                      np.random.default_rng((VAL_STREAM, split_seed, i)))
-    targets = np.tile(digit_targets, renders_per_digit)
+    targets = digit_targets[digit_of]
     for array in (images, targets, sides):
         array.setflags(write=False)
     return images, targets, sides
@@ -183,4 +211,4 @@ def multiscale_digits(data_cfg, image_size: int, seed: int) -> Tuple[Dataset, Fi
     train = MultiScaleDigits(train_x, train_y, spec, render.renders_per_digit, seed, transform)
     images, targets, sides = validation_renders(spec, render.val_renders_per_digit, data_cfg.val_fraction,
                                                 data_cfg.split_seed)
-    return train, FixedRenders(images, targets, sides, transform)
+    return train, FixedRenders(images, targets, sides, transform, validation_digits(data_cfg, len(targets)))

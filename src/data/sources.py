@@ -1,13 +1,17 @@
 """What a ``data`` config points at, checked before any work: the dataset is one we know and is where ``data.root``
 says (``check_data_source``), its class names in label order (``class_names``, no image decoded, cached per process
-where the disk is scanned) and the class count a run trains with (``resolve_num_classes``)."""
+where the disk is scanned), the class count a run trains with (``resolve_num_classes``) and what each validation
+image was made from (``validation_sources``)."""
 from pathlib import Path
-from typing import List
+from typing import List, Optional
+
+import numpy as np
 
 from src.config import FIELDS
 
 from .digits import NUM_CLASSES as DIGITS_CLASSES
 from .folders import CIFAR_CLASSES, check_image_folders, cifar_folder_check
+from .multiscale_digits import validation_digits
 from .shards import CLASSES_FILE, check_shards, largest_label, shard_class_names
 
 DATASETS = ("digits", "multiscale_digits", "synthetic", "cifar10", "cifar100", "imagenet", "imagefolder", "shards")
@@ -77,3 +81,13 @@ def resolve_num_classes(data_cfg) -> int:
                          f"{where_the_count_comes_from(data_cfg)}: set data.num_classes={found}, or null (the data's "
                          f"own count)")
     return found
+
+
+def validation_sources(data_cfg, num_val: int) -> Optional[np.ndarray]:
+    """The source of each of the ``num_val`` validation images in the loader's order, where several images share
+    one (``data=multiscale_digits``: the held-out digit each render draws, ``i % 360`` on the proxy); None where
+    every image is its own source (every other dataset). Images of one source succeed or fail together, so the
+    source is the unit of the validation noise. The rule is ``validation_digits``'s, which also gives the dataset
+    its ``sources`` (``dataset_sources``); from here a record's config alone gives them (older
+    ``val_predictions.npz`` lack them)."""
+    return validation_digits(data_cfg, num_val) if data_cfg.name == "multiscale_digits" else None

@@ -35,6 +35,7 @@ from .process import StopFlag, peak_memory_mb, set_threads
 from .provenance import provenance
 from .record import (
     RunRecord,
+    data_sizes,
     mark_completed,
     mark_interrupted,
     record_build,
@@ -118,7 +119,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     started = time.perf_counter()
     run = build_run(cfg)
     record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device),
-                 {"num_train": run.data.num_train, "num_val": run.data.num_val}, run.data.class_names)
+                 data_sizes(run.data.num_train, run.data.num_val, run.data.val_units), run.data.class_names)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, config) if checkpoint else ckpt.TrainState()
@@ -172,7 +173,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
             # The order a kill at any point leaves consistent: predictions and best.pt, then last.pt, which
             # commits the epoch (a kill before it redoes the epoch and rewrites both), then the trail and the
             # record, which the next start rebuilds from last.pt
-            write_predictions(run_dir, metrics["predictions"])
+            write_predictions(run_dir, metrics["predictions"], run.data.val_sources)
             state.elapsed_s = elapsed()
             saver.save(run, state, logger.run_id, mid_epoch=False, best=is_best)
             log_epoch(logger, row, run.num_epochs, state.step)

@@ -81,11 +81,26 @@ class Provenance(TypedDict):
 PROVENANCE_KEYS = tuple(Provenance.__annotations__)
 
 
-class DataSizes(TypedDict):
-    """How many images the run trained and validated on (after ``data.limit_*``): the validation count sets the
-    binomial noise of its top-1, which the analysis's flags judge against."""
+class _ImageCounts(TypedDict):
     num_train: int
     num_val: int
+
+
+class DataSizes(_ImageCounts, total=False):
+    """How many images the run trained and validated on (after ``data.limit_*``): the validation count sets the
+    binomial noise of its top-1, which the analysis's flags judge against. ``val_units``: the validation set's
+    independent units, its distinct sources where images share one (``src.data.validation_sources``: 360 digits
+    under the proxy's 10,080 renders); absent where every image is its own unit (= ``num_val``) and in older
+    results."""
+    val_units: int
+
+
+def data_sizes(num_train: int, num_val: int, val_units: Optional[int]) -> DataSizes:
+    """``val_units`` None: every validation image is its own unit, and the record leaves it out."""
+    sizes: DataSizes = {"num_train": num_train, "num_val": num_val}
+    if val_units is not None:
+        sizes["val_units"] = val_units
+    return sizes
 
 
 class StartRecord(TypedDict):

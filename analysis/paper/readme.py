@@ -1,0 +1,93 @@
+"""``python -m analysis.paper.readme [--check]``: writes the README's results block, between
+``<!-- results:fusion:start -->`` and ``<!-- results:fusion:end -->``, from the shipped fusion ablation
+(results/cpu/fusion): the table and the lines under it as ``python -m analysis.collate results/cpu/fusion --ablation
+fusion`` prints them, its warnings, and a reading rendered from that table (``READING``, placeholders as in
+``readings``). ``--check`` writes nothing and exits 1 when the README's block differs from what the results give.
+The rest of the README is left alone."""
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import List, Optional
+
+from analysis.present.tables import markdown_report
+from analysis.runs.local import load_runs
+from analysis.stats.ablation import analyse
+from analysis.stats.summary import varying_factors
+
+from . import ROOT
+from .ablations import spec
+from .readings import render
+from .shipped import results_dir
+
+README = ROOT / "README.md"
+WIDTH = 120
+ABLATION = "fusion"
+START, END = f"<!-- results:{ABLATION}:start -->", f"<!-- results:{ABLATION}:end -->"
+COMMAND = f"python -m analysis.collate results/cpu/{ABLATION} --ablation {ABLATION}"
+NOTICE = f"<!-- python -m analysis.paper.readme writes this block from results/cpu/{ABLATION}: edit READING there -->"
+HEADER = (f"The shipped fusion ablation (`results/cpu/{ABLATION}/`, {{seeds}} seeds a row, "
+          f"[notebooks/{ABLATION}_ablation.ipynb](notebooks/{ABLATION}_ablation.ipynb)), as `{COMMAND}` prints it:")
+READING = (
+    "How to read it: at {seeds} seeds a row, the fusions from the highest top-1 down are {order}; cross-attention, "
+    "the paper's best, is {rank:cross}. Against it, {verdicts}. Beside the paper's gaps (single ImageNet runs), "
+    "{reach}. Against no fusion (`--ref none`), {verdicts:@none} (only an `equivalent` verdict would say that a "
+    "fusion buys nothing over two unfused branches). The costs are exact: all-attention costs "
+    "{flops:all_attn_residual} cross's FLOPs; cross-attention costs {params:cross@none} no fusion's parameters and "
+    "{flops:cross@none} its FLOPs; without fusion the S-branch head alone reaches {s_head:none} (the L-branch's "
+    "{l_head:none}). Provenance: {pooled}.")
+
+
+def block() -> str:
+    """The block, markers included, from the shipped results."""
+    ablation = spec(ABLATION)
+    warnings: List[str] = []
+    collection = load_runs([results_dir(ABLATION)], warn=warnings.append)
+    factors = varying_factors(collection.runs, collection.candidate_factors)
+    result = analyse(collection.runs, factors, warn=warnings.append, margin=ablation.margin,
+                     design=ablation.sequential_design)  # as collate does: cross is the default reference
+    warned = [wrapped(f"- {warning}", indent="  ") for warning in warnings]
+    paragraphs = [render(HEADER, ablation, result, collection.runs), *markdown_report(result).split("\n\n"),
+                  *(["collate warns:", "\n".join(warned)] if warned else []),
+                  render(READING, ablation, result, collection.runs)]
+    return "\n".join([START, NOTICE, "\n\n".join(wrapped(paragraph) for paragraph in paragraphs), END])
+
+
+def wrapped(paragraph: str, indent: str = "") -> str:
+    """Prose at the README's width; a table (or a list already wrapped) is left as it is."""
+    if paragraph.startswith("|") or "\n" in paragraph:
+        return paragraph
+    return textwrap.fill(paragraph, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+
+
+def replaced(text: str, new_block: str) -> str:
+    """``text`` with its block replaced by ``new_block``; ValueError when the markers are not there once each."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError(f"{README.name} must hold {START} and then {END} once each, around the results block")
+    return text[:text.index(START)] + new_block + text[text.index(END) + len(END):]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.paper.readme", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README's block is stale; write nothing")
+    parser.add_argument("--readme", type=Path, default=README, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    try:
+        updated = replaced(text, block())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        if updated != text:
+            print(f"{args.readme.name}'s results block differs from results/cpu/{ABLATION}: run python -m "
+                  f"analysis.paper.readme", file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(updated)
+    print(f"wrote the results block of {args.readme.name} from results/cpu/{ABLATION}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
