@@ -164,7 +164,7 @@ def score(test_set: TestSet, path: Path, checkpoint: Dict[str, Any], record: Dic
           num_classes: int) -> Dict[str, Any]:
     """One set: the model with the checkpoint's weights (strict: every tensor), its data, one evaluation pass."""
 
-    from src.data import build_eval_data
+    from src.data import build_eval_data, dataset_sources
     from src.train.build import build_model, input_size, resolve_amp, resolve_device
     from src.train.engine import evaluate
     from src.train.process import set_threads
@@ -189,9 +189,10 @@ def score(test_set: TestSet, path: Path, checkpoint: Dict[str, Any], record: Dic
     metrics = evaluate(model, to_device(loader), device, amp)
     run_dir = out / test_set.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(run_dir, metrics["predictions"])
+    sources = dataset_sources(loader.dataset)  # renders of one digit share it: the unit of the set's noise
+    write_predictions(run_dir, metrics["predictions"], sources)
     result = eval_record(test_set, path, checkpoint, record, metrics, run_dir, device,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, None if sources is None else len(set(sources.tolist())))
     write_results(run_dir, result)
     log.info("%s: top-1 %.2f, top-5 %.2f on %d images; %s", test_set.name, metrics["top1"], metrics["top5"],
              len(metrics["predictions"]["target"]), run_dir / "results.json")
@@ -211,10 +212,11 @@ def per_class(predictions: Dict[str, Any], names: List[str]) -> Dict[str, Dict[s
 
 
 def eval_record(test_set: TestSet, path: Path, checkpoint: Dict[str, Any], record: Dict[str, Any],
-                metrics: Dict[str, Any], run_dir: Path, device, wall_time_s: float) -> Dict[str, Any]:
+                metrics: Dict[str, Any], run_dir: Path, device, wall_time_s: float,
+                val_units: Optional[int] = None) -> Dict[str, Any]:
     """The set's results.json: the run record's schema, ``history`` empty (nothing trained), ``final`` this pass."""
     from src.train.provenance import provenance
-    from src.train.record import mark_completed, new_record
+    from src.train.record import data_sizes, mark_completed, new_record
 
     config = OmegaConf.to_container(test_set.cfg, resolve=True)
     choices = {**(record.get("choices") or {}), "data": test_set.cfg.data.name}
@@ -222,7 +224,7 @@ def eval_record(test_set: TestSet, path: Path, checkpoint: Dict[str, Any], recor
                         config.get("seed", 0), run_dir)
     for key in ("model", "params_m", "gmacs", "fusion_params_m", "fusion_gmacs"):
         result[key] = record.get(key)
-    result.update(data_sizes={"num_train": 0, "num_val": len(metrics["predictions"]["target"])},
+    result.update(data_sizes=data_sizes(0, len(metrics["predictions"]["target"]), val_units),
                   provenance=provenance(device), classes=test_set.class_names)
     row = {"top1": metrics["top1"], "top5": metrics["top5"], "val_loss": metrics["loss"],
            "top1_branch": metrics["top1_branch"]}

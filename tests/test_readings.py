@@ -79,7 +79,7 @@ def test_rendered_numbers_are_the_tables_formatted_as_it_prints_them(shipped):
         assert one(f"{{ci:{label}}}") == f"[{row['diff_ci_low']:.1f}, {row['diff_ci_high']:.1f}]"
         assert one(f"{{mdd:{label}}}") == f"{row['mdd']:.2f}"
         verdict = one(f"{{verdict:{label}}}")
-        assert verdict.startswith({"better": "resolved above `cross`", "worse": "resolved below `cross`",
+        assert verdict.startswith({"better": "better than `cross`", "worse": "worse than `cross`",
                                    "equivalent": "equivalent to `cross`",
                                    "inconclusive": "inconclusive against `cross`"}[row["verdict"]]), verdict
     # against another reference the table is analysed again: the paired difference changes sign
@@ -115,13 +115,13 @@ def test_verdict_words_come_from_the_verdict_column_and_no_effect_only_from_equi
     spec, result = hand_made()
     said = {label: render(f"{{verdict:{label}}}", spec, result) for label in "abcde"}
     assert said == {
-        "a": "the reference", "b": "resolved above `a` at 4 seeds (+2.00 [1.2, 2.8])",
+        "a": "the reference", "b": "better than `a` at 4 seeds (+2.00 [1.2, 2.8])",
         "c": "equivalent to `a` within ±0.5 points at 5 seeds (+0.10 [-0.2, 0.4])",
-        "d": "inconclusive against `a` at 5 seeds (-0.50 [-2.2, 1.2]): its unadjusted 95% interval rules out a gain "
-             "above 1.2 and a loss above 2.2 points",
+        "d": "inconclusive against `a` at 5 seeds (-0.50 [-2.2, 1.2]): the data rule out a gain above 1.2 and a "
+             "loss above 2.2 points (95% interval), not every difference",
         "e": "not compared (seeds disagree)"}
     assert render("{verdicts}", spec, result) == (
-        "`b` is above `a`; `c` is equivalent to `a`; `d` is inconclusive; `e` is not compared")
+        "`b` is better than `a`; `c` is equivalent to `a`; `d` is inconclusive; `e` is not compared")
     assert render("{rank:b} / {rank:c} / {rank:d} / {rank:e}", spec, result) == (
         "the highest of 4 rows / the 2nd highest of 4 rows / the lowest of 4 rows / flagged (seeds disagree)")
 

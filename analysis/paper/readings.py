@@ -30,7 +30,7 @@ import pandas as pd
 from analysis.present.formatting import bracket, is_missing, number, ratio, signed, signed_points
 from analysis.present.tables import difference, p_value
 from analysis.runs.local import load_runs
-from analysis.runs.records import PROVENANCE_KINDS, blocked_by_seed
+from analysis.runs.records import PROVENANCE_KINDS, blocked_by_seed, same_code
 from analysis.stats.ablation import Ablation, analyse
 from analysis.stats.summary import varying_factors
 from analysis.stats.units import table_design_effect
@@ -144,7 +144,7 @@ def verdict_phrase(row: pd.Series, reference: str) -> str:
     verdict, shown, reference = row["verdict"], difference(row), f"`{reference}`"
     if verdict in ("better", "worse"):
         seeds = row["n"] if is_missing(row.get("resolved_at")) else row["resolved_at"]
-        return f"resolved {'above' if verdict == 'better' else 'below'} {reference} at {seeds:.0f} seeds ({shown})"
+        return f"{verdict} than {reference} at {seeds:.0f} seeds ({shown})"
     if verdict == "equivalent":
         return f"equivalent to {reference} within ±{row['margin']:g} points at {row['n']:.0f} seeds ({shown})"
     if verdict == "inconclusive":
@@ -230,14 +230,14 @@ def reach_all(context: Context, _: str, other: Optional[str]) -> str:
 
 
 def verdicts(context: Context, _: str, other: Optional[str]) -> str:
-    """"`a` and `b` are above `ref`; `c` is inconclusive"."""
+    """"`a` and `b` are better than `ref`; `c` is inconclusive"."""
     result = context.table(other)
     compared, reference = result.table[~result.table["is_ref"]], f"`{result.reference}`"
     groups = []
     for verdict in VERDICT_ORDER:
         labels = [f"`{label}`" for label in compared.loc[compared["verdict"] == verdict, "label"]]
         if labels:
-            name = {"better": f"above {reference}", "worse": f"below {reference}",
+            name = {"better": f"better than {reference}", "worse": f"worse than {reference}",
                     "equivalent": f"equivalent to {reference}"}.get(verdict, verdict)
             groups.append(f"{listing(labels)} {'is' if len(labels) == 1 else 'are'} {name}")
     return "; ".join(groups) or "no row is compared"
@@ -246,7 +246,8 @@ def verdicts(context: Context, _: str, other: Optional[str]) -> str:
 def pooled(context: Context, _: str, __: Optional[str]) -> str:
     runs = context.need_runs()
     mixed = {kind: runs[kind.column].dropna().map(kind.shown).nunique() for kind in PROVENANCE_KINDS
-             if kind.column in runs and runs[kind.column].dropna().map(kind.shown).nunique() > 1}
+             if kind.column in runs and runs[kind.column].dropna().map(kind.shown).nunique() > 1
+             and not (kind.column == "git_sha" and same_code(runs[kind.column].dropna().unique()))}
     if not mixed:
         return "every run ran on one device, with one thread count, torch version and commit"
     listed = listing([f"{count} {kind.plural}" for kind, count in mixed.items()])

@@ -217,7 +217,7 @@ def warn_mixed_provenance(runs: pd.DataFrame, warn) -> None:
     for kind in PROVENANCE_KINDS:
         counts = runs.get(kind.column, pd.Series(dtype=object)).dropna().map(kind.shown).value_counts()
         listed = ", ".join(f"{value} ({counts[value]} runs)" for value in sorted(counts.index))
-        if kind.column == "git_sha" and same_code(runs[kind.column].dropna().unique()):
+        if kind.column == "git_sha" and len(counts) > 1 and same_code(runs[kind.column].dropna().unique()):
             continue  # commits that differ only outside the code that makes the numbers
         if len(counts) > 1:
             blocked = (f"; {BLOCKED_BY_SEED} {kind.one}, so each seed-paired difference is within one {kind.one}; "

@@ -137,7 +137,8 @@ def legend_line(table: pd.DataFrame, reference: str, why: str) -> str:
                                                  if len(tests) > 1 else "") for test in tests)
     no_test = "none (one row)" if len(table) == 1 else "none (flagged rows are not compared)"
     shown = table[table["flag"] == ""]
-    intervals = sorted({"t-interval over seeds" if n >= 2 else "Clopper-Pearson over images" for n in shown["n"]})
+    one_run = "Clopper-Pearson over images (cluster-robust where images share a source)"
+    intervals = sorted({"t-interval over seeds" if n >= 2 else one_run for n in shown["n"]})
     return (f"Reference: {reference} ({why}). Δ = row - reference (top-1 points) [95% CI]; "
             f"test: {used or no_test}; p Holm-adjusted over {compared} comparison(s) as one look. "
             f"Mean ± std over seeds; 95% CI of the mean: "
