@@ -23,9 +23,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from analysis.paper.ablations import spec
+from analysis.paper.options import add_verdict_arguments, verdict_settings
 from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report, write_tables
 from analysis.runs.local import load_runs
@@ -34,7 +35,7 @@ from analysis.runs.wandb_api import WandbFilter, load_wandb_runs
 from analysis.stats.ablation import analyse
 from analysis.stats.flags import DEFAULT_CHECKS, Checks
 from analysis.stats.reference import UnknownReferenceError
-from analysis.stats.sequential import SPENDING, Design, DesignError
+from analysis.stats.sequential import DesignError
 from analysis.stats.summary import varying_factors
 
 
@@ -59,8 +60,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         args.margin, args.design = verdict_settings(args)
     except (DesignError, KeyError) as error:
         parser.error(str(error).strip("'\""))
+    args.ref_reason = None
     if args.ablation and not args.ref:
-        args.ref = spec(args.ablation).reference_label
+        entry = spec(args.ablation)
+        args.ref, args.ref_reason = entry.reference_label, f"it stands for the paper's {entry.paper_reference}"
     if not args.run_dirs and not args.wandb:
         parser.error("give at least one RUN_DIR (e.g. multirun/make_run) or --wandb ENTITY/PROJECT")
     if not args.wandb and (args.sweep or args.group or args.tag):
@@ -70,45 +73,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     except ValueError as error:
         parser.error(str(error))
     return args
-
-
-def add_verdict_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "verdicts", "each row against the reference is better, worse, equivalent within --margin, or inconclusive "
-        "(analysis/stats/verdict.py); seeds added after a look need the design they were added under "
-        "(analysis/stats/sequential.py)")
-    group.add_argument("--ablation", metavar="NAME", help="take --margin, the design and the reference row (--ref) "
-                       "from this entry of experiments/ablations.yaml (e.g. fusion); the options override it")
-    group.add_argument("--margin", type=float, metavar="POINTS",
-                       help="equivalence margin in top-1 points (default: none, so no row can be equivalent)")
-    group.add_argument("--max-seeds", type=int, metavar="N", help="the design's most seeds a row (default: the "
-                       "seeds run, one look)")
-    group.add_argument("--looks", type=int, nargs="+", metavar="N", help="seed counts of the looks already taken")
-    group.add_argument("--spending", choices=sorted(SPENDING), help="alpha spending function (default pocock)")
-    group.add_argument("--block", type=int, metavar="N", help="seeds a look adds after the declared ones (default 2)")
-
-
-def verdict_settings(args: argparse.Namespace) -> Tuple[Optional[float], Optional[Design]]:
-    """(margin, design) from --ablation and the options; a design only where one is declared or asked for."""
-    margin, declared = None, {}
-    if args.ablation:
-        entry = spec(args.ablation)
-        margin, declared = entry.margin, dict(entry.design)
-    if args.margin is not None:
-        if not args.margin > 0:
-            raise DesignError(f"--margin {args.margin}: give a positive number of top-1 points, e.g. 0.5")
-        margin = args.margin
-    for key, value in (("max_seeds", args.max_seeds), ("looks", args.looks), ("spending", args.spending),
-                       ("block", args.block)):
-        if value is not None:
-            declared[key] = value
-    if not declared:
-        return margin, None
-    if "max_seeds" not in declared:
-        raise DesignError("--looks/--spending/--block need --max-seeds N: the most seeds a row may get, fixed "
-                          "before the first look")
-    declared["looks"] = tuple(declared.get("looks", ()))
-    return margin, Design(**declared)
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     factors = varying_factors(collection.runs, collection.candidate_factors)
     try:
         ablation = analyse(collection.runs, factors, ref=args.ref, warn=warn, checks=args.checks, margin=args.margin,
-                           design=args.design)
+                           design=args.design, ref_reason=args.ref_reason)
     except UnknownReferenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
 """``python -m analysis.report SWEEP_DIR... [--out FILE] [--ref NAME] [--title TEXT]``: one self-contained HTML
-page per set of sweeps, to attach to a paper's appendix or a lab chat: the ablation table (as ``collate``
-prints it, with its legend and flag lines), the plots inlined as PNG, what varied across the runs and what was
+page per set of sweeps, to attach to a paper's appendix or a lab chat: first each row's difference to the
+reference with its verdict (the forest plot), then the ablation table (as ``collate`` prints it, with its legend,
+verdict and flag lines; ``--ablation``, ``--margin`` and the design options as in ``collate``), the plots inlined
+as PNG, what varied across the runs and what was
 held fixed (a diff of their resolved configs), provenance (code versions, devices, thread counts, library
 versions) and the runs that failed, were skipped or were found twice. Default output:
 ``<first SWEEP_DIR>/report.html``. Malformed results.json files and runs without a finite top-1 are left out
@@ -11,9 +13,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from analysis.paper.ablations import spec
+from analysis.paper.options import add_verdict_arguments, verdict_settings
 from analysis.present.html import NoFactorError, render
 from analysis.runs.records import NoRunsError
 from analysis.stats.reference import UnknownReferenceError
+from analysis.stats.sequential import DesignError
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -22,7 +27,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="the HTML file (default: <first SWEEP_DIR>/report.html)")
     parser.add_argument("--ref", metavar="NAME", help="reference row, as in python -m analysis.collate")
     parser.add_argument("--title", help="the page's title (default: the sweep folders' names)")
-    return parser.parse_args(argv)
+    add_verdict_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        args.margin, args.design = verdict_settings(args)
+    except (DesignError, KeyError) as error:
+        parser.error(str(error).strip("'\""))
+    if args.ablation and not args.ref:
+        args.ref = spec(args.ablation).reference_label
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -32,7 +45,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"warning: {message}", file=sys.stderr)
 
     try:
-        page = render(args.sweep_dirs, ref=args.ref, title=args.title, warn=warn)
+        page = render(args.sweep_dirs, ref=args.ref, title=args.title, warn=warn, margin=args.margin,
+                      design=args.design)
     except NoRunsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -29,8 +29,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from analysis.collate import add_verdict_arguments, verdict_settings, warn
+from analysis.collate import warn
 from analysis.paper.ablations import spec
+from analysis.paper.options import add_verdict_arguments, verdict_settings
 from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report, write_tables
 from analysis.runs.local import load_runs

@@ -334,7 +334,8 @@ def test_plot_error_bars_are_the_95_percent_t_interval_not_the_std(tmp_path):
     collection = load_runs([write_sweep(tmp_path)])
     cross = analyse(collection.runs, ["fusion"]).table.set_index("fusion").loc["cross"]
     half_width = stats.t.ppf(0.975, 2) * 2.0 / math.sqrt(3)  # t(0.975, n-1) * std / sqrt(n), by hand
-    assert interval_error(cross).ravel() == pytest.approx([half_width, half_width])
+    error = interval_error(cross["top1_ci_low"], cross["top1_mean"], cross["top1_ci_high"])
+    assert error.ravel() == pytest.approx([half_width, half_width])
 
 
 def test_collate_names_each_kind_of_pooled_provenance_and_whether_seeds_keep_to_one():

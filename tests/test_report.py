@@ -13,6 +13,7 @@ import pytest
 
 from analysis.paper.shipped import results_dir
 from analysis.report import main
+from src.plot_style import FUSIONS
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 # CI sets it (.ci/run installs chromium): there a missing browser fails instead of skipping.
@@ -28,6 +29,10 @@ def row_figure(runs: list, fusion: str) -> str:
     """The row's final top-1 as the table prints it (mean ± sample std over seeds), computed here on its own."""
     top1 = [run["final"]["top1"] for run in runs if run["choices"]["fusion"] == fusion]
     return f"{statistics.mean(top1):.2f} ± {statistics.stdev(top1):.2f}"
+
+
+def hex_rgb(colour: str):
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +61,13 @@ def test_report_holds_the_table_inlined_plots_config_diff_provenance_and_problem
     table = page.split("<h2>Ablation table</h2>")[1].split("<h2>")[0]
     assert [row for row in fusions if f"<td>{row}</td>" in table] == fusions
     assert all(row_figure(shipped, row) in table for row in fusions) and "Reference: cross" in table
+    assert page.index("<h2>Differences to the reference</h2>") < page.index("<h2>Ablation table</h2>")  # headline
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3 and all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert len(images) == 4 and all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     varied = page.split("<h3>Varied")[1].split("<details>")[0]
     seeds = sum(run["choices"]["fusion"] == "cross" for run in shipped)
     assert "<td>fusion.name</td>" in varied and f"cross ({seeds})" in varied and "<td>optim.lr</td>" not in varied
+    assert "<td>fusion.layers</td>" not in varied  # it follows the fusion chosen: nobody changed it
     assert re.search(rf"Held fixed: \d+ config keys with one value across all {len(shipped)} runs", page)
     provenance = page.split("<h2>Provenance</h2>")[1]
     sha = json.loads((runs[0] / "results.json").read_text())["provenance"]["git_sha"]
@@ -82,15 +89,15 @@ def test_report_renders_in_headless_chromium_with_its_table_and_images(fusion_re
                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2600"]
     dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120,
                          check=True).stdout
-    assert 'data-images-loaded="3"' in dom, "the three inlined plots did not decode in the browser"
+    assert 'data-images-loaded="4"' in dom, "the four inlined plots did not decode in the browser"
     assert dom.count("<tr>") > 6 and "gated_cross" in dom
     shot = tmp_path / "report.png"
     subprocess.run([*browser, f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120, check=True)
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (2600, 1280)
-    # The plots' markers and curves are matplotlib's default blue (#1f77b4) and green (#2ca02c); the page's own
-    # colours are greys, so these pixels are the plots, painted.
-    for colour in ((0x1F, 0x77, 0xB4), (0x2C, 0xA0, 0x2C)):
+    # The plots' markers and curves are cross's blue and cls_token's green (analysis/present/style.py); the page's
+    # own colours are greys, so these pixels are the plots, painted.
+    for colour in (hex_rgb(FUSIONS["cross"].color), hex_rgb(FUSIONS["cls_token"].color)):
         close = (abs(pixels * 255 - colour) < 12).all(axis=-1)
         assert close.sum() > 200, f"no plot colour {colour} in the screenshot"
     text_rows = (pixels[:400].mean(axis=-1) < 0.3).any(axis=1).sum()

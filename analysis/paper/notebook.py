@@ -38,7 +38,7 @@ def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str
     write_tables(ablation, out)
     plots = write_plots(collection.runs, ablation, out, curve=curve)
     display(Markdown(markdown_report(ablation)))
-    for name in ("top1_vs_gflops", "top1_vs_params", "val_curves"):
+    for name in ("forest", "top1_vs_gflops", "top1_vs_params", "val_curves"):
         display(Image(filename=str(plots[name][0])))
     return ablation
 

@@ -2,14 +2,18 @@
 ``<!-- results:fusion:start -->`` and ``<!-- results:fusion:end -->``, from the shipped fusion ablation
 (results/cpu/fusion): the table and the lines under it as ``python -m analysis.collate results/cpu/fusion --ablation
 fusion`` prints them, its warnings, and a reading rendered from that table (``READING``, placeholders as in
-``readings``). ``--check`` writes nothing and exits 1 when the README's block differs from what the results give.
+``readings``), with the forest plot first and the curves last (written to docs/img/fusion_*.png with the
+block). ``--check`` writes nothing and exits 1 when the README's block differs from what the results give.
 The rest of the README is left alone."""
 import argparse
+import shutil
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import List, Optional
 
+from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report
 from analysis.runs.local import load_runs
 from analysis.stats.ablation import analyse
@@ -38,19 +42,48 @@ READING = (
     "{l_head:none}). Provenance: {pooled}.")
 
 
-def block() -> str:
-    """The block, markers included, from the shipped results."""
+# The figures the block shows, written beside the README (docs/img/fusion_<plot>.png) with the block.
+FIGURES = {"forest": "each fusion's difference to cross over the seed pairs, with its verdict",
+           "val_curves": "validation top-1 per epoch, mean over seeds with its 95% interval"}
+IMAGES = ROOT / "docs" / "img"
+
+
+def shipped_result():
     ablation = spec(ABLATION)
     warnings: List[str] = []
     collection = load_runs([results_dir(ABLATION)], warn=warnings.append)
     factors = varying_factors(collection.runs, collection.candidate_factors)
     result = analyse(collection.runs, factors, warn=warnings.append, margin=ablation.margin,
                      design=ablation.sequential_design)  # as collate does: cross is the default reference
+    return ablation, collection.runs, result, warnings
+
+
+def figure_line(name: str) -> str:
+    return f"![{FIGURES[name]}](docs/img/{ABLATION}_{name}.png)"
+
+
+def block() -> str:
+    """The block, markers included, from the shipped results: the forest plot first."""
+    ablation, runs, result, warnings = shipped_result()
     warned = [wrapped(f"- {warning}", indent="  ") for warning in warnings]
-    paragraphs = [render(HEADER, ablation, result, collection.runs), *markdown_report(result).split("\n\n"),
+    paragraphs = [render(HEADER, ablation, result, runs), figure_line("forest"), *markdown_report(result).split("\n\n"),
                   *(["collate warns:", "\n".join(warned)] if warned else []),
-                  render(READING, ablation, result, collection.runs)]
+                  render(READING, ablation, result, runs), figure_line("val_curves")]
     return "\n".join([START, NOTICE, "\n\n".join(wrapped(paragraph) for paragraph in paragraphs), END])
+
+
+def write_figures() -> List[Path]:
+    """docs/img/fusion_forest.png and fusion_val_curves.png, drawn as collate draws them."""
+    _, runs, result, _ = shipped_result()
+    written = []
+    with tempfile.TemporaryDirectory() as folder:
+        plots = write_plots(runs, result, Path(folder))
+        for name in FIGURES:
+            target = IMAGES / f"{ABLATION}_{name}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plots[name][0], target)
+            written.append(target)
+    return written
 
 
 def wrapped(paragraph: str, indent: str = "") -> str:
@@ -85,7 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1
         return 0
     args.readme.write_text(updated)
-    print(f"wrote the results block of {args.readme.name} from results/cpu/{ABLATION}")
+    figures = write_figures()
+    print(f"wrote the results block of {args.readme.name} and {', '.join(path.name for path in figures)} from "
+          f"results/cpu/{ABLATION}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """What varied across a set of runs and what was held fixed: each run's resolved config flattened to dotted keys
-(``optim.lr``, ``model.patch_size``), then split into the keys with more than one value and the rest."""
+(``optim.lr``, ``model.patch_size``), then split into the keys with more than one value and the rest. A key
+inside a config group whose choice varies (``fusion.layers`` where ``fusion.name`` does) is not listed as varied:
+it follows the choice."""
 import json
 from typing import Any, Dict, List, Tuple
 
@@ -32,4 +34,12 @@ def config_diff(configs: List[Dict[str, Any]]) -> Tuple[pd.DataFrame, pd.DataFra
             varied.append({"key": key, "values (runs)": shown})
         else:
             fixed.append({"key": key, "value": values.index[0]})
+    switched = {row["key"].removesuffix(".name") for row in varied if row["key"].endswith(".name")}
+    varied = [row for row in varied if not following_a_switch(row["key"], switched)]
     return (pd.DataFrame(varied, columns=["key", "values (runs)"]), pd.DataFrame(fixed, columns=["key", "value"]))
+
+
+def following_a_switch(key: str, switched) -> bool:
+    """``fusion.layers`` where ``fusion.name`` varies: the key changes with the group's choice (cross has layers,
+    none has none), so listing it says that someone changed it, which nobody did."""
+    return any(key.startswith(f"{group}.") and key != f"{group}.name" for group in switched)

@@ -7,7 +7,7 @@ import datetime
 import html
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import pandas as pd
 
@@ -15,14 +15,16 @@ from analysis.runs.local import load_runs
 from analysis.runs.records import Collection, NoRunsError
 from analysis.stats.ablation import Ablation, analyse
 from analysis.stats.flags import DEFAULT_CHECKS, Checks
+from analysis.stats.sequential import Design
 from analysis.stats.summary import varying_factors
 from src.train.record import RunRecord
 from src.train.record_io import read_results
 
 from .config_diff import config_diff
 from .plots import write_plots
-from .tables import ablation_table
+from .tables import ablation_table, table_notes
 
+HEADLINE = {"forest": "Each row's difference to the reference, with its verdict"}
 PLOTS = {"top1_vs_gflops": "Top-1 against FLOPs", "top1_vs_params": "Top-1 against parameters",
          "val_curves": "Validation top-1 per epoch"}
 # Per-run provenance shown (results.json's provenance, plus the run's wall time).
@@ -72,15 +74,16 @@ def paragraphs(lines: List[str], css: str = "note") -> str:
     return "".join(f'<p class="{css}">{html.escape(line)}</p>\n' for line in lines)
 
 
-def inline_plots(collection: Collection, ablation: Ablation) -> str:
-    figures = []
+def inline_plots(collection: Collection, ablation: Ablation) -> Dict[str, str]:
+    """Each plot as an inline PNG figure, by name (``HEADLINE`` and ``PLOTS``)."""
+    figures = {}
     with tempfile.TemporaryDirectory() as folder:
         paths = write_plots(collection.runs, ablation, Path(folder))
-        for name, title in PLOTS.items():
+        for name, title in {**HEADLINE, **PLOTS}.items():
             encoded = base64.b64encode(paths[name][0].read_bytes()).decode("ascii")
-            figures.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
-                           f"<figcaption>{html.escape(title)}</figcaption></figure>")
-    return "\n".join(figures)
+            figures[name] = (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+                             f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    return figures
 
 
 def config_section(results: List[RunRecord], factors: List[str]) -> str:
@@ -89,7 +92,8 @@ def config_section(results: List[RunRecord], factors: List[str]) -> str:
     seeds = sorted({result.get("seed") for result in results}, key=str)
     body = (f'<p>Table rows are grouped by: <b>{html.escape(", ".join(factors))}</b>; seeds: '
             f'{html.escape(", ".join(map(str, seeds)))}.</p>\n')
-    body += "<h3>Varied (resolved config keys with more than one value)</h3>\n"
+    body += ("<h3>Varied (resolved config keys with more than one value; the keys inside a group whose choice "
+             "varies follow that choice and are left out)</h3>\n")
     body += frame_html(varied) if len(varied) else "<p>Nothing but the seed.</p>\n"
     body += (f"<details><summary>Held fixed: {len(fixed)} config keys with one value across all "
              f"{len(results)} runs</summary>\n{frame_html(fixed)}</details>\n")
@@ -151,7 +155,8 @@ def check_factors(collection: Collection, factors: List[str]) -> None:
 
 
 def render(sweep_dirs: List[Path], ref: Optional[str] = None, title: Optional[str] = None,
-           checks: Checks = DEFAULT_CHECKS, warn=print) -> str:
+           checks: Checks = DEFAULT_CHECKS, warn=print, margin: Optional[float] = None,
+           design: Optional[Design] = None) -> str:
     """The page's HTML. Raises NoRunsError, NoFactorError or stats.reference.UnknownReferenceError."""
     collection = load_runs(sweep_dirs, warn=warn)
     if collection.runs.empty:
@@ -159,16 +164,18 @@ def render(sweep_dirs: List[Path], ref: Optional[str] = None, title: Optional[st
                           f"({len(collection.failed)} failed or interrupted)")
     factors = varying_factors(collection.runs, collection.candidate_factors)
     check_factors(collection, factors)
-    ablation = analyse(collection.runs, factors, ref=ref, warn=warn, checks=checks)
+    ablation = analyse(collection.runs, factors, ref=ref, warn=warn, checks=checks, margin=margin, design=design)
     results = [run_record(run_dir) for run_dir in collection.runs["run_dir"]]
     title = title or "Ablation report: " + ", ".join(Path(folder).name for folder in sweep_dirs)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table = ablation_table(ablation)
+    figures = inline_plots(collection, ablation)
     body = (f"<h1>{html.escape(title)}</h1>\n"
             f'<p class="note">{len(collection.runs)} completed run(s) from '
             f'{html.escape(", ".join(map(str, sweep_dirs)))}; written {now} by python -m analysis.report.</p>\n'
-            + section("Ablation table", frame_html(table) + paragraphs(ablation.notes))
-            + section("Plots", inline_plots(collection, ablation))
+            + section("Differences to the reference", figures["forest"])
+            + section("Ablation table", frame_html(table) + paragraphs(table_notes(ablation)))
+            + section("Plots", "\n".join(figures[name] for name in PLOTS))
             + section("What varied and what was held fixed", config_section(results, factors))
             + section("Provenance", provenance_section(results))
             + section("Failed runs and duplicates", problems_section(collection)))

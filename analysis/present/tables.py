@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.stats.ablation import NOT_COMPARED, REFERENCE_TEST, Ablation
 from analysis.stats.summary import BRANCH_COLUMN
 from analysis.stats.verdict import EQUIVALENT, INCONCLUSIVE, RESOLVED
+from src.plot_style import figure_order
 
 from .formatting import bracket, is_missing, mean_std, signed_points, significant
 
@@ -70,8 +71,9 @@ def branch_mean_columns(table: pd.DataFrame) -> List[str]:
 
 
 def ablation_table(ablation: Ablation, plus_minus: str = "±") -> pd.DataFrame:
-    """The printed table: one row per group (the layout of the paper's Table 6)."""
-    table, factors = ablation.table, ablation.factors
+    """The printed table: one row per group (the layout of the paper's Table 6), in the figures' order (the
+    reference, then by Δ); ablation.csv keeps the groups' sorted order."""
+    table, factors = ablation.table.loc[figure_order(ablation.table)], ablation.factors
     shown = pd.DataFrame({FACTOR_TITLES.get(factor, factor): table[factor] for factor in factors})
     shown["top-1 (%)"] = [mean_std(m, s, plus_minus) for m, s in zip(table["top1_mean"], table["top1_std"])]
     shown["95% CI"] = [bracket(low, high) for low, high in zip(table["top1_ci_low"], table["top1_ci_high"])]
@@ -90,8 +92,20 @@ def ablation_table(ablation: Ablation, plus_minus: str = "±") -> pd.DataFrame:
                                         *[branch_title(column, len(branches)) for column in branches]])
     shown["FLOPs (GMACs)"] = table["gmacs"].map(significant)
     shown["params (M)"] = table["params_m"].map(significant)
-    shown["time/run (s)"] = table["wall_time_s"].map(lambda seconds: f"{seconds:.1f}")
+    if ablation.one_machine:  # wall times from several machines compare the machines, not the rows
+        shown[WALL_TIME] = table["wall_time_s"].map(lambda seconds: f"{seconds:.1f}")
     return shown
+
+
+WALL_TIME = "wall time/run (s)"
+WALL_TIME_NOTE = (f"{WALL_TIME}: the mean time from a run's start to its record on the machine it ran on (start-up, "
+                  "training, evaluation; a resumed run counts its last part, jobs sharing cores run slower); left "
+                  "out where the runs pool devices or thread counts. Speed is measured by python -m src.bench.")
+
+
+def table_notes(ablation: Ablation) -> List[str]:
+    """The lines under the printed table: the ablation's notes, and what the time column timed where it is shown."""
+    return [*ablation.notes, *([WALL_TIME_NOTE] if ablation.one_machine else [])]
 
 
 def hide_flagged_results(shown: pd.DataFrame, table: pd.DataFrame, result_columns: List[str]) -> None:
@@ -130,7 +144,7 @@ def to_latex(shown: pd.DataFrame, caption: str) -> str:
 def markdown_report(ablation: Ablation) -> str:
     """The table and the lines under it (legend, seeds needed, detectable difference, flags), as printed and
     saved."""
-    return "\n\n".join([to_markdown(ablation_table(ablation)), *ablation.notes])  # blank lines: separate paragraphs
+    return "\n\n".join([to_markdown(ablation_table(ablation)), *table_notes(ablation)])  # blank lines: paragraphs
 
 
 def write_tables(ablation: Ablation, out_dir: Path,
@@ -140,6 +154,6 @@ def write_tables(ablation: Ablation, out_dir: Path,
     paths = {"markdown": out_dir / "ablation.md", "latex": out_dir / "ablation.tex", "csv": out_dir / "ablation.csv"}
     paths["markdown"].write_text(markdown_report(ablation) + "\n")
     latex = to_latex(ablation_table(ablation), f"{caption}. {ablation.legend}")
-    paths["latex"].write_text(latex + "".join(f"% {line}\n" for line in ablation.notes[1:]))
+    paths["latex"].write_text(latex + "".join(f"% {line}\n" for line in table_notes(ablation)[1:]))
     ablation.table.to_csv(paths["csv"], index=False)
     return paths

@@ -67,6 +67,7 @@ class Ablation:
     flag_notes: List[str] = field(default_factory=list)  # one line per kind of flag in the table
     verdict_line: str = ""  # how the verdicts were reached: the margin, the design, the looks
     margin: Optional[float] = None
+    one_machine: bool = True  # every run on one device with one thread count: their wall times compare
 
     @property
     def notes(self) -> List[str]:
@@ -200,7 +201,8 @@ def analyse(runs: pd.DataFrame, factors: Sequence[str], ref: Optional[str] = Non
                            "are not compared).")
     return Ablation(table=table, factors=factors, reference=reference, legend=legend, seeds_needed=seeds_line,
                     power_line=detectable_line, flag_notes=flag_notes(table, checks), verdict_line=verdict_line,
-                    margin=margin)
+                    margin=margin, one_machine=all(runs[column].nunique() <= 1 for column in ("device", "threads")
+                                                   if column in runs))
 
 
 def add_verdicts(table: pd.DataFrame, groups: List[pd.DataFrame], comparisons: Dict[int, Comparison],

@@ -17,14 +17,12 @@ from typing import List, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from torch.utils.flop_counter import FlopCounterMode
 
 import src.models  # noqa: F401 - counts CPU attention FLOPs (src.models.complexity)
 from src.bench.speed import timed_seconds
 from src.models.fusion import BranchSpec, FusionOptions, build_fusion, fusion_names, fusion_parameters
-
-MARKERS = "osD^v<>pP*Xh"
+from src.plot_style import FULL_WIDTH, new_figure, paper_style, row_style, save
 
 
 @dataclass(frozen=True)
@@ -101,27 +99,25 @@ def slopes(costs: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_costs(costs: pd.DataFrame, fitted: pd.DataFrame, out_dir: Path, stem: str = "fusion_cost") -> List[Path]:
-    """GMACs and time against tokens, log-log, one line per strategy with its slope; saved as PNG and SVG.
-    Matplotlib's object API (no pyplot): a notebook's backend stays as it was."""
-    figure = Figure(figsize=(10, 4))
-    axes = figure.subplots(1, 2)
-    for index, (name, group) in enumerate(costs.groupby("fusion", sort=True)):
-        slope = fitted.set_index("fusion").loc[name]
-        for axis, column, title in ((axes[0], "gmacs", "GMACs"), (axes[1], "time_ms", "time (ms)")):
-            positive = group[(group[column] > 0) & (group["gmacs"] > 0)]
-            if positive.empty:
-                continue
-            axis.loglog(positive["tokens"], positive[column], marker=MARKERS[index % len(MARKERS)],
-                        label=f"{name} (slope {slope[f'{column}_slope']:.2f})")
-            axis.set_xlabel("tokens N = N_s + N_l")
-            axis.set_ylabel(f"fusion {title}, one image")
-            axis.grid(alpha=0.3, which="both")
-            axis.legend(fontsize=8)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-    for path in paths:
-        figure.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
+    """GMACs and time against tokens, log-log, one line per strategy with its slope, each fusion in its colour and
+    marker of every figure (``src.plot_style``); saved as PNG, PDF and SVG. Matplotlib's object API (no pyplot): a
+    notebook's backend stays as it was."""
+    with paper_style():
+        figure = new_figure(FULL_WIDTH, 2.8, ncols=2)
+        axes = figure.axes
+        for name, group in costs.groupby("fusion", sort=True):
+            slope, style = fitted.set_index("fusion").loc[name], row_style(name)
+            for axis, column, title in ((axes[0], "gmacs", "GMACs"), (axes[1], "time_ms", "time (ms)")):
+                positive = group[(group[column] > 0) & (group["gmacs"] > 0)]
+                if positive.empty:
+                    continue
+                axis.loglog(positive["tokens"], positive[column], marker=style.marker, color=style.color,
+                            markersize=3, label=f"{name} (slope {slope[f'{column}_slope']:.2f})")
+                axis.set_xlabel("tokens N = N_s + N_l")
+                axis.set_ylabel(f"fusion {title}, one image")
+                axis.grid(alpha=0.3, which="both")
+                axis.legend(frameon=False)
+    return save(figure, out_dir, stem)
 
 
 def main(argv=None) -> None:
