@@ -25,8 +25,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from analysis.paper.ablations import spec
-from analysis.paper.options import add_verdict_arguments, verdict_settings
+from analysis.paper.options import add_verdict_arguments, apply_verdict_settings
 from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report, write_tables
 from analysis.runs.local import load_runs
@@ -35,7 +34,6 @@ from analysis.runs.wandb_api import WandbFilter, load_wandb_runs
 from analysis.stats.ablation import analyse
 from analysis.stats.flags import DEFAULT_CHECKS, Checks
 from analysis.stats.reference import UnknownReferenceError
-from analysis.stats.sequential import DesignError
 from analysis.stats.summary import varying_factors
 
 
@@ -56,14 +54,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     add_check_arguments(parser)
     add_verdict_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        args.margin, args.design = verdict_settings(args)
-    except (DesignError, KeyError) as error:
-        parser.error(str(error).strip("'\""))
-    args.ref_reason = None
-    if args.ablation and not args.ref:
-        entry = spec(args.ablation)
-        args.ref, args.ref_reason = entry.reference_label, f"it stands for the paper's {entry.paper_reference}"
+    apply_verdict_settings(parser, args)
     if not args.run_dirs and not args.wandb:
         parser.error("give at least one RUN_DIR (e.g. multirun/make_run) or --wandb ENTITY/PROJECT")
     if not args.wandb and (args.sweep or args.group or args.tag):

@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from analysis.paper.ablations import spec
-from analysis.paper.options import add_verdict_arguments, verdict_settings
+from analysis.paper.options import add_verdict_arguments, apply_verdict_settings
 from analysis.present.html import NoFactorError, render
 from analysis.runs.records import NoRunsError
 from analysis.stats.reference import UnknownReferenceError
-from analysis.stats.sequential import DesignError
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -29,12 +27,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--title", help="the page's title (default: the sweep folders' names)")
     add_verdict_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        args.margin, args.design = verdict_settings(args)
-    except (DesignError, KeyError) as error:
-        parser.error(str(error).strip("'\""))
-    if args.ablation and not args.ref:
-        args.ref = spec(args.ablation).reference_label
+    apply_verdict_settings(parser, args)
     return args
 
 

@@ -31,13 +31,13 @@ from omegaconf import OmegaConf
 
 from analysis.collate import warn
 from analysis.paper.ablations import spec
-from analysis.paper.options import add_verdict_arguments, verdict_settings
+from analysis.paper.options import add_verdict_arguments, apply_verdict_settings
 from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report, write_tables
 from analysis.runs.local import load_runs
 from analysis.runs.records import NoRunsError, candidate_factors
 from analysis.stats.ablation import Ablation, analyse
-from analysis.stats.sequential import Design, DesignError
+from analysis.stats.sequential import Design
 from analysis.stats.summary import varying_factors
 from analysis.stats.verdict import INCONCLUSIVE, RESOLVED
 from src.config import register_configs
@@ -82,10 +82,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_blocks is not None and args.max_blocks < 0:
         parser.error(f"--max-blocks {args.max_blocks}: give 0 or more blocks")
-    try:
-        args.margin, args.design = verdict_settings(args)
-    except (DesignError, KeyError) as error:
-        parser.error(str(error).strip("'\""))
+    apply_verdict_settings(parser, args)
     if args.design is None:
         parser.error("no sequential design: give --ablation NAME (an experiments/ablations.yaml entry with a design) "
                      "or --max-seeds N (and --block, --looks, --margin)")
@@ -93,7 +90,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.preset = args.preset or (entry.preset if entry else None)
     if not args.preset:
         parser.error("give --preset PRESET (the conf/experiment preset each block runs) or --ablation NAME")
-    args.ref = args.ref or (entry.reference_label if entry else None)
     return args
 
 

@@ -46,3 +46,16 @@ def verdict_settings(args: argparse.Namespace) -> Tuple[Optional[float], Optiona
                           "before the first look")
     declared["looks"] = tuple(declared.get("looks", ()))
     return margin, Design(**declared)
+
+
+def apply_verdict_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sets ``args.margin`` and ``args.design`` and, where ``--ablation`` is given and ``--ref`` is not, ``args.ref``
+    and ``args.ref_reason`` (the ablation's reference row); a setting that cannot be run is the parser's error."""
+    try:
+        args.margin, args.design = verdict_settings(args)
+    except (DesignError, KeyError) as error:
+        parser.error(str(error).strip("'\""))
+    args.ref_reason = None
+    if args.ablation and not getattr(args, "ref", None):
+        entry = spec(args.ablation)
+        args.ref, args.ref_reason = entry.reference_label, f"it stands for the paper's {entry.paper_reference}"
