@@ -137,7 +137,7 @@ def test_ablation_notebooks_reproduce_their_stored_tables_from_the_shipped_resul
         markdown = "".join(output["text"] for cell in comparable_outputs(new) for output in cell)
         for expected in ("paper row", "within tolerance", "top-1 (%)", "Δ vs", "verdict", "<image>"):
             assert expected in markdown, (ablation.notebook, expected)
-        assert markdown.count("<image>") == 3
+        assert markdown.count("<image>") == 4  # the forest plot first, then the three of before
         assert str(ROOT) not in markdown and str(tmp_path) not in markdown, "outputs name this machine's folders"
 
 

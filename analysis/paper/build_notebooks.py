@@ -10,6 +10,7 @@ and the proxy's limits, templates rendered from the shipped results' table when 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,13 @@ from analysis.paper.shipped import sweep_for
 ABLATION = "{name}"
 RERUN = False  # True: run the sweep again (about {minutes:g} minutes on 2 cores) and replace the shipped results
 sweep_dir = sweep_for(ABLATION, rerun=RERUN)  # or the folder of any sweep of +experiment={preset}'''
+
+
+# nbclient's "Executing notebook with kernel" goes to the root logger, whose handler may be a stream already closed
+# (a test's captured stderr): a cell's error raises, so the line is dropped.
+QUIET = logging.getLogger("analysis.paper.kernels")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 
 
 def seed_count(ablation: AblationSpec) -> int:
@@ -138,7 +146,7 @@ def execute_all(notebooks: List, cores: int = 2, timeout: int = 1200) -> List:
 
     async def one(notebook):
         async with slots:
-            await NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+            await NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False, log=QUIET,
                                  resources={"metadata": {"path": str(NOTEBOOKS)}}).async_execute()
         notebook.metadata["language_info"] = {"name": "python"}  # no interpreter version: stable across machines
 

@@ -14,6 +14,7 @@ fixed colour and marker and in one order (the reference first, then by effect):
   the last epochs, where the rows part; a band (95% interval of the mean over seeds) only for rows with two or more
   seeds, and the legend says so.
 A flagged row (not converged, seeds disagree) is drawn open, with its flag in its label."""
+import logging
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -29,6 +30,10 @@ from analysis.stats.compare import MCNEMAR
 from analysis.stats.flags import flag_kinds
 from analysis.stats.verdict import EQUIVALENT, RESOLVED
 from src.plot_style import COLUMN_WIDTH, FULL_WIDTH, figure_order, new_figure, paper_style, row_style, save
+
+# adjustText says so when a label is wider than the gap it has, a varying number of times a figure: the label is
+# drawn all the same, and the line would make a notebook's stored outputs differ run to run.
+logging.getLogger("adjustText").setLevel(logging.ERROR)
 
 
 def interval_error(low: float, mean: float, high: float) -> np.ndarray:
