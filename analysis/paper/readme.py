@@ -15,14 +15,10 @@ from typing import List, Optional
 
 from analysis.present.plots import write_plots
 from analysis.present.tables import markdown_report
-from analysis.runs.local import load_runs
-from analysis.stats.ablation import analyse
-from analysis.stats.summary import varying_factors
 
 from . import ROOT
 from .ablations import spec
-from .readings import render
-from .shipped import results_dir
+from .readings import collate_shipped, render
 
 README = ROOT / "README.md"
 WIDTH = 120
@@ -50,12 +46,8 @@ IMAGES = ROOT / "docs" / "img"
 
 def shipped_result():
     ablation = spec(ABLATION)
-    warnings: List[str] = []
-    collection = load_runs([results_dir(ABLATION)], warn=warnings.append)
-    factors = varying_factors(collection.runs, collection.candidate_factors)
-    result = analyse(collection.runs, factors, warn=warnings.append, margin=ablation.margin,
-                     design=ablation.sequential_design)  # as collate does: cross is the default reference
-    return ablation, collection.runs, result, warnings
+    shipped = collate_shipped(ablation)  # as its notebook collates it: one table for README and notebook
+    return ablation, shipped.runs, shipped.result, shipped.warnings
 
 
 def figure_line(name: str) -> str:
