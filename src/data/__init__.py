@@ -182,12 +182,14 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
                          f"mixup drops incomplete batches: set train.batch_size <= {len(train)}")
     generator = torch.Generator().manual_seed(seed)
     sampler = (RepeatAugSampler(train, num_replicas=1, rank=0, shuffle=True) if data_cfg.repeated_aug else None)
-    # a dataset with set_epoch needs its workers started afresh each epoch: persistent ones keep their own copy
-    persistent = workers > 0 and not hasattr(unlimited(train), "set_epoch")
+    # Training workers start afresh each epoch, seeded from the loader's generator (which checkpoints save): a
+    # persistent worker would carry its random state from epoch to epoch, which no checkpoint holds, so a resumed
+    # run would augment differently from the uninterrupted one (and a dataset with set_epoch, multiscale_digits,
+    # would keep a stale copy). The cost is the workers' start once an epoch.
     pinned = device.type == "cuda"  # pinned host memory: the copy to the GPU can overlap the step
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=drop_last, num_workers=workers, generator=generator,
-                              pin_memory=pinned, persistent_workers=persistent)
+                              pin_memory=pinned, persistent_workers=False)
     val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=workers,
                             pin_memory=pinned, persistent_workers=workers > 0)
     train_to_device, val_to_device = device_batches(data_cfg, device)

@@ -15,7 +15,11 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
 class DeviceBatches:
-    """``to_device(batches)``: the same batches, on ``device``, normalised (see the module's docstring)."""
+    """``to_device(batches)``: the same batches, on ``device``, normalised (see the module's docstring).
+
+    Random erasing is applied when a batch is handed over, not when it is prefetched: its draws then come after
+    the previous step, so a checkpoint saved after step k holds the random state batch k + 1 is erased from (a
+    resume erases it as the uninterrupted run did). One side stream serves every epoch, as in timm."""
 
     def __init__(self, device: torch.device, mean: Sequence[float], std: Sequence[float],
                  erasing: Optional[RandomErasing] = None):
@@ -24,34 +28,48 @@ class DeviceBatches:
         self.mean = torch.tensor([255 * value for value in mean], device=device).view(1, -1, 1, 1)
         self.std = torch.tensor([255 * value for value in std], device=device).view(1, -1, 1, 1)
         self.erasing = erasing
+        self._stream = None
 
     @property
     def prefetches(self) -> bool:
         return self.device.type == "cuda"
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> float, normalised, then random erasing; float images pass as they are."""
+        """uint8 images -> float, normalised; float images pass as they are."""
         if images.dtype != torch.uint8:
             return images
-        images = images.float().sub_(self.mean).div_(self.std)
-        return self.erasing(images) if self.erasing is not None else images
+        return images.float().sub_(self.mean).div_(self.std)
+
+    def erase(self, images: torch.Tensor, was_uint8: bool) -> torch.Tensor:
+        """Random erasing of normalised images, as timm's prefetcher does (only on images the loader left uint8)."""
+        return self.erasing(images) if self.erasing is not None and was_uint8 else images
+
+    # the stream hooks, the only CUDA-specific part (a test stands them in on the CPU)
+    def side_stream(self):
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self._stream)
+
+    def hand_over(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        """The main stream waits for the copies; the allocator must not reuse their memory early."""
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self._stream)
+        images.record_stream(current)
+        targets.record_stream(current)
 
     def __call__(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         if not self.prefetches:
             yield from batches
             return
-        stream = torch.cuda.Stream(self.device)
-        ahead: Optional[Batch] = None
+        ahead: Optional[Tuple[torch.Tensor, torch.Tensor, bool]] = None
         for images, targets in batches:
-            with torch.cuda.stream(stream):
+            was_uint8 = images.dtype == torch.uint8
+            with self.side_stream():
                 images = self.normalise(images.to(self.device, non_blocking=True))
                 targets = targets.to(self.device, non_blocking=True)
             if ahead is not None:
-                yield ahead
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            # made on the side stream, used on the main one: keep the allocator from reusing them early
-            images.record_stream(torch.cuda.current_stream(self.device))
-            targets.record_stream(torch.cuda.current_stream(self.device))
-            ahead = (images, targets)
+                yield self.erase(ahead[0], ahead[2]), ahead[1]
+            self.hand_over(images, targets)
+            ahead = (images, targets, was_uint8)
         if ahead is not None:
-            yield ahead
+            yield self.erase(ahead[0], ahead[2]), ahead[1]

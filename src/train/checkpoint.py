@@ -10,6 +10,7 @@ numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it
 A mid-epoch resume restores the loader's generator as it was when the epoch started and skips the batches
 already trained on, so the data order is the uninterrupted one.
 """
+import hashlib
 import logging
 import random
 import re
@@ -21,10 +22,12 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
+from timm.utils import random_seed
 
 from src.data import set_epoch
 from src.identity import checkpoint_matches, same_job
 
+from . import distributed
 from .files import write_atomic
 from .record_io import RESULTS_FILE, read_results
 
@@ -178,8 +181,8 @@ def capture_rng(generators: Optional[Dict[str, torch.Generator]] = None) -> Dict
                      "has_gauss": int(has_gauss), "cached": float(cached)},
            "torch": torch.get_rng_state(),
            "generators": {key: gen.get_state() for key, gen in (generators or {}).items()}}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's device only: a resume may see fewer GPUs, or another one
+        rng["cuda"] = torch.cuda.get_rng_state()
     return rng
 
 
@@ -194,7 +197,38 @@ def restore_rng(rng: Dict[str, Any], generators: Optional[Dict[str, torch.Genera
         if key in rng["generators"]:
             gen.set_state(rng["generators"][key])
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+        cuda = rng["cuda"]
+        if isinstance(cuda, (list, tuple)):  # written before 2026-12: every visible GPU's state, this one's by index
+            index = torch.cuda.current_device()
+            if index >= len(cuda):
+                log.warning("the checkpoint holds CUDA random states for %d GPU(s), none for GPU %d: its CUDA "
+                            "stream starts from the run's seed instead", len(cuda), index)
+                return
+            cuda = cuda[index]
+        torch.cuda.set_rng_state(cuda)
+
+
+def rank_rng(checkpoint: Dict[str, Any], config: Dict[str, Any]) -> Dict[str, Any]:
+    """This rank's random state in ``checkpoint``: rank 0's is ``rng``, the others' ``rank_rngs`` (gathered at
+    the save). A checkpoint of another world size, or from before the ranks' states were kept, has none for a rank
+    above 0: its streams restart from (seed, rank, step), distinct from every other rank's, and the run says so."""
+    rank, world = distributed.rank(), distributed.world_size()
+    if rank == 0:
+        return checkpoint["rng"]
+    others = checkpoint.get("rank_rngs") or []
+    if len(others) == world - 1:
+        return others[rank - 1]
+    step = checkpoint["state"]["step"]
+    log.warning("rank %d: the checkpoint holds random states for %d rank(s), this run has %d: rank %d's augmentation "
+                "and drop-path streams restart from (seed, rank, step %d), not where the interrupted run left them",
+                rank, len(others) + 1, world, rank, step)
+    seed = distributed.stream_seed(hash_seed(config.get("seed", 0), step), rank)
+    random_seed(seed)
+    return {**capture_rng(), "generators": checkpoint["rng"].get("generators", {})}
+
+
+def hash_seed(seed: int, step: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}/step{step}".encode(), digest_size=4).digest(), "little")
 
 
 # -- the train loader, resumable mid-epoch -------------------------------------------------------------------
@@ -232,13 +266,17 @@ class ResumableBatches:
 @dataclass
 class Saver:
     """Where this run's checkpoints go, whether it writes any (rank 0 only), and the job they belong to
-    (``src.identity.identity``, and the config itself: a new run started from them knows their fusion)."""
+    (``src.identity.identity``, and the config itself: a new run started from them knows their fusion).
+    ``gathers``: under DDP with checkpoints on, every rank calls ``save`` at the same step, and rank 0 keeps each
+    rank's random state, so that each resumes its own streams."""
     run_dir: Path
     config_identity: str
     enabled: bool
     config: Optional[Dict[str, Any]] = None
+    gathers: bool = False
 
     def save(self, run, state: TrainState, wandb_id: Optional[str], mid_epoch: bool, best: bool = False) -> None:
+        rank_rngs = distributed.gather_to_all(capture_rng()) if self.gathers else None
         if not self.enabled:
             return
         # mid-epoch: resume epoch ``state.epoch`` after ``batches_done`` batches, in the same data order
@@ -251,6 +289,7 @@ class Saver:
             "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
             "state": asdict(state),
             "rng": capture_rng({"train": run.batches.loader.generator}),
+            "rank_rngs": rank_rngs[1:] if rank_rngs else None,  # ranks 1.. (``rank_rng``)
             "batches_done": batches_done,
             "epoch_generator": run.batches.epoch_order if mid_epoch else None,
             "wandb_run_id": wandb_id,
@@ -289,10 +328,11 @@ def restore(run, checkpoint: Dict[str, Any], config: Dict[str, Any]) -> TrainSta
         run.ema.module.load_state_dict(checkpoint["ema"])
     if run.scaler.is_enabled() and checkpoint.get("scaler") is not None:
         run.scaler.load_state_dict(checkpoint["scaler"])
-    restore_rng(checkpoint["rng"], {"train": run.batches.loader.generator})
+    rng = rank_rng(checkpoint, config)  # the loader's generator is rank 0's on every rank: the global batches
+    restore_rng({**rng, "generators": checkpoint["rng"].get("generators", {})}, {"train": run.batches.loader.generator})
     if checkpoint.get("epoch_generator") is not None:
         run.batches.resume_point = {"order": checkpoint["epoch_generator"], "skip": checkpoint["batches_done"],
-                                    "rng": checkpoint["rng"]}
+                                    "rng": rng}
     state = TrainState(**checkpoint["state"])
     log.info("resumed from %s: epoch %d, step %d", checkpoint.get("path"), state.epoch, state.step)
     return state

@@ -2,11 +2,14 @@
 SLURM step of several tasks gets them from SLURM's variables (``export_slurm_ranks``); ``init`` joins the process
 group (NCCL on GPU, Gloo on CPU). Metrics are reduced as sums of counts (correct
 predictions, loss x images, images), never as a mean of per-rank means, so uneven last batches stay exact."""
+import hashlib
 import logging
 import os
 import random
+from functools import partial
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from timm.data.distributed_sampler import RepeatAugSampler
@@ -122,9 +125,11 @@ def rank0_says(value):
 
 
 def teardown() -> None:
+    global _control_group
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+    _control_group = None
 
 
 class RankSlices(Sampler):
@@ -173,17 +178,90 @@ def shard_loader(loader, seed: int):
         return type(loader)(loader.dataset, batch_size=loader.batch_size // world, sampler=rank_sampler,
                             drop_last=loader.drop_last, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
                             generator=torch.Generator().manual_seed(seed),
-                            persistent_workers=loader.persistent_workers)
+                            persistent_workers=loader.persistent_workers, worker_init_fn=seed_workers(rank()))
     slices = RankSlices(loader.batch_sampler, rank(), world)
     return type(loader)(loader.dataset, batch_sampler=slices, num_workers=loader.num_workers,
                         pin_memory=loader.pin_memory, generator=loader.generator,
-                        persistent_workers=loader.persistent_workers)
+                        persistent_workers=loader.persistent_workers, worker_init_fn=seed_workers(rank()))
 
 
-def global_count(local: int, device: torch.device) -> int:
-    """The images of this step over all ranks (one small all-reduce; the local count when not distributed)."""
+def global_batch_size(loader, index: int, local: int) -> int:
+    """The images of the epoch's ``index``-th batch over all ranks, known without asking the others (an all-reduce
+    and a host sync a step, on a GPU): ``RankSlices`` cuts the single-process loader's batches, whose sizes follow
+    from the sampler's length; repeated augmentation gives every rank the same count; one process has its own."""
     if not is_distributed():
         return local
-    count = torch.tensor([local], dtype=torch.int64, device=device)
-    dist.all_reduce(count, op=dist.ReduceOp.SUM)
-    return int(count.item())
+    sampler = loader.batch_sampler
+    if isinstance(sampler, RankSlices):
+        batches = sampler.global_batches
+        if batches.drop_last:
+            return batches.batch_size
+        return min(batches.batch_size, len(batches.sampler) - index * batches.batch_size)
+    return local * world_size()
+
+
+def stream_seed(seed: int, rank_: Optional[int] = None) -> int:
+    """The seed of this rank's random streams (augmentation, drop path, mixup, erasing): the run's seed on rank 0,
+    so that one process draws what it always did, and on rank r > 0 a hash of (seed, r), distinct from every rank
+    of every other seed (``seed + r`` would give seed 0's rank 1 the streams of seed 1's rank 0)."""
+    rank_ = rank() if rank_ is None else rank_
+    if rank_ == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/rank{rank_}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")  # < 2**32: numpy's seed range
+
+
+def seed_workers(rank_: int):
+    """A ``worker_init_fn`` that gives rank ``rank_``'s loader workers their own streams: every rank's loader draws
+    its base seed from the same generator (it must, for the batches to be the same), so without this worker w of
+    every rank would augment with the same draws."""
+    return partial(_seed_worker, rank_)
+
+
+def _seed_worker(rank_: int, worker_id: int) -> None:
+    if rank_ == 0:  # torch's own worker seeding: rank 0 draws what one process draws
+        return
+    seed = stream_seed(torch.utils.data.get_worker_info().seed % 2**32, rank_)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+_control_group = None
+
+
+def control_group():
+    """A Gloo group for host-side decisions (stop, non-finite loss), so that agreeing on one costs no GPU sync;
+    the default group when that is already Gloo."""
+    global _control_group
+    if _control_group is None:
+        _control_group = (dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo"))
+    return _control_group
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is set on any rank (every rank must call it at the same point): a stop signal that
+    reached one rank stops all of them at the same step."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=control_group())
+    return bool(value.item())
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest of the ranks' ``value`` (every rank must call it at the same point)."""
+    if not is_distributed():
+        return value
+    box = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=control_group())
+    return int(box.item())
+
+
+def gather_to_all(value) -> list:
+    """Every rank's ``value`` (picklable), in rank order, on every rank; ``[value]`` in one process."""
+    if not is_distributed():
+        return [value]
+    values = [None] * world_size()
+    dist.all_gather_object(values, value, group=control_group())
+    return values

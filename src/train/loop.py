@@ -95,6 +95,8 @@ def build_run(cfg) -> Run:
     with torch.random.fork_rng(devices=[]):  # the model draws its own init (src/models/init.py); what comes after
         model, start = build_started_model(cfg, num_classes)  # it (augmentation, drop path) then sees the same
         # stream whatever the model is
+    if distributed.rank() > 0:  # every rank builds the same model, then draws its own augmentation and drop path
+        random_seed(distributed.stream_seed(cfg.seed))
     image_size = input_size(cfg, model.img_size)
     accumulation = cfg.train.grad_accum_steps
     distributed.check_split(cfg.train.batch_size, accumulation)
@@ -104,13 +106,20 @@ def build_run(cfg) -> Run:
     model.to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler, num_epochs = build_scheduler(cfg, optimizer, len(data.train_loader))
-    return Run(model=model, train_model=distributed.wrap(torch.compile(model) if cfg.train.compile else model, device),
+    return Run(model=model, train_model=compiled(distributed.wrap(model, device), cfg.train.compile),
                data=data, batches=ckpt.ResumableBatches(data.train_loader),
                criterion=build_criterion(cfg.data, data.mixup), optimizer=optimizer, scheduler=scheduler,
                num_epochs=num_epochs, ema=ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None,
                scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                device=device, amp_dtype=amp_dtype, clip_grad=cfg.optim.clip_grad, grad_accum_steps=accumulation,
                start=start)
+
+
+def compiled(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:
+    """``train.compile``: torch.compile around DDP, not inside it, so that the compiled graph is split at DDP's
+    gradient buckets and their all-reduce overlaps the backward (``DDPOptimizer``); static shapes, so that a short
+    last batch compiles one more graph for its size instead of a slower dynamic-shape one for every batch."""
+    return torch.compile(model, dynamic=False) if compile_ else model
 
 
 def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], group: Optional[str],
@@ -134,7 +143,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     if state.history:  # the record is rebuilt from the checkpoint, whatever results.json held before
         record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
     saver = ckpt.Saver(run_dir, identity(config), enabled=cfg.train.save_checkpoints and distributed.is_main(),
-                       config=config)
+                       config=config, gathers=cfg.train.save_checkpoints and distributed.is_distributed())
     stop, exit_code, logger = StopFlag(), 1, None  # the flag before W&B's start, which can take a while
     try:  # whatever fails, the signal handlers and the W&B run are not left to the next job in this process
         logger = start_loggers(cfg, run_dir, results, state, {**wandb_config, **arch_keys(results["model"])},
@@ -149,12 +158,14 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
         for epoch in range(state.epoch, run.num_epochs):
             epoch_started, lr, meter = time.perf_counter(), run.optimizer.param_groups[0]["lr"], EpochMeter()
             for _ in train_one_epoch(run, state, epoch, meter, logger, progress, cfg.logger.log_every_n_steps):
-                if mid_epoch_save_due(cfg, state, stop, steps_per_epoch):
+                stopping = distributed.any_rank(stop.requested)  # a signal on one rank stops all at this step
+                if mid_epoch_save_due(cfg, state, stopping, steps_per_epoch):
+                    meter.raise_if_non_finite(run, epoch)
                     state.elapsed_s = elapsed()
                     saver.save(run, state, logger.run_id, mid_epoch=True)
-                    if stop.requested:
+                    if stopping:
                         return interrupted(results, stop, run, epoch, state, elapsed(), logger)
-            trained = distributed.reduce_sums({"loss_sum": meter.loss_sum, "images": meter.images,
+            trained = distributed.reduce_sums({"loss_sum": meter.loss_total(), "images": meter.images,
                                                "images_per_s": meter.images_per_s(), "wait_s": meter.wait_s,
                                                "step_s": meter.step_s}, run.device)
             metrics = evaluate(run.train_model, run.data.val_to_device(run.data.val_loader), run.device,
@@ -179,7 +190,7 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
             log_epoch(logger, row, run.num_epochs, state.step)
             record_epoch(results, state.history, state.best(), elapsed(), peak_memory_mb(run.device))
             write_results(run_dir, results)
-            if stop.requested and state.epoch < run.num_epochs:  # came after the last step: last.pt is here
+            if distributed.any_rank(stop.requested) and state.epoch < run.num_epochs:  # after the last step
                 return interrupted(results, stop, run, state.epoch, state, elapsed(), logger)
         completed(results, state, logger, elapsed())
         exit_code = 0
@@ -190,12 +201,12 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     return results
 
 
-def mid_epoch_save_due(cfg, state: ckpt.TrainState, stop: StopFlag, steps_per_epoch: int) -> bool:
+def mid_epoch_save_due(cfg, state: ckpt.TrainState, stopping: bool, steps_per_epoch: int) -> bool:
     """On a stop signal, and every ``train.ckpt_every_steps`` steps; never after an epoch's last step, which
     the end-of-epoch save follows (every epoch is ``steps_per_epoch`` steps, so ``state.step`` says where)."""
     every = cfg.train.ckpt_every_steps
     periodic = bool(every) and state.step % every == 0
-    return (stop.requested or periodic) and state.step % steps_per_epoch != 0
+    return (stopping or periodic) and state.step % steps_per_epoch != 0
 
 
 def start_loggers(cfg, run_dir: Path, results: RunRecord, state: ckpt.TrainState, wandb_config: Dict[str, Any],
@@ -222,7 +233,8 @@ def interrupted(results: RunRecord, stop: StopFlag, run: Run, epoch: int, state:
                 wall_time_s: float, logger: Loggers) -> RunRecord:
     if stop.signal_name == "SIGTERM":  # preemption: a W&B sweep agent re-queues the run (it resumes last.pt)
         logger.mark_preempting()
-    mark_interrupted(results, f"{stop.signal_name} at {where(run, epoch, state.step)}: checkpoint saved, run the "
+    signal_name = stop.signal_name or "a stop signal to another rank"
+    mark_interrupted(results, f"{signal_name} at {where(run, epoch, state.step)}: checkpoint saved, run the "
                      f"same command again to resume", wall_time_s)
     return results
 
