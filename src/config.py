@@ -207,6 +207,10 @@ class TrainConfig:
                                     run_only=True)
     # micro-batches per optimizer step: batch_size (the global batch) is split over ranks x this
     grad_accum_steps: int = setting(1, at_least(1, "must be >= 1 micro-batches per step"), absent_means=1)
+    # deterministic kernels (torch.use_deterministic_algorithms; on CUDA also math attention and a fixed cuBLAS
+    # workspace): the same numbers run after run on a GPU, slower. It picks the kernels, so it is the run's identity;
+    # every run before the key trained without it (src/train/determinism.py, docs/robustness.md#resume)
+    deterministic: bool = setting(False, absent_means=False)
 
 
 @dataclass

@@ -229,10 +229,11 @@ def check_values(cfg) -> None:
 
 def check_choices(cfg) -> None:
     """Names the training code looks up: model, optimizer, scheduler, device, precision and the input size (the
-    fusion's name with the architecture)."""
+    fusion's name with the architecture), and the kernels ``train.deterministic`` asks of that device."""
     from timm.optim import list_optimizers
 
     from src.train.build import SCHEDULERS, check_amp, input_size, resolve_device
+    from src.train.determinism import check_deterministic
 
     if cfg.model.name not in VARIANTS:
         raise BadInput(f"unknown model.name={cfg.model.name!r}: pick one of {', '.join(sorted(VARIANTS))}"
@@ -243,8 +244,10 @@ def check_choices(cfg) -> None:
     if cfg.sched.name not in SCHEDULERS:
         raise BadInput(f"sched.name={cfg.sched.name!r}: pick one of {', '.join(SCHEDULERS)}")
     input_size(cfg, cfg.model.img_size or VARIANTS[cfg.model.name]["img_size"])
-    check_amp(cfg.train.amp, resolve_device(cfg.train.device))
+    device = resolve_device(cfg.train.device)
+    check_amp(cfg.train.amp, device)
     check_architecture(cfg)
+    check_deterministic(cfg, device.type)
 
 
 def check_architecture(cfg) -> None:

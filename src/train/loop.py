@@ -27,6 +27,7 @@ from .build import (
     resolve_amp,
     resolve_device,
 )
+from .determinism import apply_determinism
 from .engine import DATA_WAIT_WARNING, EpochMeter, evaluate, train_one_epoch, use_progress_bar, where
 from .inputs import describe_inputs
 from .loggers import CsvTrail, Loggers, TensorboardTrail, preset_tags
@@ -90,6 +91,7 @@ def build_run(cfg) -> Run:
     random_seed(cfg.seed)  # python, numpy and torch
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
+    apply_determinism(cfg.train.deterministic, device)  # before the first cuBLAS call
     amp_dtype = resolve_amp(cfg.train.amp, device)
     num_classes = resolve_num_classes(cfg.data)  # data.num_classes null: the data's own count
     with torch.random.fork_rng(devices=[]):  # the model draws its own init (src/models/init.py); what comes after

@@ -24,6 +24,8 @@ from typing import Iterator, Optional, Union
 
 import torch
 
+from .determinism import current_flags, restore_flags
+
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = torch.get_num_threads()  # the process's own default, before any job sets another
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -78,10 +80,12 @@ def isolated_job() -> Iterator[None]:
     reset_peak_memory()
     in_main_thread = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if in_main_thread else {}
+    flags = current_flags()  # train.deterministic's switches: a deterministic job leaves the next one as it was
     try:
         with warnings.catch_warnings():  # also forgets which warnings were shown: this job shows its own
             yield
     finally:
+        restore_flags(flags)
         for sig, handler in handlers.items():
             if handler is not None:
                 signal.signal(sig, handler)
