@@ -110,6 +110,11 @@ class DataConfig:
     # digits, multiscale_digits: held-out share, split once with split_seed
     val_fraction: float = setting(0.2, inside(0, 1, "must be in (0, 1), e.g. data.val_fraction=0.2"))
     split_seed: int = 0
+    # the selection split: this share (0 to 1) or count (>= 1) of the training data held out, fixed by split_seed,
+    # evaluated each epoch as selection_top1 and never trained on, so that choices (recipes, trials, epochs) are
+    # made on it and the validation split stays a test set; 0: none (src/data/selection.py)
+    selection: float = setting(0.0, at_least(0, "must be 0 (none), a fraction in (0, 1) or a count >= 1 of the "
+                                                "training images, e.g. data.selection=0.2"), absent_means=0.0)
     num_train: int = setting(1024, at_least(1, "must be >= 1 images"))  # synthetic only
     num_val: int = setting(256, at_least(1, "must be >= 1 images"))  # synthetic only
     # multiscale_digits only (null elsewhere, so that other runs' config identity is unchanged)

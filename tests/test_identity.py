@@ -50,7 +50,8 @@ def test_a_checkpoint_from_before_identity_version_2_still_resumes_its_job():
     new = composed()
     recorded_then = json.loads(json.dumps(new))
     recorded_then["train"]["grad_accum_steps"], recorded_then["data"]["remode"] = None, None
-    recorded_then["train"]["deterministic"] = None  # a key added after version 2, as absent then
+    recorded_then["train"]["deterministic"] = None  # keys added after version 2, as absent then
+    recorded_then["data"]["selection"] = None
     # version 1, as checkpoint.identity_hash computed it: train's run-only keys and every null left out
     def without_nulls(value):
         return {k: without_nulls(v) for k, v in value.items() if v is not None} if isinstance(value, dict) else value

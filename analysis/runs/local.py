@@ -30,10 +30,13 @@ def problem_with(record: Any) -> Optional[str]:
         return f"malformed: {malformed}"
     if record["status"] == "running":
         return "partial: status 'running' (still training, or killed before it could record why)"
+    if record["status"] == "pruned":  # a tuning trial stopped early on purpose (src.tune): not a result
+        return f"pruned: {record.get('reason') or 'a tuning trial stopped early by its pruner'}"
     if record["status"] == "completed" and not isinstance(record.get("final"), dict):
         return "corrupt: status 'completed' but no final metrics"
     if record["status"] not in ("completed",) + FAILED_STATUSES:
-        return f"foreign: unknown status {record['status']!r}, expected completed, failed, interrupted or running"
+        return (f"foreign: unknown status {record['status']!r}, expected completed, failed, interrupted, pruned or "
+                f"running")
     return None
 
 

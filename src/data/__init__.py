@@ -17,6 +17,7 @@ from .folders import check_eval_folder, cifar, eval_folder_dataset, image_folder
 from .multiscale_digits import multiscale_digits
 from .posterize import fix_posterize
 from .prefetch import DeviceBatches
+from .selection import hold_out, with_transform
 from .shards import shard_datasets
 from .sources import (  # noqa: F401 - src.data's API
     DATASETS,
@@ -42,6 +43,9 @@ class Data:
     val_to_device: DeviceBatches
     class_names: List[str]  # label order: the model's output i is class_names[i] (``sources.class_names``)
     val_sources: Optional[np.ndarray] = None  # what each validation image was made from (``dataset_sources``)
+    # the selection split (``data.selection``), evaluated as the validation split is; None: none held out
+    selection_loader: Optional[DataLoader] = None
+    num_selection: int = 0
 
     @property
     def val_units(self) -> Optional[int]:
@@ -102,29 +106,43 @@ def device_batches(data_cfg, device: torch.device) -> Tuple[DeviceBatches, Devic
 
 def build_datasets(data_cfg, image_size: int, seed: int, prefetch: bool = False):
     """(train, val, num_classes the data has); ``seed`` (the run's) draws multiscale_digits' training renders;
-    ``prefetch``: image pipelines end in uint8 tensors (``build_transforms``)."""
-    found = len(class_names(data_cfg))  # checks the source first (``check_data_source``)
-    return (*_datasets(data_cfg, image_size, seed, prefetch), found)
+    ``prefetch``: image pipelines end in uint8 tensors (``build_transforms``). With ``data.selection``, train is
+    what is left once the selection split is held out (``build_selection``)."""
+    train, val, _ = build_splits(data_cfg, image_size, seed, prefetch)
+    return train, val, len(class_names(data_cfg))
 
 
-def _datasets(data_cfg, image_size: int, seed: int, prefetch: bool) -> Tuple[Dataset, Dataset]:
-    name = data_cfg.name
-    if name == "synthetic":
+def build_splits(data_cfg, image_size: int, seed: int,
+                 prefetch: bool = False) -> Tuple[Dataset, Dataset, Optional[Dataset]]:
+    """(train, val, selection): selection None unless ``data.selection`` holds some of the training data out
+    (``src.data.selection``); checks the source first (``check_data_source``)."""
+    class_names(data_cfg)
+    return _datasets(data_cfg, image_size, seed, prefetch)
+
+
+def _datasets(data_cfg, image_size: int, seed: int, prefetch: bool) -> Tuple[Dataset, Dataset, Optional[Dataset]]:
+    name, selection, split_seed = data_cfg.name, data_cfg.selection, data_cfg.split_seed
+    if name == "synthetic":  # no augmentation: the training images are their own eval view
         seed = data_cfg.split_seed
-        return (SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
-                SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1))
+        train, held_out = hold_out(SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
+                                   None, selection, split_seed)
+        return train, SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1), held_out
     if name == "multiscale_digits":  # the render is the augmentation: training images take the eval transform
         return multiscale_digits(data_cfg, image_size, seed)
     train_transform, eval_transform = build_transforms(data_cfg, image_size, prefetch)
     if name == "digits":
         (train_x, train_y), (val_x, val_y) = digits_split(data_cfg.val_fraction, data_cfg.split_seed)
-        return DigitsDataset(train_x, train_y, train_transform), DigitsDataset(val_x, val_y, eval_transform)
-    if name in ("cifar10", "cifar100"):
-        return cifar(name, data_cfg.root, data_cfg.download, train_transform, eval_transform)
-    if name == "shards":
-        return shard_datasets(data_cfg.root, data_cfg.train_shards, data_cfg.val_shards, train_transform,
-                              eval_transform)
-    return image_folders(name, data_cfg.root, train_transform, eval_transform)  # imagenet, imagefolder
+        train, val = DigitsDataset(train_x, train_y, train_transform), DigitsDataset(val_x, val_y, eval_transform)
+    elif name in ("cifar10", "cifar100"):
+        train, val = cifar(name, data_cfg.root, data_cfg.download, train_transform, eval_transform)
+    elif name == "shards":
+        train, val = shard_datasets(data_cfg.root, data_cfg.train_shards, data_cfg.val_shards, train_transform,
+                                    eval_transform)
+    else:
+        train, val = image_folders(name, data_cfg.root, train_transform, eval_transform)  # imagenet, imagefolder
+    train, held_out = hold_out(train, with_transform(train, eval_transform) if selection else None, selection,
+                               split_seed)
+    return train, val, held_out
 
 
 def _limit(dataset: Dataset, limit: Optional[int]) -> Dataset:
@@ -132,8 +150,10 @@ def _limit(dataset: Dataset, limit: Optional[int]) -> Dataset:
 
 
 def unlimited(dataset: Dataset) -> Dataset:
-    """The dataset under ``data.limit_*``'s ``Subset``."""
-    return dataset.dataset if isinstance(dataset, Subset) else dataset
+    """The dataset under ``data.limit_*``'s and ``data.selection``'s ``Subset``s."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
 
 
 def dataset_sources(dataset: Dataset) -> Optional[np.ndarray]:
@@ -170,8 +190,9 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
                          f"train.batch_size=64")
     workers = resolve_workers(data_cfg.num_workers, device)
     num_classes = resolve_num_classes(data_cfg)
-    train, val, _ = build_datasets(data_cfg, image_size, seed, prefetch=uses_device_transforms(device))
+    train, val, selection = build_splits(data_cfg, image_size, seed, prefetch=uses_device_transforms(device))
     train, val = _limit(train, data_cfg.limit_train), _limit(val, data_cfg.limit_val)
+    selection = _limit(selection, data_cfg.limit_val) if selection is not None else None
     mixup = build_mixup(data_cfg, num_classes)
     if mixup is not None and batch_size % 2:
         raise ValueError(f"mixup/cutmix need an even batch, got train.batch_size={batch_size}: use "
@@ -190,11 +211,14 @@ def build_data(data_cfg, image_size: int, batch_size: int, eval_batch_size: int,
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=drop_last, num_workers=workers, generator=generator,
                               pin_memory=pinned, persistent_workers=False)
-    val_loader = DataLoader(val, batch_size=eval_batch_size, shuffle=False, num_workers=workers,
-                            pin_memory=pinned, persistent_workers=workers > 0)
+    val_loader, selection_loader = (
+        DataLoader(dataset, batch_size=eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pinned,
+                   persistent_workers=workers > 0) if dataset is not None else None
+        for dataset in (val, selection))
     train_to_device, val_to_device = device_batches(data_cfg, device)
     return Data(train_loader, val_loader, mixup, len(train), len(val), train_to_device, val_to_device,
-                class_names(data_cfg), dataset_sources(val))
+                class_names(data_cfg), dataset_sources(val), selection_loader,
+                len(selection) if selection is not None else 0)
 
 
 def eval_class_names(data_cfg) -> List[str]:

@@ -18,11 +18,12 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 
 from .digits import digits_split
+from .selection import split_indices
 
 MIN_DIGIT_PX = 4  # half the digits' native 8 px: below it a stroke is under a pixel wide
 FRAGMENT_FRACTION = 0.5  # a clutter fragment is a crop of half another digit's render side (ours: Cluttered
 # MNIST cuts 8x8 pieces out of 28x28 digits, a smaller share, but our digits are 8 px to begin with)
-TRAIN_STREAM, VAL_STREAM = 0, 1  # the first word of every generator's seed: training and validation never share one
+TRAIN_STREAM, VAL_STREAM, SELECTION_STREAM = 0, 1, 2  # the first word of every generator's seed: no two share one
 AUGMENTATION_KEYS = ("auto_augment", "reprob", "hflip", "color_jitter")  # timm's, which the render replaces
 
 
@@ -178,24 +179,42 @@ def validation_renders(spec: RenderSpec, renders_per_digit: int, val_fraction: f
                        split_seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``renders_per_digit`` renders of each held-out digit, render ``i`` of digit ``i % n`` from a generator seeded
     with ``(split_seed, i)`` only: the same images for every run. Returns (images, targets, sides), read-only."""
+    _, (digits, digit_targets) = digits_split(val_fraction, split_seed)
+    return fixed_renders(spec, renders_per_digit, digits, digit_targets, (VAL_STREAM, split_seed))
+
+
+@lru_cache(maxsize=4)
+def selection_renders(spec: RenderSpec, renders_per_digit: int, val_fraction: float, split_seed: int,
+                      selection: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The selection split's fixed renders (``data.selection``): ``renders_per_digit`` of each training digit it
+    holds out, drawn as the validation renders are but from their own stream, among fragments of each other only."""
+    (digits, digit_targets), _ = digits_split(val_fraction, split_seed)
+    _, held = split_indices(len(digits), selection, split_seed, unit="digit")
+    return fixed_renders(spec, renders_per_digit, digits[held], digit_targets[held], (SELECTION_STREAM, split_seed))
+
+
+def fixed_renders(spec: RenderSpec, renders_per_digit: int, digits: np.ndarray, digit_targets: np.ndarray,
+                  stream: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render ``i`` of digit ``i % n`` from a generator seeded with ``(*stream, i)``: (images, targets, sides)."""
     if renders_per_digit < 1:
         raise ValueError(f"data.render.val_renders_per_digit={renders_per_digit} must be >= 1 (e.g. 28: 10,080 images)")
-    _, (digits, digit_targets) = digits_split(val_fraction, split_seed)
     count = renders_per_digit * len(digit_targets)
     images = np.empty((count, spec.canvas, spec.canvas), np.uint8)
     sides = np.empty(count, np.int64)
     digit_of = digit_of_render(count, len(digit_targets))
     for i in range(count):
-        images[i], sides[i] = render(digits, int(digit_of[i]), spec,
-                                     np.random.default_rng((VAL_STREAM, split_seed, i)))
+        images[i], sides[i] = render(digits, int(digit_of[i]), spec, np.random.default_rng((*stream, i)))
     targets = digit_targets[digit_of]
     for array in (images, targets, sides):
         array.setflags(write=False)
     return images, targets, sides
 
 
-def multiscale_digits(data_cfg, image_size: int, seed: int) -> Tuple[Dataset, FixedRenders]:
-    """(training renders, fixed validation renders), both through the eval transform (``GreyToTensor``)."""
+def multiscale_digits(data_cfg, image_size: int,
+                      seed: int) -> Tuple[Dataset, FixedRenders, Optional[FixedRenders]]:
+    """(training renders, fixed validation renders, fixed selection renders or None), all through the eval
+    transform (``GreyToTensor``). ``data.selection`` holds out training digits, not renders: a digit rendered for
+    training and for selection alike would make selection a test of memory."""
     for key in AUGMENTATION_KEYS:
         if getattr(data_cfg, key):
             raise ValueError(f"data.{key}={getattr(data_cfg, key)!r}: multiscale_digits takes no timm augmentation "
@@ -208,7 +227,15 @@ def multiscale_digits(data_cfg, image_size: int, seed: int) -> Tuple[Dataset, Fi
     spec = RenderSpec(image_size, render.min_scale, render.max_scale, render.clutter, data_cfg.interpolation)
     (train_x, train_y), _ = digits_split(data_cfg.val_fraction, data_cfg.split_seed)
     transform = GreyToTensor()
+    held_out = None
+    if data_cfg.selection:
+        kept, _ = split_indices(len(train_x), data_cfg.selection, data_cfg.split_seed, unit="digit")
+        train_x, train_y = train_x[kept], train_y[kept]
+        images, targets, sides = selection_renders(spec, render.val_renders_per_digit, data_cfg.val_fraction,
+                                                   data_cfg.split_seed, data_cfg.selection)
+        held_out = FixedRenders(images, targets, sides, transform,
+                                digit_of_render(len(targets), len(targets) // render.val_renders_per_digit))
     train = MultiScaleDigits(train_x, train_y, spec, render.renders_per_digit, seed, transform)
     images, targets, sides = validation_renders(spec, render.val_renders_per_digit, data_cfg.val_fraction,
                                                 data_cfg.split_seed)
-    return train, FixedRenders(images, targets, sides, transform, validation_digits(data_cfg, len(targets)))
+    return train, FixedRenders(images, targets, sides, transform, validation_digits(data_cfg, len(targets))), held_out

@@ -48,11 +48,20 @@ class TrainState:
     history: List[Dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0  # wall time of all launches up to this checkpoint (wall_time_s, metrics.csv's time_s)
     start: Optional[Dict[str, Any]] = None  # started from weights (model.pretrained): them, and their evaluation
+    best_selection_top1: float = -1.0  # with data.selection: what chose the best epoch
 
     def record(self, row: Dict[str, Any]) -> bool:
-        """Appends an epoch's row; returns True when it is the best top-1 so far."""
+        """Appends an epoch's row; returns True when it is the best so far: the best selection top-1 where the run
+        has a selection split (``data.selection``), else the best top-1."""
         self.history.append(row)
         self.epoch = row["epoch"] + 1
+        if "selection_top1" in row:
+            if row["selection_top1"] <= self.best_selection_top1:
+                return False
+            self.best_selection_top1 = row["selection_top1"]
+            self.best_top1, self.best_top5, self.best_epoch = row["top1"], row["top5"], row["epoch"]
+            self.best_top1_branch = row.get("top1_branch")
+            return True
         if row["top1"] > self.best_top1:
             self.best_top1, self.best_top5, self.best_epoch = row["top1"], row["top5"], row["epoch"]
             self.best_top1_branch = row.get("top1_branch")

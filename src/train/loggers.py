@@ -45,7 +45,8 @@ def trail_rows(path: Path) -> List[Tuple[int, Dict[str, Any]]]:
 
 STEP_COLUMNS = ["train/loss", "train/lr", "train/images_per_s", "train/data_wait_frac"]
 EPOCH_COLUMNS = ["epoch", "val/loss", "val/top1", "val/top5", "train/epoch_loss", "train/epoch_time_s",
-                 "train/epoch_images_per_s", "val/ema_top1", "train/epoch_data_wait_frac"]
+                 "train/epoch_images_per_s", "val/ema_top1", "train/epoch_data_wait_frac", "selection/top1",
+                 "selection/loss"]
 
 
 def metric_columns(num_branches: int) -> List[str]:

@@ -130,7 +130,8 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
     started = time.perf_counter()
     run = build_run(cfg)
     record_build(results, model_summary(cfg, run.model), measure_costs(run.model), provenance(run.device),
-                 data_sizes(run.data.num_train, run.data.num_val, run.data.val_units), run.data.class_names)
+                 data_sizes(run.data.num_train, run.data.num_val, run.data.val_units, run.data.num_selection),
+                 run.data.class_names)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = ckpt.find_checkpoint(cfg.train.resume, run_dir)
     state = ckpt.restore(run, checkpoint, config) if checkpoint else ckpt.TrainState()
@@ -179,6 +180,10 @@ def train(cfg, run_dir: Path, results: RunRecord, wandb_config: Dict[str, Any], 
                    "epoch_time_s": time.perf_counter() - epoch_started, "images_per_s": trained["images_per_s"],
                    "data_wait_frac": trained["wait_s"] / max(trained["step_s"], 1e-9)}
             loader_warned = warn_if_loader_bound(cfg, row, loader_warned)
+            if run.data.selection_loader is not None:  # what choices are made on; top1 stays the test split's
+                chosen_on = evaluate(run.train_model, run.data.val_to_device(run.data.selection_loader), run.device,
+                                     run.amp_dtype)
+                row["selection_top1"], row["selection_loss"] = chosen_on["top1"], chosen_on["loss"]
             if run.ema is not None:
                 row["ema_top1"] = evaluate(run.ema.module, run.data.val_to_device(run.data.val_loader), run.device,
                                            run.amp_dtype)["top1"]
@@ -244,7 +249,8 @@ def interrupted(results: RunRecord, stop: StopFlag, run: Run, epoch: int, state:
 def completed(results: RunRecord, state: ckpt.TrainState, logger: Loggers, wall_time_s: float) -> None:
     last = state.history[-1]
     mark_completed(results, last, state.best(), wall_time_s)
-    logger.summary({"final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
+    selection = {"final/selection_top1": last["selection_top1"]} if "selection_top1" in last else {}
+    logger.summary({**selection, "final/top1": last["top1"], "final/top5": last["top5"], "best/top1": state.best_top1,
                     **{f"final/top1_branch{i}": top1 for i, top1 in enumerate(last["top1_branch"])},
                     "params_m": results["params_m"], "gmacs": results["gmacs"],
                     "fusion_params_m": results["fusion_params_m"], "fusion_gmacs": results["fusion_gmacs"],
@@ -311,8 +317,9 @@ def warn_if_loader_bound(cfg, row: Dict[str, Any], warned: bool) -> bool:
 
 
 def log_epoch(logger: Loggers, row: Dict[str, Any], num_epochs: int, step: int) -> None:
-    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, top-1 %.2f (branches %s), top-5 %.2f, %.1f s, "
-             "%.0f img/s", row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], row["top1"],
+    selection = f"selection top-1 {row['selection_top1']:.2f}, " if "selection_top1" in row else ""
+    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, %stop-1 %.2f (branches %s), top-5 %.2f, %.1f s, "
+             "%.0f img/s", row["epoch"] + 1, num_epochs, row["train_loss"], row["val_loss"], selection, row["top1"],
              "/".join(f"{top1:.1f}" for top1 in row["top1_branch"]), row["top5"], row["epoch_time_s"],
              row["images_per_s"])
     logger.log_step(epoch_metrics(row), step=step)  # epoch rows share the W&B history, at the global step
@@ -327,4 +334,6 @@ def epoch_metrics(row: Dict[str, Any]) -> Dict[str, Any]:
                **{f"val/top1_branch{i}": top1 for i, top1 in enumerate(row["top1_branch"])}}
     if "ema_top1" in row:
         metrics["val/ema_top1"] = row["ema_top1"]
+    if "selection_top1" in row:
+        metrics["selection/top1"], metrics["selection/loss"] = row["selection_top1"], row["selection_loss"]
     return metrics

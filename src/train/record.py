@@ -11,7 +11,7 @@ from src.identity import config_hash
 from .files import DiskFull, disk_full, is_disk_full
 
 SCHEMA = 1
-Status = Literal["running", "completed", "failed", "interrupted"]
+Status = Literal["running", "completed", "failed", "interrupted", "pruned"]  # pruned: src.tune stopped it early
 # a measurement: the analysis reads a value that is not a finite number (a string, NaN) as not measured, not malformed
 MEASURED = "measured"
 Measured = Annotated[float, MEASURED]
@@ -48,18 +48,22 @@ class EpochMetrics(TypedDict):
 class EpochRow(EpochMetrics, total=False):
     """One ``history`` entry."""
     ema_top1: Measured  # the EMA weights' top-1, only with ``train.ema``
+    selection_top1: Measured  # the selection split's top-1 and loss, only with ``data.selection``
+    selection_loss: Measured
 
 
-class Final(TypedDict):
-    """The last epoch's metrics."""
+class Final(TypedDict, total=False):
+    """The last epoch's metrics (``selection_top1`` only with ``data.selection``)."""
     top1: Measured
     top5: Measured
     loss: Measured  # validation loss
     top1_branch: List[Measured]
+    selection_top1: Measured
 
 
 class Best(TypedDict):
-    """The epoch with the best top-1."""
+    """The epoch with the best top-1: on the selection split where there is one (``data.selection``), so that the
+    test split's top-1 is not what chose it."""
     top1: Measured
     top5: Measured
     epoch: int
@@ -93,13 +97,17 @@ class DataSizes(_ImageCounts, total=False):
     under the proxy's 10,080 renders); absent where every image is its own unit (= ``num_val``) and in older
     results."""
     val_units: int
+    num_selection: int  # the selection split's images (``data.selection``); absent without one
 
 
-def data_sizes(num_train: int, num_val: int, val_units: Optional[int]) -> DataSizes:
-    """``val_units`` None: every validation image is its own unit, and the record leaves it out."""
+def data_sizes(num_train: int, num_val: int, val_units: Optional[int], num_selection: int = 0) -> DataSizes:
+    """``val_units`` None: every validation image is its own unit, and the record leaves it out; so is
+    ``num_selection`` 0 (no selection split)."""
     sizes: DataSizes = {"num_train": num_train, "num_val": num_val}
     if val_units is not None:
         sizes["val_units"] = val_units
+    if num_selection:
+        sizes["num_selection"] = num_selection
     return sizes
 
 
@@ -134,7 +142,7 @@ class RunRecord(TypedDict):
     """``results.json`` (schema 1), present from a job's start with ``status: running``."""
     schema: int
     status: Status
-    reason: Optional[str]  # why a run failed or was interrupted
+    reason: Optional[str]  # why a run failed, was interrupted or pruned
     config: Dict[str, Any]  # the resolved config
     choices: Dict[str, Any]  # Hydra's group choices (model, fusion, data, ...), without hydra/*
     overrides: List[str]  # the command line's overrides (a re-queued agent run keeps its first launch's)
@@ -200,8 +208,10 @@ def record_epoch(record: RunRecord, history: List[EpochRow], best: Optional[Best
 
 def mark_completed(record: RunRecord, last: EpochRow, best: Optional[Best], wall_time_s: float) -> None:
     """Completed: ``final`` is the last epoch's row."""
-    record.update(status="completed", final={"top1": last["top1"], "top5": last["top5"], "loss": last["val_loss"],
-                                             "top1_branch": last["top1_branch"]},
+    final = {"top1": last["top1"], "top5": last["top5"], "loss": last["val_loss"], "top1_branch": last["top1_branch"]}
+    if "selection_top1" in last:  # data.selection: what the run was chosen on, apart from the test split's top1
+        final["selection_top1"] = last["selection_top1"]
+    record.update(status="completed", final=final,
                   best=best, wall_time_s=wall_time_s, finished_at=now_iso())
 
 
