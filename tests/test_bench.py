@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from src.bench import throughput
+from src.bench import ceiling, model_matrix, speed, throughput
 from src.bench.__main__ import check_targets, main, to_markdown
 from src.bench.sweep import epoch_numbers, summary
 from src.models import count_flops
@@ -173,3 +173,37 @@ def test_throughput_on_a_gpu_sets_the_papers_figure_beside_ours(monkeypatch):
     assert row[3:6] == ["fp32", "3000.0", "966"]
     with pytest.raises(ValueError, match=r"no throughput for row 'DeiT-XL' .*: pick one of DeiT-Ti, CrossViT-Ti"):
         throughput.paper_row("DeiT-XL")
+
+
+def test_the_matmul_ceiling_is_the_median_round_of_back_to_back_products(monkeypatch, tmp_path):
+    """Rounds of 10 products: 2 n^3 x 10 FLOP over each round's time (given here, so no clock is read)."""
+    seconds = iter([0.004, 0.001, 0.002])
+    monkeypatch.setattr(ceiling, "_host_seconds", lambda product, repeats: next(seconds))
+    result = ceiling.main(["--device", "cpu", "--n", "64", "--out", str(tmp_path / "ceiling.json")])
+    rounds = [2 * 64**3 * 10 / s / 1e12 for s in (0.004, 0.001, 0.002)]
+    assert result["tflops_rounds"] == pytest.approx(rounds) and result["tflops"] == pytest.approx(rounds[2])
+    assert json.loads((tmp_path / "ceiling.json").read_text())["dtype"] == "bf16"
+    assert result["clock"] == "host perf_counter" and result["n"] == 64
+
+
+def test_the_model_matrix_keeps_each_configuration_with_peak_memory_per_model_and_mode(monkeypatch, tmp_path):
+    resets = []
+    monkeypatch.setattr(speed, "reset_peak_memory", lambda: resets.append(1))
+    out = tmp_path / "models.jsonl"
+    out.write_text("left from an earlier run\n")
+    model_matrix.main(["--variants", "fusionvit_micro_32", "--precisions", "fp32,bf16", "--batch", "2", "--repeats",
+                       "1", "--warmup", "0", "--device", "cpu", "--out", str(out)])
+    rows = model_matrix.read_matrix(out)
+    assert [(r["variant"], r["precision"], r["amp_bf16"]) for r in rows] == [
+        ("fusionvit_micro_32", "fp32", False), ("fusionvit_micro_32", "bf16", True)]  # this run's, in order
+    assert len(resets) == 2 * 2 * 2  # per configuration, before each model's steps in each mode
+    for row in rows:
+        for mode in ("train", "infer"):
+            assert set(row[mode]["memory"]) == {"ours", "timm"}
+            assert row[mode]["timm_gflops"] == pytest.approx(row[mode]["ours_gflops"] / row[mode]["ratio"])
+        assert row["peak_memory_mb"] == max(m["peak_memory_mb"] for mode in ("train", "infer")
+                                            for m in row[mode]["memory"].values())
+    with out.open("a") as lines:
+        lines.write('{"variant": "cut by a kill')
+    assert len(model_matrix.read_matrix(out)) == 2
+    assert model_matrix.timm_name("fusionvit_small_240") == "crossvit_small_240"

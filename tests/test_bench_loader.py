@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from test_bench import markdown_rows
 
-from src.bench import loader
+from src.bench import jpegs, loader
 from src.bench.__main__ import main
 from src.data import build_transforms
 
@@ -101,3 +101,38 @@ def test_written_jpegs_are_imagenet_sized(tmp_path):
     assert 90 < loader.mean_kb(written["train"] + written["val"]) < 130  # ImageNet's mean is about 110 KB
     with pytest.raises(ValueError, match="ImageFolder needs an image in every class folder"):
         loader.write_images(Path(tmp_path / "few"), images=1, classes=2, size=(8, 8))
+
+
+def test_the_uint8_pipeline_times_a_cuda_runs_transforms_on_jpegs_already_written(tmp_path):
+    """What the GPU check times: the JPEGs its first step wrote (``src.bench.jpegs``), through the transforms a CUDA
+    run builds (``prefetch=True``: uint8 out, normalised on the GPU), not the CPU run's float ones."""
+    summary = jpegs.write_jpegs(tmp_path, train=4, val=2, classes=2, size=(WIDTH, HEIGHT), processes=1)
+    r = loader.bench_loader(str(tmp_path), batch=2, workers=[0], batches=1, decode_rounds=1, pipeline="uint8",
+                            existing=True, decode_files=3)
+    cfg = compose_config(["data=imagenet", "model=fusionvit_tiny_240"])
+    train, evaluation = build_transforms(cfg.data, cfg.model.img_size, prefetch=True)
+    assert r["pipelines"]["train"]["transform"] == repr(train) and "Normalize" not in repr(train)
+    assert r["pipelines"]["eval"]["transform"] == repr(evaluation)
+    for p in r["pipelines"].values():
+        assert p["runs"][0]["batch_dtype"] == "torch.uint8" and p["runs"][0]["batch_shape"] == [2, 3, 240, 240]
+    assert (r["pipelines"]["train"]["images"], r["pipelines"]["eval"]["images"]) == (4, 2)  # none written anew
+    assert (r["classes"], r["image_wh"], r["decode"]["files"]) == (2, [WIDTH, HEIGHT], 3)
+    assert summary["mean_kb"] == statistics.fmean(
+        f.stat().st_size for f in sorted(tmp_path.glob("*/*/*.jpg"))) / 1024
+    assert "the uint8 pipeline of a CUDA run, normalised on the GPU" in "\n".join(loader.to_markdown(r))
+
+
+def test_existing_jpegs_need_a_root_that_holds_them(tmp_path):
+    with pytest.raises(ValueError, match="--loader-existing times the JPEGs under --loader-root: give --loader-root"):
+        loader.bench_loader(None, existing=True)
+    with pytest.raises(FileNotFoundError, match="no JPEGs in .*train, .*val: write them first"):
+        loader.existing_images(tmp_path)
+
+
+def test_the_jpegs_are_the_same_whatever_the_number_of_processes(tmp_path):
+    for processes in (1, 2):
+        jpegs.write_jpegs(tmp_path / str(processes), train=3, val=2, classes=2, size=(16, 12), processes=processes)
+    one, two = (sorted((tmp_path / str(n)).glob("*/*/*.jpg")) for n in (1, 2))
+    assert [p.relative_to(tmp_path / "1") for p in one] == [p.relative_to(tmp_path / "2") for p in two]
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two] and len(one) == 5
+    assert json.loads((tmp_path / "1" / "jpegs.json").read_text())["train_images"] == 3

@@ -118,7 +118,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-base-img", type=int, default=32, help="first image size; doubled 3 times")
     p.add_argument("--overhead-variant", default="fusionvit_micro_32")
     p.add_argument("--overhead-train", type=int, default=512)
-    p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("--matmul-n", type=int, default=None,
+                   help="the ceiling's matmul size (default 8192 on CUDA, where a smaller one is launch-bound; 2048 "
+                   "on the CPU)")
     p.add_argument("--startup-repeats", type=int, default=3, help="fresh `src.run --help` processes timed")
     p.add_argument("--sweep-grid", default="fusion=none,cross seed=0,1", help="the sweep's overrides of make_run")
     p.add_argument("--sweep-epochs", type=int, default=2)
@@ -133,6 +135,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--loader-images", type=int, default=64, help="loader: JPEGs written per split (train, val)")
     p.add_argument("--loader-classes", type=int, default=2, help="loader: class folders they are dealt into")
     p.add_argument("--loader-size", default="500x375", help="loader: WIDTHxHEIGHT of the JPEGs (ImageNet-like)")
+    p.add_argument("--loader-pipeline", choices=list(loader.PIPELINES), default="float",
+                   help="loader: float (a CPU run's transforms) or uint8 (a CUDA run's: normalised on the GPU)")
+    p.add_argument("--loader-existing", action="store_true",
+                   help="loader: time the JPEGs already under --loader-root instead of writing new ones")
+    p.add_argument("--loader-decode-files", type=int, default=None,
+                   help="loader: raw decode speed on the first N files (default all)")
     p.add_argument("--loader-batch", type=int, default=64)
     p.add_argument("--loader-workers", default="0,1,2", help="loader: worker counts timed (0: the main process)")
     p.add_argument("--loader-batches", type=int, default=8, help="loader: timed batches after the warm-up")
@@ -161,7 +169,8 @@ def main(argv=None):
 def run_parts(a, parts) -> dict:
     """Each benchmark part asked for, its figures under its name, then the targets they meet or miss."""
     r = {"device": a.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-         "load_before": load_average(), "matmul_gflops": matmul_gflops(a.device, a.matmul_n)}
+         "load_before": load_average(),
+         "matmul_gflops": matmul_gflops(a.device, a.matmul_n or (8192 if a.device.startswith("cuda") else 2048))}
     if "models" in parts:
         modes = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
         amp = {"auto": None, "off": False, "bf16": True}[a.amp]
@@ -183,7 +192,8 @@ def run_parts(a, parts) -> dict:
         r["loader"] = loader.bench_loader(a.loader_root, a.loader_images, a.loader_classes,
                                           loader.parse_size(a.loader_size), a.loader_batch,
                                           loader.parse_workers(a.loader_workers), a.loader_batches,
-                                          a.loader_target_img_s)
+                                          a.loader_target_img_s, pipeline=a.loader_pipeline,
+                                          existing=a.loader_existing, decode_files=a.loader_decode_files)
     r["load_after"] = load_average()
     r["targets"] = check_targets(r)
     missed_model_target = any(not t["met"] for t in r["targets"]

@@ -13,7 +13,13 @@ Each worker count is timed over a fixed number of batches after one warm-up batc
 process for 0 workers): each worker's first batch carries its start-up, which is reported apart and kept out of
 the rate. Raw decode speed per core of PIL (what ImageFolder uses) and of ``torchvision.io.decode_jpeg`` is
 measured on the same files, to see whether a decoder we already depend on beats PIL (and whether it is still kept:
-a deprecation notice it gives is reported). GPU decoders (DALI, nvJPEG) need a GPU and are not measured here."""
+a deprecation notice it gives is reported). GPU decoders (DALI, nvJPEG) need a GPU and are not measured here.
+
+``pipeline="uint8"`` (``--loader-pipeline uint8``) times what a CUDA run's workers do: ``build_transforms(...,
+prefetch=True)``, whose pipelines stop at uint8 tensors (no normalisation, no random erasing: ``src.data.prefetch``
+does those on the GPU), so that workers hand a quarter of the bytes to the training process. ``"float"``, the
+default, is the CPU run's pipeline. ``existing=True`` times JPEGs already under ``root`` (``src.bench.gpu_check``
+writes them first) instead of writing new ones."""
 import math
 import os
 import statistics
@@ -101,12 +107,26 @@ def mean_kb(paths: Sequence[Path]) -> float:
     return statistics.fmean(path.stat().st_size for path in paths) / 1024
 
 
-def harness_datasets(root: Path, data_cfg, image_size: int) -> Dict[str, Dataset]:
-    """Pipeline name -> its ImageFolder, with the transforms a run of ``data=imagenet`` builds."""
+def existing_images(root: Path) -> Dict[str, list]:
+    """split -> the JPEGs already in ``root/{train,val}/<class>/``."""
+    written = {split: sorted((root / split).glob("*/*.jpg")) for split in ("train", "val")}
+    empty = [split for split, paths in written.items() if not paths]
+    if empty:
+        raise FileNotFoundError(f"no JPEGs in {', '.join(str(root / split) for split in empty)}: write them first "
+                                f"(drop --loader-existing) or point --loader-root at the folder that holds them")
+    return written
+
+
+PIPELINES = {"float": False, "uint8": True}  # name -> build_transforms' prefetch
+
+
+def harness_datasets(root: Path, data_cfg, image_size: int, pipeline: str = "float") -> Dict[str, Dataset]:
+    """Pipeline name -> its ImageFolder, with the transforms a run of ``data=imagenet`` builds (on CUDA, the uint8
+    ones: ``pipeline="uint8"``)."""
     from src.data import build_transforms
     from src.data.folders import image_folders
 
-    train_transform, eval_transform = build_transforms(data_cfg, image_size)
+    train_transform, eval_transform = build_transforms(data_cfg, image_size, prefetch=PIPELINES[pipeline])
     train, val = image_folders(data_cfg.name, str(root), train_transform, eval_transform)
     return {"train": train, "eval": val}
 
@@ -127,16 +147,17 @@ def time_loader(dataset: Dataset, batch: int, workers: int, batches: int, shuffl
     sampler = fixed_count_sampler(dataset, (warmup + batches) * batch, shuffle, seed)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
                         pin_memory=torch.cuda.is_available())
-    stamps, shape = [], None
+    stamps, shape, dtype = [], None, None
     start = time.perf_counter()
     for images, _ in loader:  # run to the end, so that the workers shut down before the next count starts
         stamps.append(time.perf_counter())
-        shape = list(images.shape)
+        shape, dtype = list(images.shape), str(images.dtype)
     ready = stamps[warmup - 1]
     timed_s = stamps[-1] - ready
     img_s = batches * batch / timed_s
     return {"workers": workers, "img_s": img_s, "per_worker_img_s": img_s / max(workers, 1),
-            "warmup_batches": warmup, "warmup_s": ready - start, "timed_s": timed_s, "batch_shape": shape}
+            "warmup_batches": warmup, "warmup_s": ready - start, "timed_s": timed_s, "batch_shape": shape,
+            "batch_dtype": dtype}
 
 
 def workers_needed(runs: List[dict], target_img_s: float) -> dict:
@@ -216,32 +237,46 @@ def time_pipelines(datasets: Dict[str, Dataset], batch: int, workers: Sequence[i
 
 def bench_loader(root: Optional[str] = None, images: int = 64, classes: int = 2, size: Tuple[int, int] = IMAGE_WH,
                  batch: int = 64, workers: Sequence[int] = (0, 1, 2), batches: int = 8,
-                 target_img_s: float = TARGET_IMG_S, decode_rounds: int = 3, model: str = MODEL) -> dict:
-    """Writes the JPEGs under ``root`` (a temporary folder, removed after, when None) and times both pipelines."""
+                 target_img_s: float = TARGET_IMG_S, decode_rounds: int = 3, model: str = MODEL,
+                 pipeline: str = "float", existing: bool = False, decode_files: Optional[int] = None) -> dict:
+    """Writes the JPEGs under ``root`` (a temporary folder, removed after, when None; ``existing``: uses those
+    already there) and times both pipelines; raw decoding on the first ``decode_files`` of them (None: all)."""
     if batch < 1 or batches < 1 or min(workers) < 0:
         raise ValueError(f"--loader-batch {batch} and --loader-batches {batches} must be >= 1 and "
                          f"--loader-workers {','.join(map(str, workers))} >= 0")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"--loader-pipeline {pipeline!r}: pick {' or '.join(PIPELINES)}")
+    if existing and not root:
+        raise ValueError("--loader-existing times the JPEGs under --loader-root: give --loader-root")
     data_cfg, image_size = harness_data_config(model)
     with tempfile.TemporaryDirectory(prefix="loader_bench_") as scratch:
         folder = Path(root) if root else Path(scratch)
-        written = write_images(folder, images, classes, size)
-        datasets = harness_datasets(folder, data_cfg, image_size)
+        written = existing_images(folder) if existing else write_images(folder, images, classes, size)
+        datasets = harness_datasets(folder, data_cfg, image_size, pipeline)
         pipelines = time_pipelines(datasets, batch, workers, batches, target_img_s)
         for name, split in (("train", "train"), ("eval", "val")):
             pipelines[name].update(split=split, images=len(written[split]), mean_kb=mean_kb(written[split]))
-        decode = decode_speed(written["train"] + written["val"], decode_rounds)
-    return {"model": model, "image_size": image_size, "data": data_cfg.name, "config_num_workers":
-            data_cfg.num_workers, "root": root or "temporary", "classes": classes, "image_wh": list(size),
+        decode = decode_speed((written["train"] + written["val"])[:decode_files], decode_rounds)
+        classes, size = len({path.parent for path in written["train"]}), Image.open(written["train"][0]).size
+    return {"model": model, "image_size": image_size, "data": data_cfg.name, "pipeline": pipeline,
+            "existing": existing, "config_num_workers": data_cfg.num_workers, "root": root or "temporary",
+            "classes": classes, "image_wh": list(size),
             "jpeg_quality": JPEG_QUALITY, "batch": batch, "batches": batches, "workers": list(workers),
             "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_device_name(), "torch_threads": torch.get_num_threads(),
             "target_img_s": target_img_s, "target_source": TARGET_SOURCE, "pipelines": pipelines,
             "decode": decode}
 
 
+PIPELINE_WORDS = {"float": "the float pipeline of a CPU run, normalised in the workers",
+                  "uint8": "the uint8 pipeline of a CUDA run, normalised on the GPU"}
+
+
 def to_markdown(r: dict) -> List[str]:
     width, height = r["image_wh"]
+    pipeline = r.get("pipeline", "float")
     lines = [f"## Loader: the harness's ImageNet pipelines on this machine's CPU ({r['cpus']} CPUs, {r['cpu']})", "",
-             f"`data={r['data']}` transforms at {r['image_size']} px ({r['model']}), batch {r['batch']}, "
+             f"`data={r['data']}` transforms at {r['image_size']} px ({r['model']}; {PIPELINE_WORDS[pipeline]}), "
+             f"batch {r['batch']}, "
              f"{r['batches']} timed batches after one warm-up batch per worker (start-up: the warm-up column, kept "
              f"out of img/s); {width}x{height} JPEGs (quality {r['jpeg_quality']}) from the page cache; 0 workers: "
              f"the main process, {r['torch_threads']} torch threads.", ""]
