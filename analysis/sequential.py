@@ -106,6 +106,12 @@ def swept_rows(preset: str, overrides: Sequence[str]) -> Dict[str, List[str]]:
     return rows
 
 
+def column_of(key: str) -> str:
+    """The runs' column of a swept key: ``fusion`` of ``fusion``, ``lr`` of ``optim.lr``, ``tuned_fusion`` of
+    ``+tuned_fusion`` (a group the preset adds)."""
+    return key.lstrip("+~").split(".")[-1]
+
+
 def load(dirs: Sequence[Path], rows: Dict[str, List[str]], warn=warn) -> pd.DataFrame:
     """The completed runs of the preset's rows under ``dirs`` (the others, e.g. a row the preset does not run,
     left out)."""
@@ -117,7 +123,7 @@ def load(dirs: Sequence[Path], rows: Dict[str, List[str]], warn=warn) -> pd.Data
     except NoRunsError:
         return pd.DataFrame()
     for key, values in rows.items():
-        column = key.split(".")[-1]
+        column = column_of(key)
         if column not in runs:
             raise SequentialError(f"the runs under {', '.join(map(str, existing))} have no {column!r} to tell the "
                                   f"preset's rows ({key}) apart")
@@ -144,8 +150,8 @@ def flat(config: Any, prefix: str = "") -> Dict[str, Any]:
 def check_joinable(preset: str, runs: pd.DataFrame, rows: Dict[str, List[str]], overrides: Sequence[str]) -> None:
     """Before any block: each row's --with runs must be the jobs this command would run but for the seed (their W&B
     group hash, which leaves out the seed and the device, is equal); otherwise the error names the keys."""
-    for _, run in runs.drop_duplicates([key.split(".")[-1] for key in rows]).iterrows():
-        row = {key: str(run[key.split(".")[-1]]) for key in rows}
+    for _, run in runs.drop_duplicates([column_of(key) for key in rows]).iterrows():
+        row = {key: str(run[column_of(key)]) for key in rows}
         recorded = json.loads((Path(run["run_dir"]) / RESULTS_FILE).read_text())["config"]
         planned = job_config(preset, row, overrides)
         if group_hash(recorded) != group_hash(planned):
@@ -164,7 +170,7 @@ def complete_seeds(runs: pd.DataFrame, rows: Dict[str, List[str]]) -> List[int]:
     """The seeds every row of the grid has, ascending."""
     if runs.empty:
         return []
-    columns = [key.split(".")[-1] for key in rows]
+    columns = [column_of(key) for key in rows]
     expected = 1
     for values in rows.values():
         expected *= len(values)
@@ -178,18 +184,29 @@ def take_look(runs: pd.DataFrame, seeds: List[int], rows: Dict[str, List[str]], 
         return Look(len(seeds), None, [], runs)
     used = runs[runs["seed"].isin(seeds)]
     factors = varying_factors(used, candidate_factors(used))
-    swept = {key.split(".")[-1] for key in rows}
-    foreign = [factor for factor in factors if factor not in swept]
+    swept = {column_of(key) for key in rows}
+    foreign = [factor for factor in factors if factor not in swept and splits_further(used, sorted(swept), factor)]
     if foreign:
         raise SequentialError(f"the runs differ in {', '.join(foreign)} as well as in the swept "
                               f"{', '.join(sorted(swept))}: the --with runs and this sweep are not the same jobs "
                               f"(drop --with to start the design from your own seeds, or the override that "
                               f"changed them)")
-    ablation = analyse(used, [factor for factor in factors if factor in swept], ref=ref, warn=warn, margin=margin,
-                       design=design)
+    # the factors that name the rows: the swept keys, or what they set (+tuned_fusion=cross sets the fusion and its
+    # recipe: the row is the fusion)
+    ablation = analyse(used, factors, ref=ref, warn=warn, margin=margin, design=design)
     table = ablation.table
     open_rows = list(table.loc[table["verdict"] == INCONCLUSIVE, "label"])
     return Look(len(seeds), ablation, open_rows, used)
+
+
+def splits_further(runs: pd.DataFrame, swept: List[str], factor: str) -> bool:
+    """Whether ``factor`` tells runs apart that the swept keys do not: not when the sweep sets it (a group option
+    that sets the fusion and its recipe)."""
+    columns = [column for column in swept if column in runs]
+    if not columns:
+        return True
+    return (runs[columns + [factor]].astype(str).drop_duplicates().shape[0] >
+            runs[columns].astype(str).drop_duplicates().shape[0])
 
 
 def next_seeds(runs: pd.DataFrame, complete: List[int], design: Design) -> List[int]:

@@ -23,7 +23,7 @@ def options(group: str) -> list:
 
 
 def groups(kind: str) -> str:
-    names = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name != "hydra")
+    names = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name not in ("hydra", "tune"))
     if "model" not in names:
         names.append("model")
     chosen = [name for name in sorted(names) if (name in PRESETS) == (kind == "presets")]

@@ -38,7 +38,7 @@ SCHEMA = {key: (kind, optional, field.default if isinstance(field.default, (int,
 def group_options() -> Dict[str, List[str]]:
     """The config groups and their options: ``conf/GROUP/**.yaml`` and the model variants."""
     groups = {folder.name: sorted(str(path.relative_to(folder).with_suffix("")) for path in folder.rglob("*.yaml"))
-              for folder in CONF.iterdir() if folder.is_dir() and folder.name != "hydra"}
+              for folder in CONF.iterdir() if folder.is_dir() and folder.name not in ("hydra", "tune")}
     groups["model"] = sorted({*groups.get("model", []), *VARIANTS})
     return groups
 
