@@ -16,6 +16,8 @@ import yaml
 from optuna.trial import TrialState
 
 from src.tune.__main__ import main
+from src.tune.errors import BadSpace
+from src.tune.group import write_group
 from src.tune.overrides import hydra_value, parses_back
 
 from conftest import ROOT, cli_env, command, run_module, wait_for
@@ -200,3 +202,43 @@ def test_the_shipped_spaces_pass_every_check_without_writing(capsys):
                                    "true", "1e-3", "it's", ["tune", "study=x:fusion=cross", "trial=3"]])
 def test_an_override_value_reaches_hydra_as_itself(value):
     assert parses_back(hydra_value(value), value)
+
+
+def test_the_best_recipes_become_options_of_a_config_group_that_set_the_arm_and_its_recipe(tmp_path):
+    (tmp_path / "fusion").mkdir()
+    best = {"fusion=cross": {"overrides": ["optim.lr=0.002", "optim.clip_grad=null", "sched.warmup_epochs=1"],
+                             "value": 95.25, "trial": 7, "metric": "selection_top1"},
+            "model.depth=[1,2]": {"overrides": ["optim.lr=0.001"], "value": 90.0, "trial": 2,
+                                  "metric": "selection_top1"}}
+    with pytest.raises(BadSpace, match=r"arm 'model.depth=\[1,2\]': --write-group takes arms of one key"):
+        write_group("fusion_proxy", best, "tuned_fusion", conf=tmp_path)
+    del best["model.depth=[1,2]"]
+    [path] = write_group("fusion_proxy", best, "tuned_fusion", conf=tmp_path)
+    assert path == tmp_path / "tuned_fusion" / "cross.yaml"
+    text = path.read_text()
+    assert text.startswith("# @package _global_\n# The best recipe of fusion=cross in python -m src.tune fusion_proxy: "
+                           "trial 7, selection_top1 95.25")
+    assert yaml.safe_load(text) == {"defaults": [{"override /fusion": "cross"}],
+                                    "optim": {"lr": 0.002, "clip_grad": None}, "sched": {"warmup_epochs": 1}}
+
+
+@pytest.mark.slow  # the complete trials (at most two) trained again on one new seed each
+def test_recheck_trains_the_top_trials_again_on_new_seeds_and_says_whether_the_best_kept_its_place(pruned_study):
+    space = pruned_study / "space.yaml"
+    done = run_module("src.tune", "recheck", str(space), "--top", "2", "--seeds", "1", merge_stderr=True)
+    assert done.returncode == 0, done.stdout[-4000:]
+    rows = json.loads((pruned_study / "out" / "recheck.json").read_text())
+    complete = sorted((row for row in summary(pruned_study)["trials"] if row["state"] == "complete"),
+                      key=lambda row: (-row["value"], row["number"]))
+    assert complete and [row["trial"] for row in rows] == [row["number"] for row in complete[:2]]
+    assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
+    for row, trial in zip(rows, complete):
+        assert row["tuning_value"] == trial["value"] and row["seeds"] == [1] and len(row["new_values"]) == 1
+        assert row["curse"] == pytest.approx(row["tuning_value"] - row["new_mean"])
+        [run] = (pruned_study / "out" / "fusion=none" / "recheck" / Path(trial["run_dir"]).name).glob("*/results.json")
+        recorded = json.loads(run.read_text())
+        assert recorded["seed"] == 1 and recorded["config"]["optim"]["lr"] == trial["params"]["optim.lr"]
+        assert recorded["config"]["data"]["selection"] == 0.25  # judged on the split the trials were chosen on
+    text = (pruned_study / "out" / "recheck.md").read_text()
+    assert "tuning - new mean" in text
+    assert ("- fusion=none: the best trial " in text) == (len(rows) > 1)  # said where there is a runner-up

@@ -20,6 +20,7 @@ from src.train.files import write_atomic
 
 from .costs import STUDY_FILE, hours
 from .errors import BadSpace
+from .group import write_group
 from .overrides import arm_folder
 from .space import Space, load_space
 
@@ -79,12 +80,17 @@ def report(space: Space) -> str:
     return text
 
 
-def print_best(space: Space) -> None:
-    """Per arm, the Hydra overrides of the best recipe, printed and written to OUT/best.json."""
-    for arm, recipe in write_best(space).items():
+def print_best(space: Space, group: Optional[str] = None) -> None:
+    """Per arm, the Hydra overrides of the best recipe, printed and written to OUT/best.json (and, with
+    --write-group NAME, as conf/NAME/<arm>.yaml: src/tune/group.py)."""
+    best = write_best(space)
+    for arm, recipe in best.items():
         print(f"{arm}: {' '.join(recipe['overrides'])}    # {recipe['metric']} {recipe['value']:.2f}, "
               f"trial {recipe['trial']}")
     print(f"written: {space.out / BEST_FILE}", file=sys.stderr)
+    if group:
+        for path in write_group(space.name, best, group):
+            print(f"written: {path}", file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None, command: str = "report") -> int:
@@ -92,13 +98,15 @@ def main(argv: Optional[List[str]] = None, command: str = "report") -> int:
                                      description=(report if command == "report" else print_best).__doc__)
     parser.add_argument("space", help="a name in conf/tune, or a path to a space file")
     parser.add_argument("--out", help="the out dir the search wrote (default: the space file's out)")
+    if command == "best":
+        parser.add_argument("--write-group", metavar="NAME", help="also write each arm's recipe as conf/NAME/ARM.yaml")
     args = parser.parse_args(argv)
     try:
         space = load_space(args.space, out=args.out)
         if command == "report":
             print(report(space))
         else:
-            print_best(space)
+            print_best(space, args.write_group)
     except BadSpace as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
