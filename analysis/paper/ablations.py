@@ -37,6 +37,12 @@ class AblationSpec:
     # optional: the equivalence margin (top-1 points) and the sequential design its seeds were added under
     margin: Optional[float] = None
     design: Dict[str, object] = field(default_factory=dict)
+    # optional, for an ablation whose rows are each tuned (python -m src.tune): the search's shipped summaries
+    # (a folder under results/cpu), the shared-recipe ablation its rows are set beside, and our rows whose row there
+    # has another label (the tuned paper form beside the shared recipe's modified one)
+    tuning: Optional[str] = None
+    shared: Optional[str] = None
+    shared_rows: Dict[str, str] = field(default_factory=dict)
 
     @property
     def sequential_design(self) -> Optional[Design]:
@@ -55,9 +61,10 @@ class AblationSpec:
 
 
 # What an entry of the index sets (name, notebook and paper_rows follow from it), and what it may set.
-OPTIONAL_KEYS = ("whole_table", "imagenet_rows", "curve", "margin", "design")
+OPTIONAL_KEYS = ("whole_table", "imagenet_rows", "curve", "margin", "design", "tuning", "shared", "shared_rows")
 ENTRY_KEYS = [spec_field.name for spec_field in fields(AblationSpec)
               if spec_field.name not in ("name", "notebook", "paper_rows", *OPTIONAL_KEYS)]
+# an entry may name its notebook (default: <name>_ablation)
 
 
 def specs() -> Dict[str, AblationSpec]:
@@ -73,9 +80,10 @@ def specs() -> Dict[str, AblationSpec]:
             raise KeyError(f"{SPEC_FILE.name}, ablation {name}: curve names {', '.join(unknown_curve)}, not among "
                            f"its rows ({', '.join(entry['rows'])})")
         paper_rows = [row for row in entry["rows"].values() if row is not None]
-        found[name] = AblationSpec(name=name, notebook=f"{name}_ablation", paper_rows=list(dict.fromkeys(
-            [entry["paper_reference"], *paper_rows])), **{key: entry[key] for key in ENTRY_KEYS},
-            **{key: entry[key] for key in OPTIONAL_KEYS if key in entry})
+        found[name] = AblationSpec(
+            name=name, notebook=entry.get("notebook", f"{name}_ablation"),
+            paper_rows=list(dict.fromkeys([entry["paper_reference"], *paper_rows])),
+            **{key: entry[key] for key in ENTRY_KEYS}, **{key: entry[key] for key in OPTIONAL_KEYS if key in entry})
     return found
 
 

@@ -116,7 +116,35 @@ def cells(ablation: AblationSpec) -> List:
             "(paper / ours), and the row's verdict and, where it is better or worse, whether that goes the paper's "
             "way."),
         new_code_cell("show_side_by_side(ABLATION, result);"),
+        *(tuning_cells(ablation) if ablation.tuning else []),
         new_markdown_cell(reading_or_note(ablation)),
+    ]
+
+
+def tuning_cells(ablation: AblationSpec) -> List:
+    """An ablation of tuned rows: the search, and each row beside its fusion at the shared recipe."""
+    return [
+        new_markdown_cell(
+            "## 4a. The search\n\nEach arm's own Optuna study (`python -m src.tune`, the space "
+            f"`conf/tune/{Path(ablation.tuning).name}.yaml`): its trials are ordinary runs that hold a fifth of the "
+            "training digits out as the selection split and are judged, and pruned, on its top-1 only; the shared "
+            "recipe is each study's trial 0. The table gives each arm's best recipe, its selection top-1 (one "
+            "seed), the shared recipe's, the trials and what the search cost beside an exhaustive grid over the "
+            "space's grid values. The shipped summaries are in "
+            f"`results/cpu/{ablation.tuning}/`. Then the top trials trained again on new seeds (`python -m "
+            "src.tune recheck`): how much of the best recipe's lead was the luck of one seed."),
+        new_code_cell("from analysis.paper.notebook import show_against_shared, show_search\n\n"
+                      "show_search(ABLATION);"),
+        new_markdown_cell(
+            "## 4b. Tuned beside the shared recipe\n\nThe table above (section 3) trains each fusion's best "
+            "recipe on all the training digits, as the shared-recipe ablation "
+            f"(`results/cpu/{ablation.shared}/`) trained every fusion at one recipe, on the same seeds: each row "
+            "beside its fusion there, the paired difference with its 95% interval, and its rank in each table."
+            + (" The paper's form of a fusion is set beside the shared-recipe ablation's modified form where "
+               "that is the row it ran: " + ", ".join(f"`{ours}` beside `{theirs}`" for ours, theirs in
+                                                        ablation.shared_rows.items()) + "."
+               if ablation.shared_rows else "")),
+        new_code_cell("show_against_shared(ABLATION);"),
     ]
 
 

@@ -19,6 +19,7 @@ from .ablations import spec
 from .rows import PaperRow, measure_rows, measured_markdown
 from .side_by_side import branch_table, paper_rows_table, rows_of, side_by_side
 from .sweeps import output_root
+from .tuned import against_shared, recheck_table, search_table
 
 
 def show_ablation(sweep_dir: Path, out: Optional[Path] = None, ref: Optional[str] = None,
@@ -80,4 +81,23 @@ def show_side_by_side(name: str, result: Ablation) -> pd.DataFrame:
     if branches is not None:
         display(Markdown("Each branch's head alone (top-1 %):\n\n" +
                          branches.to_markdown(index=False, disable_numparse=True)))
+    return shown
+
+
+def show_search(name: str) -> pd.DataFrame:
+    """A tuned ablation's search (``tuned.search_table``) and, where run, its recheck on new seeds."""
+    ablation = spec(name)
+    table = search_table(ablation)
+    display(Markdown(table.to_markdown(index=False, floatfmt=".2f")))
+    recheck = recheck_table(ablation)
+    if recheck is not None:
+        display(Markdown("The top trials of each arm trained again on new seeds, judged on the selection split:\n\n"
+                         + recheck.to_markdown(index=False, floatfmt=".2f")))
+    return table
+
+
+def show_against_shared(name: str) -> pd.DataFrame:
+    """Each tuned row beside the same fusion at the shared recipe, seed by seed (``tuned.against_shared``)."""
+    shown = against_shared(spec(name))
+    display(Markdown(shown.to_markdown(index=False, floatfmt=".2f")))
     return shown

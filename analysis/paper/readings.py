@@ -17,6 +17,9 @@ The table:   seeds "13", std_range / mdd_range "0.36 to 0.75", params_range (mil
              validation set's units and one evaluation's SE, ``analysis.stats.units``).
 The paper:   paper "81.0%", paper_diff "-0.7", paper_flops / paper_params "1.20x", paper_gflops "5.6",
              paper_s_head / paper_l_head "0.1%".
+Tuned rows:  (an ablation with ``tuning``: ``analysis.paper.tuned``) shared_diff (Δ to the row's fusion at the shared
+             recipe, seed-paired, "+0.52 [-0.10, +1.14] (p 0.08, 6 seeds)"), shared_rank, best_recipe, search_counts,
+             recheck (the best trial on new seeds); the table: search_cost (beside an exhaustive grid's).
 
 ``render_reading`` raises ReadingError, naming the placeholder and the ablation, for an unknown kind, a row the
 table does not have, or a paper number crossvit_paper.yaml does not hold.
@@ -39,6 +42,7 @@ from .ablations import SPEC_FILE, AblationSpec
 from .rows import PaperRow, printed_decimals
 from .shipped import results_dir
 from .side_by_side import reference_row, rows_of
+from .tuned import against_shared, recheck_table, studies
 
 PLACEHOLDER = re.compile(r"\{([a-z_0-9]+)(?::([^{}]*))?\}")
 VERDICT_ORDER = ("better", "worse", "equivalent", "inconclusive", "not compared")
@@ -318,6 +322,93 @@ def table_column(name: str, shown: Callable[[pd.Series], str]) -> Callable[[Cont
     return lambda context, _, other: shown(shown_rows(context.table(other))[name])
 
 
+def tuned(context: Context) -> None:
+    if not context.spec.tuning:
+        raise context.fail("a kind of tuned ablations only: this ablation sets no tuning (experiments/ablations.yaml)")
+
+
+def against_shared_row(context: Context, label: str) -> pd.Series:
+    tuned(context)
+    if "against_shared" not in context._tables:
+        context._tables["against_shared"] = against_shared(context.spec)
+    table = context._tables["against_shared"]
+    found = table[table["row"] == label]
+    if found.empty:
+        raise context.fail(f"no row {label!r} beside the shared recipe (rows: {', '.join(table['row'])})")
+    return found.iloc[0]
+
+
+def shared_diff(context: Context, label: str, _: Optional[str]) -> str:
+    """Δ tuned - shared recipe of the row's fusion, paired over seeds, with its 95% interval and p."""
+    row = against_shared_row(context, label)
+    return f"{signed_points(row['Δ tuned - shared'])} {row['95% CI']} (p {p_value(row['p'])}, {row['seeds']} seeds)"
+
+
+def shared_rank(context: Context, label: str, _: Optional[str]) -> str:
+    row = against_shared_row(context, label)
+    return f"{ordinal(int(row['rank shared']))} at the shared recipe, {ordinal(int(row['rank tuned']))} tuned"
+
+
+def ordinal(rank: int) -> str:
+    return f"{rank}{'th' if 10 <= rank % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(rank % 10, 'th')}"
+
+
+def study_of(context: Context, label: str) -> Dict:
+    tuned(context)
+    found = [summary for summary in studies(context.spec) if summary["arm"].split("=", 1)[-1] == label]
+    if not found:
+        raise context.fail(f"no study for {label!r} under results/cpu/{context.spec.tuning}")
+    return found[0]
+
+
+def best_recipe(context: Context, label: str, _: Optional[str]) -> str:
+    """The best trial's recipe in words, its selection top-1, and whether it is the shared recipe (trial 0)."""
+    summary = study_of(context, label)
+    best = summary["best"]
+    if best is None:
+        return "no complete trial"
+    params = ", ".join(f"{key.split('.')[-1].replace('_', ' ')} {value:.2g}" if isinstance(value, float) else
+                       f"{key.split('.')[-1].replace('_', ' ')} {value}" for key, value in best["params"].items())
+    which = "the shared recipe itself" if best["trial"] == 0 else f"trial {best['trial']}"
+    return f"{which} ({params}; selection top-1 {best['value']:.2f}%)"
+
+
+def search_counts(context: Context, label: str, _: Optional[str]) -> str:
+    totals = study_of(context, label)["totals"]
+    return f"{totals['complete']} complete, {totals['pruned']} pruned"
+
+
+def search_cost(context: Context, _: str, __: Optional[str]) -> str:
+    """The whole search's trial-epochs and CPU hours beside an exhaustive grid's."""
+    tuned(context)
+    found = studies(context.spec)
+    epochs, cpu = sum(s["totals"]["trial_epochs"] for s in found), sum(s["totals"]["cpu_s"] for s in found)
+    grid_epochs = sum(s["grid"]["trial_epochs"] or 0 for s in found)
+    grid_cpu = sum(s["grid"]["cpu_s"] or 0 for s in found)
+    return (f"{epochs:,} trial-epochs ({cpu / 3600:.2f} CPU hours) over {len(found)} arms, where an exhaustive grid "
+            f"over the space's grid values would have trained {grid_epochs:,} ({grid_cpu / 3600:.1f} CPU hours, "
+            f"{grid_epochs / max(epochs, 1):.0f}x)")
+
+
+def recheck_of(context: Context, label: str, _: Optional[str]) -> str:
+    """The best trial's tuning value beside its new seeds' mean, and whether it kept its place."""
+    tuned(context)
+    table = recheck_table(context.spec)
+    if table is None:
+        raise context.fail(f"no recheck under results/cpu/{context.spec.tuning}: run python -m src.tune recheck")
+    rows = table[table["arm"] == label]
+    if rows.empty:
+        raise context.fail(f"no recheck of {label!r}")
+    best = rows.iloc[0]
+    text = (f"{best['tuning (seed 0)']:.2f}% on its tuning seed, {best['new mean']:.2f}% on new seeds "
+            f"({signed_points(-best['tuning - new mean'])})")
+    if len(rows) > 1:
+        kept = best["new mean"] >= rows["new mean"].iloc[1:].max()
+        text += (f"; the runner-up {'stayed behind it' if kept else 'overtook it'} "
+                 f"({rows['new mean'].iloc[1]:.2f}% on new seeds)")
+    return text
+
+
 ROW_KINDS = {
     "top1": top1, "std": column("top1_std", two_decimals), "diff": column("diff_vs_ref", signed_points),
     "ci": lambda context, label, other: bracket(*context.row(label, other)[["diff_ci_low", "diff_ci_high"]]),
@@ -332,12 +423,15 @@ ROW_KINDS = {
     "paper_gflops": paper("gflops", lambda value: number(value, printed_decimals(value))),
     "paper_s_head": paper("top1_s", lambda value: f"{value:.1f}%"),
     "paper_l_head": paper("top1_l", lambda value: f"{value:.1f}%"),
+    # tuned ablations (experiments/ablations.yaml's tuning): analysis/paper/tuned.py
+    "shared_diff": shared_diff, "shared_rank": shared_rank, "best_recipe": best_recipe,
+    "search_counts": search_counts, "recheck": recheck_of,
 }
 TABLE_KINDS = {
     "seeds": table_column("n", lambda values: span(values, 0)), "std_range": table_column("top1_std", span),
     "mdd_range": table_column("mdd", span), "params_range": table_column("params_m", span),
     "epochs": table_column("epochs", lambda values: span(values, 0)), "order": order, "verdicts": verdicts,
-    "reach": reach_all, "pooled": pooled, "validation": validation,
+    "reach": reach_all, "pooled": pooled, "validation": validation, "search_cost": search_cost,
 }
 
 

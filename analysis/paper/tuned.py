@@ -1,0 +1,112 @@
+"""An ablation whose rows are each tuned (``python -m src.tune``, experiments/ablations.yaml's ``tuning``): the
+search per arm (its best recipe, how the shared recipe scored in it, what it cost beside an exhaustive grid), how
+much of the chosen recipe's edge was selection noise (``src.tune recheck``), and each tuned row beside the same
+fusion at the shared recipe (its ``shared`` ablation), seed by seed: did tuning change a row, and the ranking."""
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.runs.local import load_runs
+
+from .ablations import AblationSpec
+from .shipped import results_dir, results_root
+
+STUDY_FILE, RECHECK_FILE = "study.json", "recheck.json"
+
+
+def search_dir(ablation: AblationSpec) -> Path:
+    return results_root() / ablation.tuning
+
+
+def studies(ablation: AblationSpec) -> List[Dict]:
+    return [json.loads(path.read_text()) for path in sorted(search_dir(ablation).glob(f"*/{STUDY_FILE}"))]
+
+
+def shared_trial(summary: Dict) -> Optional[Dict]:
+    """Trial 0: the shared recipe, which every shipped study queues first."""
+    return next((row for row in summary["trials"] if row["number"] == 0), None)
+
+
+def search_table(ablation: AblationSpec) -> pd.DataFrame:
+    """Per arm: the best trial's recipe and selection top-1, the shared recipe's (trial 0: its last value, or where
+    it was pruned), the trials, and the search's and an exhaustive grid's trial-epochs and CPU hours."""
+    rows = []
+    for summary in studies(ablation):
+        best, shared, totals, grid = summary["best"], shared_trial(summary), summary["totals"], summary["grid"]
+        rows.append({
+            "arm": summary["arm"].split("=", 1)[-1],
+            "best trial": best["trial"] if best else None,
+            "best recipe": " ".join(f"{key.split('.')[-1]}={value:.3g}" if isinstance(value, float) else
+                                    f"{key.split('.')[-1]}={value}" for key, value in (best or {}).get("params",
+                                                                                                        {}).items()),
+            "best selection top-1": best["value"] if best else None,
+            "shared recipe (trial 0)": shared_value(shared),
+            "complete / pruned / failed": f"{totals['complete']} / {totals['pruned']} / {totals['fail']}",
+            "trial-epochs": totals["trial_epochs"], "CPU h": totals["cpu_s"] / 3600,
+            "grid trial-epochs": grid["trial_epochs"],
+            "grid CPU h": grid["cpu_s"] / 3600 if grid["cpu_s"] is not None else None})
+    return pd.DataFrame(rows)
+
+
+def shared_value(trial: Optional[Dict]) -> str:
+    if trial is None:
+        return "-"
+    if trial["state"] == "complete":
+        return f"{trial['value']:.2f}"
+    return f"{trial['state']} after epoch {trial['epochs']}" if trial["epochs"] else trial["state"]
+
+
+def recheck_table(ablation: AblationSpec) -> Optional[pd.DataFrame]:
+    """Each rechecked trial: its tuning value (seed 0), its new seeds' mean, and the gap (None: not rechecked)."""
+    path = search_dir(ablation) / RECHECK_FILE
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())
+    return pd.DataFrame([{"arm": row["arm"].split("=", 1)[-1], "rank": row["rank"], "trial": row["trial"],
+                          "tuning (seed 0)": row["tuning_value"],
+                          "new seeds": ", ".join(f"{value:.2f}" for value in row["new_values"]),
+                          "new mean": row["new_mean"], "tuning - new mean": row["curse"]} for row in rows])
+
+
+def final_top1(folder: Path) -> pd.DataFrame:
+    """(fusion, seed) -> the last epoch's top-1 of every completed run under ``folder``."""
+    runs = load_runs([folder], warn=lambda message: None).runs
+    return runs.set_index(["fusion", "seed"])["top1"]
+
+
+def against_shared(ablation: AblationSpec) -> pd.DataFrame:
+    """Each tuned row beside its fusion at the shared recipe, on the seeds both have: the two means, the paired
+    difference with its 95% interval and p-value, and each row's rank in its own table (1: the highest top-1)."""
+    tuned, shared = final_top1(results_dir(ablation.name)), final_top1(results_dir(ablation.shared))
+    tuned_means = tuned.groupby(level=0).mean()
+    shared_means = shared.groupby(level=0).mean()
+    tuned_rank = tuned_means.rank(ascending=False).astype(int)
+    rows = []
+    for label in ablation.rows:
+        other = ablation.shared_rows.get(label, label)
+        if label not in tuned_means or other not in shared_means:
+            continue
+        seeds = sorted(set(tuned[label].index) & set(shared[other].index))
+        differences = np.array([tuned[label][seed] - shared[other][seed] for seed in seeds])
+        low, high, p_value = paired_interval(differences)
+        shared_rows = shared_means[[ablation.shared_rows.get(row, row) for row in ablation.rows
+                                    if ablation.shared_rows.get(row, row) in shared_means]]
+        rows.append({"row": label, "shared-recipe row": other, "seeds": len(seeds),
+                     "tuned top-1": tuned[label][seeds].mean(), "shared top-1": shared[other][seeds].mean(),
+                     "Δ tuned - shared": differences.mean(), "95% CI": f"[{low:+.2f}, {high:+.2f}]",
+                     "p": p_value, "rank tuned": int(tuned_rank[label]),
+                     "rank shared": int(shared_rows.rank(ascending=False)[other])})
+    return pd.DataFrame(rows)
+
+
+def paired_interval(differences: np.ndarray):
+    """The paired t 95% interval of the mean difference and its two-sided p-value (NaN with fewer than 2)."""
+    if len(differences) < 2:
+        return float("nan"), float("nan"), float("nan")
+    result = stats.ttest_1samp(differences, 0.0)
+    interval = result.confidence_interval(0.95)
+    return float(interval.low), float(interval.high), float(result.pvalue)
