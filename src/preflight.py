@@ -265,7 +265,7 @@ def check_architecture(cfg) -> None:
 
 def check_files(cfg) -> None:
     """The checkpoint to resume, the weights to start from and the dataset on disk."""
-    from src.data import check_data_source, resolve_num_classes
+    from src.data import check_data_source, check_selection, resolve_num_classes
     from src.models.pretrained import weights_file_problem
     from src.train.build import check_pretrained
     from src.train.warm_start import check_hub, checkpoint_file
@@ -287,6 +287,7 @@ def check_files(cfg) -> None:
         checkpoint_file(cfg.model.pretrained)
     check_data_source(cfg.data)
     resolve_num_classes(cfg.data)  # a data.num_classes the data disagrees with fails here, before any work
+    check_selection(cfg.data)  # a selection split that leaves nothing to train on
 
 
 def check_config(cfg) -> None:

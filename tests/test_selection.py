@@ -98,6 +98,13 @@ def test_a_run_reports_selection_and_test_top1_apart(tmp_path):
     assert "selection top-1 " in done.stdout
 
 
+def test_the_proxy_counts_its_selection_split_in_training_digits_before_any_work(tmp_path):
+    done = run_module("src.run", *PROXY, "data.selection=1437", f"hydra.run.dir={tmp_path}", merge_stderr=True)
+    assert done.returncode == 1
+    assert "data.selection=1437 holds out 1437 of the 1437 training digits and leaves none to train on" in done.stdout
+    assert not (tmp_path / "results.json").exists()  # refused before the run dir got a record
+
+
 def test_a_selection_split_larger_than_the_training_data_fails_before_training(tmp_path):
     done = run_module("src.run", "data=digits", "data.selection=5000", "logger=none", f"hydra.run.dir={tmp_path}",
                       merge_stderr=True)

@@ -161,6 +161,9 @@ BAD = {  # what is wrong: (changes to the space, command-line args, the message)
                               r"optim.lr=-1.0: must be a finite number > 0"),
     "no selection split": ({"base": [b for b in BASE if not b.startswith("data.selection")]}, (),
                            r"metric selection_top1 is logged only with a selection split.*add data.selection=0.2"),
+    "selection split of every image": ({"base": [*BASE, "data.selection=1024"]}, (),
+                                       r"data.selection=1024 holds out 1024 of the 1024 training images and leaves "
+                                       r"none to train on"),
     "base that does not compose": ({"base": [*BASE, "+experiment=nope"]}, (), r"Could not find 'experiment/nope'"),
     "no trials": ({"trials": 0}, (), r"trials: 0: must be an integer >= 1"),
     "--trials 0": ({}, ("--trials", "0"), r"trials: 0: must be an integer >= 1"),

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.data.random_erasing import RandomErasing
@@ -17,7 +18,7 @@ from .folders import check_eval_folder, cifar, eval_folder_dataset, image_folder
 from .multiscale_digits import multiscale_digits
 from .posterize import fix_posterize
 from .prefetch import DeviceBatches
-from .selection import hold_out, with_transform
+from .selection import hold_out, selection_count, with_transform
 from .shards import shard_datasets
 from .sources import (  # noqa: F401 - src.data's API
     DATASETS,
@@ -118,6 +119,22 @@ def build_splits(data_cfg, image_size: int, seed: int,
     (``src.data.selection``); checks the source first (``check_data_source``)."""
     class_names(data_cfg)
     return _datasets(data_cfg, image_size, seed, prefetch)
+
+
+def check_selection(data_cfg) -> None:
+    """``data.selection`` against the training data's size (its digits for multiscale_digits, which holds out whole
+    digits), before any work: a split that leaves nothing to train on names the key and the fix. Shards are
+    counted when they are read (indexing them here would read every tar)."""
+    if not data_cfg.selection or data_cfg.name == "shards":
+        return
+    if data_cfg.name == "synthetic":
+        available, unit = data_cfg.num_train, "image"
+    elif data_cfg.name in ("digits", "multiscale_digits"):
+        available = len(digits_split(data_cfg.val_fraction, data_cfg.split_seed)[0][1])
+        unit = "digit" if data_cfg.name == "multiscale_digits" else "image"
+    else:  # the files are listed, not decoded
+        available, unit = len(_datasets(OmegaConf.merge(data_cfg, {"selection": 0}), 32, 0, False)[0]), "image"
+    selection_count(data_cfg.selection, available, unit)
 
 
 def _datasets(data_cfg, image_size: int, seed: int, prefetch: bool) -> Tuple[Dataset, Dataset, Optional[Dataset]]:

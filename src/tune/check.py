@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import preflight
 from src.config import FIELDS, register_configs
+from src.data import check_selection
 
 from .dists import Dist
 from .errors import BadSpace, did_you_mean
@@ -65,7 +66,8 @@ def composed(space: Space, arm: Arm, overrides: List[str]) -> DictConfig:
                        f"{str(error).strip().splitlines()[0]}") from error
     try:
         preflight.check_values(cfg)
-    except preflight.BadInput as error:
+        check_selection(cfg.data)  # the size of the selection split against the training data's
+    except (preflight.BadInput, ValueError) as error:
         raise BadSpace(f"{space.path}: base and arm {arm_label(arm)}: {error}") from error
     return cfg
 
