@@ -209,10 +209,11 @@ def test_an_override_value_reaches_hydra_as_itself(value):
 
 def test_the_best_recipes_become_options_of_a_config_group_that_set_the_arm_and_its_recipe(tmp_path):
     (tmp_path / "fusion").mkdir()
-    best = {"fusion=cross": {"overrides": ["optim.lr=0.002", "optim.clip_grad=null", "sched.warmup_epochs=1"],
+    best = {"fusion=cross": {"overrides": ["data.selection=0.2", "fusion=cross", "optim.lr=0.002"],
+                             "params": {"optim.lr": 0.002, "optim.clip_grad": None, "sched.warmup_epochs": 1},
                              "value": 95.25, "trial": 7, "metric": "selection_top1"},
-            "model.depth=[1,2]": {"overrides": ["optim.lr=0.001"], "value": 90.0, "trial": 2,
-                                  "metric": "selection_top1"}}
+            "model.depth=[1,2]": {"overrides": ["optim.lr=0.001"], "params": {"optim.lr": 0.001}, "value": 90.0,
+                                  "trial": 2, "metric": "selection_top1"}}
     with pytest.raises(BadSpace, match=r"arm 'model.depth=\[1,2\]': --write-group takes arms of one key"):
         write_group("fusion_proxy", best, "tuned_fusion", conf=tmp_path)
     del best["model.depth=[1,2]"]

@@ -57,12 +57,14 @@ def groups_set_by_grid(configs: Dict[str, DictConfig], conf: Path = CONF) -> Dic
             choices = cfg.hydra.runtime.choices
             found[name] = set()
             for key, values in grid(cfg).items():
-                if not (conf / key).is_dir():
+                group_name = key.lstrip("+~")  # +tuned_fusion: a group the preset adds
+                if not (conf / group_name).is_dir():
                     continue  # a config value (fusion.layers, seed), not a group
                 for value in values:
                     job = compose("config", overrides=[f"+experiment={name}", f"{key}={value}"],
                                   return_hydra_config=True).hydra.runtime.choices
-                    found[name] |= {group for group in job if group != key and job[group] != choices.get(group)}
+                    found[name] |= {group for group in job
+                                    if group != group_name and job[group] != choices.get(group)}
     return found
 
 

@@ -1,7 +1,8 @@
 """``python -m src.tune best SPACE --write-group NAME``: each arm's best recipe as an option of a config group,
 ``conf/NAME/<arm value>.yaml``, so that the recipes are trained on many seeds by one ordinary sweep
 (``python -m src.run -m +NAME=a,b,c seed=...``, the preset ``conf/experiment/fusion_tuned_cpu.yaml``): the option
-sets the arm (a group's option through the defaults list, a plain key as a value) and its recipe. The files say
+sets the arm (a group's option through the defaults list, a plain key as a value) and its recipe (the space's keys
+only: the base the trials ran with, their selection split included, stays theirs). The files say
 which trial they come from and are rewritten, not edited by hand."""
 from pathlib import Path
 from typing import Any, Dict, List
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 from src.preflight import CONF
 
 from .errors import BadSpace
+from .overrides import override
 
 
 def option_text(space_name: str, arm: str, recipe: Dict[str, Any], groups: List[str]) -> str:
@@ -19,7 +21,9 @@ def option_text(space_name: str, arm: str, recipe: Dict[str, Any], groups: List[
     header = (f"# @package _global_\n# The best recipe of {arm} in python -m src.tune {space_name}: trial "
               f"{recipe['trial']}, {recipe['metric']} {recipe['value']:.2f} (written by `python -m src.tune best "
               f"{space_name} --write-group`; do not edit by hand)\n")
-    settings = OmegaConf.to_container(OmegaConf.from_dotlist(list(recipe["overrides"])))
+    # the recipe alone: the space's keys, not the base the trials ran with (their selection split, their threads)
+    settings = OmegaConf.to_container(OmegaConf.from_dotlist([override(key, value)
+                                                              for key, value in recipe["params"].items()]))
     if key in groups:
         body = {"defaults": [{f"override /{key}": value}], **settings}
     else:

@@ -57,8 +57,9 @@ def report_table(found: List[Dict[str, Any]]) -> str:
 
 
 def best_recipes(found: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    return {summary["arm"]: {"overrides": summary["best"]["overrides"], "value": summary["best"]["value"],
-                             "trial": summary["best"]["trial"], "metric": summary["metric"]}
+    return {summary["arm"]: {"overrides": summary["best"]["overrides"], "params": summary["best"]["params"],
+                             "value": summary["best"]["value"], "trial": summary["best"]["trial"],
+                             "metric": summary["metric"]}
             for summary in found if summary["best"] is not None}
 
 
