@@ -42,7 +42,7 @@ from .ablations import SPEC_FILE, AblationSpec
 from .rows import PaperRow, printed_decimals
 from .shipped import results_dir
 from .side_by_side import reference_row, rows_of
-from .tuned import against_shared, recheck_table, studies
+from .tuned import against_shared, arm_value, recheck_table, studies
 
 PLACEHOLDER = re.compile(r"\{([a-z_0-9]+)(?::([^{}]*))?\}")
 VERDICT_ORDER = ("better", "worse", "equivalent", "inconclusive", "not compared")
@@ -341,6 +341,8 @@ def against_shared_row(context: Context, label: str) -> pd.Series:
 def shared_diff(context: Context, label: str, _: Optional[str]) -> str:
     """Δ tuned - shared recipe of the row's fusion, paired over seeds, with its 95% interval and p."""
     row = against_shared_row(context, label)
+    if row["same runs"]:
+        return f"the same runs on all {row['seeds']} seeds (the search kept the shared recipe)"
     return f"{signed_points(row['Δ tuned - shared'])} {row['95% CI']} (p {p_value(row['p'])}, {row['seeds']} seeds)"
 
 
@@ -355,7 +357,7 @@ def ordinal(rank: int) -> str:
 
 def study_of(context: Context, label: str) -> Dict:
     tuned(context)
-    found = [summary for summary in studies(context.spec) if summary["arm"].split("=", 1)[-1] == label]
+    found = [summary for summary in studies(context.spec) if arm_value(summary) == label]
     if not found:
         raise context.fail(f"no study for {label!r} under results/cpu/{context.spec.tuning}")
     return found[0]

@@ -23,7 +23,16 @@ def search_dir(ablation: AblationSpec) -> Path:
 
 
 def studies(ablation: AblationSpec) -> List[Dict]:
-    return [json.loads(path.read_text()) for path in sorted(search_dir(ablation).glob(f"*/{STUDY_FILE}"))]
+    """Each arm's study.json, in the ablation's row order (the reference first)."""
+    found = [json.loads(path.read_text()) for path in sorted(search_dir(ablation).glob(f"*/{STUDY_FILE}"))]
+    order = list(ablation.rows)
+    return sorted(found, key=lambda summary: order.index(arm_value(summary)) if arm_value(summary) in order
+                  else len(order))
+
+
+def arm_value(summary: Dict) -> str:
+    """``cross`` of the arm ``fusion=cross``."""
+    return summary["arm"].split("=", 1)[-1]
 
 
 def shared_trial(summary: Dict) -> Optional[Dict]:
@@ -38,7 +47,7 @@ def search_table(ablation: AblationSpec) -> pd.DataFrame:
     for summary in studies(ablation):
         best, shared, totals, grid = summary["best"], shared_trial(summary), summary["totals"], summary["grid"]
         rows.append({
-            "arm": summary["arm"].split("=", 1)[-1],
+            "arm": arm_value(summary),
             "best trial": best["trial"] if best else None,
             "best recipe": " ".join(f"{key.split('.')[-1]}={value:.3g}" if isinstance(value, float) else
                                     f"{key.split('.')[-1]}={value}" for key, value in (best or {}).get("params",
@@ -66,7 +75,7 @@ def recheck_table(ablation: AblationSpec) -> Optional[pd.DataFrame]:
     if not path.is_file():
         return None
     rows = json.loads(path.read_text())
-    return pd.DataFrame([{"arm": row["arm"].split("=", 1)[-1], "rank": row["rank"], "trial": row["trial"],
+    return pd.DataFrame([{"arm": arm_value(row), "rank": row["rank"], "trial": row["trial"],
                           "tuning (seed 0)": row["tuning_value"],
                           "new seeds": ", ".join(f"{value:.2f}" for value in row["new_values"]),
                           "new mean": row["new_mean"], "tuning - new mean": row["curse"]} for row in rows])
@@ -80,26 +89,25 @@ def final_top1(folder: Path) -> pd.DataFrame:
 
 def against_shared(ablation: AblationSpec) -> pd.DataFrame:
     """Each tuned row beside its fusion at the shared recipe, on the seeds both have: the two means, the paired
-    difference with its 95% interval and p-value, and each row's rank in its own table (1: the highest top-1)."""
+    difference with its 95% interval and p-value (none where every difference is 0: the search kept the shared
+    recipe, and the runs are the same jobs), and each row's rank among these rows in its own table (1: highest)."""
     tuned, shared = final_top1(results_dir(ablation.name)), final_top1(results_dir(ablation.shared))
-    tuned_means = tuned.groupby(level=0).mean()
-    shared_means = shared.groupby(level=0).mean()
-    tuned_rank = tuned_means.rank(ascending=False).astype(int)
+    pairs = {label: ablation.shared_rows.get(label, label) for label in ablation.rows}
+    pairs = {label: other for label, other in pairs.items()
+             if label in tuned.index.get_level_values(0) and other in shared.index.get_level_values(0)}
+    tuned_rank = tuned.groupby(level=0).mean()[list(pairs)].rank(ascending=False, method="min")
+    shared_rank = shared.groupby(level=0).mean()[list(pairs.values())].rank(ascending=False, method="min")
     rows = []
-    for label in ablation.rows:
-        other = ablation.shared_rows.get(label, label)
-        if label not in tuned_means or other not in shared_means:
-            continue
+    for label, other in pairs.items():
         seeds = sorted(set(tuned[label].index) & set(shared[other].index))
         differences = np.array([tuned[label][seed] - shared[other][seed] for seed in seeds])
-        low, high, p_value = paired_interval(differences)
-        shared_rows = shared_means[[ablation.shared_rows.get(row, row) for row in ablation.rows
-                                    if ablation.shared_rows.get(row, row) in shared_means]]
+        same = bool(len(differences)) and not differences.any()
+        low, high, p_value = (0.0, 0.0, float("nan")) if same else paired_interval(differences)
         rows.append({"row": label, "shared-recipe row": other, "seeds": len(seeds),
                      "tuned top-1": tuned[label][seeds].mean(), "shared top-1": shared[other][seeds].mean(),
                      "Δ tuned - shared": differences.mean(), "95% CI": f"[{low:+.2f}, {high:+.2f}]",
-                     "p": p_value, "rank tuned": int(tuned_rank[label]),
-                     "rank shared": int(shared_rows.rank(ascending=False)[other])})
+                     "p": p_value, "same runs": same, "rank tuned": int(tuned_rank[label]),
+                     "rank shared": int(shared_rank[other])})
     return pd.DataFrame(rows)
 
 
