@@ -34,7 +34,7 @@ RUN_COMMANDS = [
 def app_groups() -> dict:
     """Each group under conf/ (Hydra's own aside) with its options; the model options are VARIANTS."""
     groups = {path.name: sorted(option.stem for option in path.glob("*.yaml"))
-              for path in CONF.iterdir() if path.is_dir() and path.name != "hydra"}
+              for path in CONF.iterdir() if path.is_dir() and path.name not in ("hydra", "tune")}  # tune: search spaces
     return {**groups, "model": sorted(VARIANTS)}
 
 

@@ -28,6 +28,8 @@ from src.train.build import build_model
 
 from conftest import CONF, ROOT, cli_env, compose_config
 
+TUNED = CONF / "tuned_fusion"  # the recipes src.tune chose (fusion_tuned_cpu)
+
 INDEXED = read_index()
 PRESETS = preset_names(INDEXED)
 SWEEP_FILES = sorted(path for path in (ROOT / "experiments").glob("*.yaml") if path != INDEX)
@@ -105,7 +107,13 @@ def test_every_preset_combination_composes_and_builds(preset):
             assert cfg.model.name in CPU_MODELS.get(preset, {"fusionvit_micro_p8_32"})
             assert cfg.data.name == "multiscale_digits" and cfg.data.render.min_scale == 0.3
             assert cfg.model.multi_conv is True  # micro_p8_32's conv stem, on every row (one-branch rows too)
-            assert recipe == (12, 64, 2) and cfg.optim.lr == 1e-3 and cfg.optim.clip_grad == 1.0  # multiscale_cpu
+            if preset == "fusion_tuned_cpu":  # each fusion at the recipe src.tune chose for it (conf/tuned_fusion)
+                tuned = yaml.safe_load((TUNED / f"{cfg.fusion.name}.yaml").read_text())
+                assert (cfg.optim.lr, cfg.sched.warmup_epochs) == (tuned["optim"]["lr"],
+                                                                   tuned["sched"]["warmup_epochs"])
+                assert recipe[:2] == (12, 64) and cfg.data.selection == 0  # trained on all the training digits
+            else:
+                assert recipe == (12, 64, 2) and cfg.optim.lr == 1e-3 and cfg.optim.clip_grad == 1.0  # multiscale_cpu
         else:
             assert cfg.model.name in IMAGENET_MODELS.get(preset, {"fusionvit_small_240"})
             assert cfg.data.name == "imagenet"

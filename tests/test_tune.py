@@ -197,7 +197,7 @@ def test_the_shipped_spaces_pass_every_check_without_writing(capsys):
     for name in ("fusion_proxy", "smoke"):
         assert main([name, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "fusion_proxy:fusion=all_attn: 16 trials of up to 12 epochs" in out and "192 points x 12 epochs" in out
+    assert "fusion_proxy:fusion=all_attn: 12 trials of up to 12 epochs" in out and "192 points x 12 epochs" in out
     assert [path.exists() for path in storages] == existed
 
 

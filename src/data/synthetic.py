@@ -1,18 +1,13 @@
 """Random images of any size and class count, for smoke runs and speed benchmarks."""
-from typing import Optional
-
 import torch
 from torch.utils.data import Dataset
 
 
 class SyntheticDataset(Dataset):
     """Image ``i`` is Gaussian noise around a per-class mean colour, drawn from a generator seeded with
-    ``(seed, i)``: the same seed always gives the same data, and a model can learn the classes. The class colours
-    come from ``class_seed`` (default: ``seed``): a validation set drawn from another seed shares the training
-    set's classes only when it is given the training set's ``class_seed``."""
+    ``(seed, i)``: the same seed always gives the same data, and a model can learn the classes."""
 
-    def __init__(self, num_samples: int, num_classes: int, image_size: int, seed: int = 0, channels: int = 3,
-                 class_seed: Optional[int] = None):
+    def __init__(self, num_samples: int, num_classes: int, image_size: int, seed: int = 0, channels: int = 3):
         if num_samples < 1 or num_classes < 1 or image_size < 1:
             raise ValueError(f"synthetic data needs num_samples, num_classes and image_size >= 1, got "
                              f"{num_samples}, {num_classes}, {image_size}")
@@ -20,8 +15,7 @@ class SyntheticDataset(Dataset):
         self.shape = (channels, image_size, image_size)
         self.seed = seed
         self.class_means = torch.randn(num_classes, channels, 1, 1,
-                                       generator=torch.Generator().manual_seed(seed if class_seed is None
-                                                                               else class_seed))
+                                       generator=torch.Generator().manual_seed(seed))
 
     def __len__(self) -> int:
         return self.num_samples
