@@ -21,7 +21,7 @@ from analysis.stats.summary import varying_factors
 from conftest import ROOT, compose_config
 
 PAPER_ABLATIONS = {"fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token",
-                   "scales"}
+                   "scales", "fusion_tuned"}
 OTHER_NOTEBOOKS = ["fusion_complexity", "attention_maps"]
 
 

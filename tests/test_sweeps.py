@@ -35,6 +35,8 @@ PRESETS = preset_names(INDEXED)
 SWEEP_FILES = sorted(path for path in (ROOT / "experiments").glob("*.yaml") if path != INDEX)
 ABLATIONS = ("fusion", "patch_size", "branch_width", "branch_depth", "cross_layers", "encoders", "class_token",
              "scales")
+# a tuned ablation's ImageNet twin is its shared-recipe ablation's preset (the same rows; no ImageNet search shipped)
+TUNED_ABLATIONS = {"fusion_tuned": ("fusion_ablation", "fusion_tuned_cpu")}
 # CPU presets run the proxy's model (cpu/proxy.yaml); the branches ablation sets it against its three-branch twin
 CPU_MODELS = {"branches_ablation_cpu": {"fusionvit_micro_p8_32", "fusionvit_micro3_p8_32"}}
 # ImageNet presets run CrossViT-S; the scales ablation sets it against DeiT-S
@@ -71,10 +73,12 @@ def test_every_paper_ablation_has_a_preset_a_cpu_twin_and_two_sweep_files():
     names = {path.stem for path in SWEEP_FILES}
     twins = {ablation.name: (ablation.imagenet_preset, ablation.preset) for ablation in INDEXED
              if ablation.imagenet_preset is not None}
-    assert set(twins) == set(ABLATIONS)
+    assert set(twins) == set(ABLATIONS) | set(TUNED_ABLATIONS)
     for ablation in ABLATIONS:
         assert twins[ablation] == (f"{ablation}_ablation", f"{ablation}_ablation_cpu")
-        assert {f"{ablation}_ablation", f"{ablation}_ablation_cpu"} <= names
+    for ablation, pair in TUNED_ABLATIONS.items():
+        assert twins[ablation] == pair
+    assert {name for pair in twins.values() for name in pair} <= names
 
 
 def test_the_index_names_every_ablation_preset_and_only_presets_that_exist():
@@ -136,13 +140,13 @@ def test_every_wandb_grid_point_composes_to_the_config_of_the_presets_point(pres
     wandb_points = [[rewrite_argument(arg, groups) for arg in argv]
                     for _, argv in sweep_combinations(ROOT / "experiments" / f"{preset}.yaml")]
     preset_points = preset_combinations(preset)
-    swept = {override.split("=", 1)[0] for override in preset_points[0]}
+    swept = {override.split("=", 1)[0].lstrip("+") for override in preset_points[0]}  # `+group=` keys too
     assert len(wandb_points) == len(preset_points)
     first_seed = next((o for o in preset_points[0] if o.startswith("seed=")), None)
     for argv, overrides in zip(wandb_points, preset_points):  # the same grid, in the same order
         assert [arg for arg in argv if arg.split("=", 1)[0].lstrip("+") in swept] == [
             ("+" if (CONF / o.split("=", 1)[0]).is_dir() and o.split("=", 1)[0] not in groups else "") + o
-            for o in overrides]
+            if not o.startswith("+") else o for o in overrides]
         if first_seed is None or first_seed in overrides:  # another seed changes `seed` alone: composed once
             assert job_config(argv) == job_config([f"+experiment={preset}", *overrides]), argv
 

@@ -90,13 +90,12 @@ def final_top1(folder: Path) -> pd.DataFrame:
 def against_shared(ablation: AblationSpec) -> pd.DataFrame:
     """Each tuned row beside its fusion at the shared recipe, on the seeds both have: the two means, the paired
     difference with its 95% interval and p-value (none where every difference is 0: the search kept the shared
-    recipe, and the runs are the same jobs), and each row's rank among these rows in its own table (1: highest)."""
+    recipe, and the runs are the same jobs), and each row's rank among these rows by those means (1: highest): both
+    rankings on the same seeds, so a changed rank is tuning's doing, not the shared ablation's extra seeds'."""
     tuned, shared = final_top1(results_dir(ablation.name)), final_top1(results_dir(ablation.shared))
     pairs = {label: ablation.shared_rows.get(label, label) for label in ablation.rows}
     pairs = {label: other for label, other in pairs.items()
              if label in tuned.index.get_level_values(0) and other in shared.index.get_level_values(0)}
-    tuned_rank = tuned.groupby(level=0).mean()[list(pairs)].rank(ascending=False, method="min")
-    shared_rank = shared.groupby(level=0).mean()[list(pairs.values())].rank(ascending=False, method="min")
     rows = []
     for label, other in pairs.items():
         seeds = sorted(set(tuned[label].index) & set(shared[other].index))
@@ -106,9 +105,11 @@ def against_shared(ablation: AblationSpec) -> pd.DataFrame:
         rows.append({"row": label, "shared-recipe row": other, "seeds": len(seeds),
                      "tuned top-1": tuned[label][seeds].mean(), "shared top-1": shared[other][seeds].mean(),
                      "Δ tuned - shared": differences.mean(), "95% CI": f"[{low:+.2f}, {high:+.2f}]",
-                     "p": p_value, "same runs": same, "rank tuned": int(tuned_rank[label]),
-                     "rank shared": int(shared_rank[other])})
-    return pd.DataFrame(rows)
+                     "p": p_value, "same runs": same})
+    frame = pd.DataFrame(rows)
+    for rank, mean in (("rank tuned", "tuned top-1"), ("rank shared", "shared top-1")):
+        frame[rank] = frame[mean].rank(ascending=False, method="min").astype(int) if len(frame) else []
+    return frame
 
 
 def paired_interval(differences: np.ndarray):

@@ -46,4 +46,4 @@ def read_index(path: Path = INDEX, preset_dir: Path = PRESET_DIR) -> List[Indexe
 
 def preset_names(ablations: List[IndexedAblation]) -> List[str]:
     """Every preset the index names, the ones that get a W&B sweep file."""
-    return sorted(preset for ablation in ablations for preset in ablation.presets)
+    return sorted({preset for ablation in ablations for preset in ablation.presets})  # a twin may be shared
