@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import optuna
 
-from . import recheck, report
+from . import recheck, report, wandb_sweep
 from .check import ArmPlan, check_space
 from .costs import summary_table, write_summary
 from .errors import BadSpace
@@ -43,9 +43,11 @@ def show_log_lines() -> None:
 
 def parse(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m src.tune", description=DESCRIPTION,
-                                     epilog="python -m src.tune best SPACE | report SPACE | recheck SPACE: the best "
-                                            "recipes' overrides | all arms in one table (src/tune/report.py) | the "
-                                            "top trials on new seeds (src/tune/recheck.py)")
+                                     epilog="python -m src.tune best SPACE | report SPACE | recheck SPACE | wandb "
+                                            "SPACE: the best recipes' overrides | all arms in one table "
+                                            "(src/tune/report.py) | the top trials on new seeds (src/tune/recheck.py) "
+                                            "| the search as W&B sweep files, bayes with early_terminate "
+                                            "(src/tune/wandb_sweep.py)")
     parser.add_argument("space", help="a name in conf/tune (e.g. fusion_proxy), or a path to a space file")
     parser.add_argument("--arm", action="append", default=[], metavar="KEY=VALUE",
                         help="only this arm (repeatable), e.g. --arm fusion=cross")
@@ -127,6 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "recheck":
         return recheck.main(argv[1:])
+    if argv and argv[0] == "wandb":
+        return wandb_sweep.main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         return report.main(argv[1:], command=argv[0])
     args = parse(argv)

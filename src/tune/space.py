@@ -14,7 +14,8 @@ from .dists import Dist, check_dist
 from .errors import BadSpace, check_type, did_you_mean
 
 CONF_TUNE = Path(__file__).resolve().parents[2] / "conf" / "tune"
-SUBCOMMANDS = ("best", "report", "recheck")  # python -m src.tune SUBCOMMAND SPACE: no space may take these names
+# python -m src.tune SUBCOMMAND SPACE: no space may take these names
+SUBCOMMANDS = ("best", "report", "recheck", "wandb")
 
 
 @dataclass
