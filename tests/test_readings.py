@@ -1,6 +1,7 @@
 """The readings (each notebook's section 5 and the README's results block) are templates rendered from the table
 they describe: every shipped reading renders, no template hides a number of ours as a literal, each rendered
 number is the table's, and the stored notebooks and the README say what the shipped results give today."""
+import json
 import math
 import re
 from dataclasses import replace
@@ -52,6 +53,19 @@ def test_a_reading_template_holds_no_literal_decimal_or_percentage_but_placehold
     allowed = LITERALS_ALLOWED.get(name, {})
     assert [literal for literal in literals if literal not in allowed] == [], (
         f"{name}: make these placeholders (analysis/paper/readings.py), or allow them in LITERALS_ALLOWED with why")
+
+
+def test_lowest_names_a_rows_lowest_seed_as_its_run_records_give_it(shipped):
+    done, spec = shipped["fusion_tuned"], specs()["fusion_tuned"]
+    for label in ("all_attn", "cross"):
+        finals = {}
+        for path in (ROOT / "results" / "cpu" / "fusion_tuned").glob(f"+tuned_fusion={label},seed=*/results.json"):
+            record = json.loads(path.read_text())
+            finals[record["seed"]] = record["final"]["top1"]
+        seed = min(finals, key=finals.get)
+        assert render(f"{{lowest:{label}}}", spec, done.result, done.runs) == f"{finals[seed]:.2f}% (seed {seed})"
+    with pytest.raises(ReadingError, match=r"\{lowest:cross\}: needs the table's runs"):
+        render("{lowest:cross}", spec, done.result)
 
 
 def test_every_shipped_reading_and_its_limits_render_from_the_results(shipped):

@@ -1,5 +1,5 @@
 """A tuned ablation's rows beside the shared-recipe ablation (analysis/paper/tuned.py): pairs by seed, reads a row
-whose search kept the shared recipe as the same runs (not a test of zero differences), maps a tuned paper form to
+whose search kept the shared recipe as the same jobs (not a test of their differences), maps a tuned paper form to
 the shared table's modified row, ranks both tables on the same seeds, and matches scipy's paired t interval; then
 the same on the shipped tuned fusion ablation (results/cpu/fusion_tuned beside results/cpu/fusion)."""
 import numpy as np
@@ -20,40 +20,55 @@ def spec(**overrides) -> AblationSpec:
     return AblationSpec(**fields)
 
 
-def top1(values):
-    """{label: {seed: top-1}} -> the (fusion, seed)-indexed series final_top1 reads from run records."""
-    return pd.Series({(label, seed): value for label, seeds in values.items() for seed, value in seeds.items()}
-                     ).rename_axis(["fusion", "seed"])
+def top1(values, jobs=None):
+    """{label: {seed: top-1}} -> what final_runs reads from run records: (fusion, seed) -> top-1 and the job's
+    identity (``jobs``: label -> identity; default, each label its own job)."""
+    rows = [(label, seed, value, (jobs or {}).get(label, label)) for label, seeds in values.items()
+            for seed, value in seeds.items()]
+    return pd.DataFrame(rows, columns=["fusion", "seed", "top1", "identity"]).set_index(["fusion", "seed"])
 
 
 @pytest.fixture
 def tables(monkeypatch):
-    """final_top1 answers from two hand-made tables, by folder name."""
+    """final_runs answers from two hand-made tables, by folder name."""
     found = {}
-    monkeypatch.setattr(tuned, "final_top1", lambda folder: found[folder.name])
+    monkeypatch.setattr(tuned, "final_runs", lambda folder: found[folder.name])
     return found
 
 
-def test_a_row_whose_search_kept_the_shared_recipe_is_the_same_runs_not_a_test(tables):
+def test_a_row_whose_search_kept_the_shared_recipe_is_the_same_jobs_not_a_test(tables):
     tables["tuned"] = top1({"cross": {0: 90.0, 1: 91.0, 2: 92.0}, "none": {0: 93.0, 1: 94.0, 2: 93.5},
                             "all_attn": {0: 88.0, 1: 89.0, 2: 90.0}})
-    tables["shared"] = top1({"cross": {0: 90.0, 1: 91.0, 2: 92.0, 3: 99.0}, "none": {0: 93.0, 1: 94.0, 2: 93.5},
+    # none's seed 2 ran on another torch: the same job, another number
+    tables["shared"] = top1({"cross": {0: 90.0, 1: 91.0, 2: 92.0, 3: 99.0}, "none": {0: 93.0, 1: 94.0, 2: 93.8},
                              "all_attn_residual": {0: 91.0, 1: 90.0, 2: 91.5}})
     frame = tuned.against_shared(spec()).set_index("row")
     assert list(frame.index) == ["cross", "none", "all_attn"]  # the ablation's row order
-    assert frame.loc["cross", "same runs"] and frame.loc["none", "same runs"]
-    assert frame.loc["cross", "95% CI"] == "[+0.00, +0.00]" and np.isnan(frame.loc["cross", "p"])
+    assert frame.loc["cross", "same jobs"] and frame.loc["none", "same jobs"]
+    assert frame.loc["cross", "95% CI"] == "-" and np.isnan(frame.loc["none", "p"])  # not tested
+    assert frame.loc["cross", "identical seeds"] == 3 and frame.loc["none", "identical seeds"] == 2
+    assert frame.loc["none", "max |Δ|"] == pytest.approx(0.3)
     # the shared table's seed 3 has no tuned twin: left out of the pair and of the mean
     assert frame.loc["cross", "seeds"] == 3 and frame.loc["cross", "shared top-1"] == pytest.approx(91.0)
-    # the tuned paper form is set beside the shared table's modified row
+    # the tuned paper form is set beside the shared table's modified row, another job: tested
     row = frame.loc["all_attn"]
-    assert row["shared-recipe row"] == "all_attn_residual" and not row["same runs"]
+    assert row["shared-recipe row"] == "all_attn_residual" and not row["same jobs"] and row["identical seeds"] == 0
     differences = np.array([88.0 - 91.0, 89.0 - 90.0, 90.0 - 91.5])
     expected = stats.ttest_1samp(differences, 0.0)
     interval = expected.confidence_interval(0.95)
     assert row["Δ tuned - shared"] == pytest.approx(differences.mean())
     assert row["p"] == pytest.approx(expected.pvalue)
     assert row["95% CI"] == f"[{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def test_equal_numbers_from_different_jobs_are_still_tested(tables):
+    """A tuned recipe that happens to score what the shared one did is not the same jobs."""
+    tables["tuned"] = top1({"cross": {0: 90.0, 1: 91.0}, "none": {0: 93.0, 1: 94.0}, "all_attn": {0: 1.0, 1: 2.0}},
+                           jobs={"none": "tuned none"})
+    tables["shared"] = top1({"cross": {0: 90.0, 1: 91.0}, "none": {0: 93.0, 1: 94.0},
+                             "all_attn_residual": {0: 1.5, 1: 2.0}})
+    row = tuned.against_shared(spec()).set_index("row").loc["none"]
+    assert not row["same jobs"] and row["95% CI"] != "-"
 
 
 def test_both_rankings_are_on_the_paired_seeds(tables):
@@ -75,13 +90,12 @@ def test_a_row_missing_from_either_table_is_left_out(tables):
 
 def test_the_shipped_tuned_fusion_rows_beside_the_shared_recipe():
     """The search kept the shared recipe for none, cross, pairwise and cls_token: those rows are the shared
-    ablation's own runs, bit for bit; all-attention was tuned (the paper's form beside all_attn_residual)."""
+    ablation's own jobs, bit for bit the same where they ran with the same torch (seeds 0-5); all-attention was
+    tuned (the paper's form beside all_attn_residual)."""
     ablation = specs()["fusion_tuned"]
     frame = tuned.against_shared(ablation).set_index("row")
     assert set(frame.index) == set(ablation.rows)
-    assert frame["same runs"].to_dict() == {"cross": True, "none": True, "all_attn": False, "cls_token": True,
+    assert frame["same jobs"].to_dict() == {"cross": True, "none": True, "all_attn": False, "cls_token": True,
                                             "pairwise": True}
     assert frame.loc["all_attn", "shared-recipe row"] == "all_attn_residual"
-    assert (frame["seeds"] >= 6).all()
-    kept = frame[frame["same runs"]]
-    assert (kept["rank tuned"].rank() == kept["rank shared"].rank()).all()  # same runs, same order
+    assert (frame["seeds"] >= 6).all() and (frame.loc[frame["same jobs"], "identical seeds"] >= 6).all()

@@ -139,7 +139,11 @@ def tuning_cells(ablation: AblationSpec) -> List:
             "## 4b. Tuned beside the shared recipe\n\nThe table above (section 3) trains each fusion's best "
             "recipe on all the training digits, as the shared-recipe ablation "
             f"(`results/cpu/{ablation.shared}/`) trained every fusion at one recipe, on the same seeds: each row "
-            "beside its fusion there, the paired difference with its 95% interval, and its rank in each table."
+            "beside its fusion there, on the seeds both have, and its rank among these rows in each table on those "
+            "seeds. Where the search chose another recipe: the paired difference with its 95% interval. Where it "
+            "kept the shared recipe the pairs are the same jobs (`same jobs`: the same config but how it was run), "
+            "so their difference is not tuning's and is not tested: `identical seeds` counts the seeds that came "
+            "out bit for bit the same, and `max |Δ|` says how far the others, run on another torch or CPU, moved."
             + (" The paper's form of a fusion is set beside the shared-recipe ablation's modified form where "
                "that is the row it ran: " + ", ".join(f"`{ours}` beside `{theirs}`" for ours, theirs in
                                                         ablation.shared_rows.items()) + "."

@@ -10,7 +10,8 @@ numbers), against the paper's reference row or OTHER's paper row.
 Our rows:    top1 "93.35%" (a flagged row: "flagged (why)"), std "0.60", diff "+1.33", ci "[1.0, 1.7]", p (Holm)
              "3e-05", mdd "0.53", verdict (the ``verdict`` column in words, with Δ and its interval), rank "the
              lowest of 6 rows", reach (the paper's gap beside the row's mdd), flops / params "1.47x" (cost
-             against the reference), s_head / l_head (each branch's head alone, "61.21%").
+             against the reference), s_head / l_head (each branch's head alone, "61.21%"), lowest (the row's
+             lowest seed, "10.28% (seed 4)": did every seed train).
 The table:   seeds "13", std_range / mdd_range "0.36 to 0.75", params_range (millions), epochs, order (the rows
              from the highest top-1 down), verdicts (the rows by verdict), reach (every row's), pooled (the
              devices, torch versions and commits its runs pool, ``analysis.runs.records``), validation (the
@@ -313,6 +314,18 @@ def top1(context: Context, label: str, other: Optional[str]) -> str:
     return f"flagged ({row['flag']})" if row["flag"] else f"{row['top1_mean']:.2f}%"
 
 
+def lowest(context: Context, label: str, _: Optional[str]) -> str:
+    """The row's lowest final top-1 over its seeds, and the seed."""
+    runs, factors = context.need_runs(), context.result.factors
+    if len(factors) != 1:
+        raise context.fail(f"lowest reads a one-factor table (this one varies {', '.join(factors)})")
+    mine = runs[runs[factors[0]].astype(str) == label]
+    if mine.empty:
+        raise context.fail(f"no runs of row {label!r}")
+    low = mine.loc[mine["top1"].idxmin()]
+    return f"{low['top1']:.2f}% (seed {int(low['seed'])})"
+
+
 def order(context: Context, _: str, other: Optional[str]) -> str:
     rows = shown_rows(context.table(other)).sort_values("top1_mean", ascending=False)
     return ", ".join(f"`{label}` {mean:.2f}%" for label, mean in zip(rows["label"], rows["top1_mean"]))
@@ -341,8 +354,11 @@ def against_shared_row(context: Context, label: str) -> pd.Series:
 def shared_diff(context: Context, label: str, _: Optional[str]) -> str:
     """Δ tuned - shared recipe of the row's fusion, paired over seeds, with its 95% interval and p."""
     row = against_shared_row(context, label)
-    if row["same runs"]:
-        return f"the same runs on all {row['seeds']} seeds (the search kept the shared recipe)"
+    if row["same jobs"]:
+        differ = row["seeds"] - row["identical seeds"]
+        return (f"the same jobs (the search kept the shared recipe): identical on {row['identical seeds']} of "
+                f"{row['seeds']} seeds" + (f", the other {differ} (run on another torch or CPU) within "
+                                          f"{row['max |Δ|']:.2f} points" if differ else ""))
     return f"{signed_points(row['Δ tuned - shared'])} {row['95% CI']} (p {p_value(row['p'])}, {row['seeds']} seeds)"
 
 
@@ -416,7 +432,7 @@ ROW_KINDS = {
     "ci": lambda context, label, other: bracket(*context.row(label, other)[["diff_ci_low", "diff_ci_high"]]),
     "p": column("p_holm", p_value), "mdd": column("mdd", two_decimals),
     "verdict": lambda context, label, other: verdict_phrase(context.row(label, other), context.table(other).reference),
-    "rank": rank, "reach": reach, "flops": cost("gmacs"), "params": cost("params_m"),
+    "rank": rank, "reach": reach, "lowest": lowest, "flops": cost("gmacs"), "params": cost("params_m"),
     "s_head": column("top1_branch0_mean", lambda value: f"{value:.2f}%"),
     "l_head": column("top1_branch1_mean", lambda value: f"{value:.2f}%"),
     "paper": paper("top1", lambda value: f"{value:.1f}%"),

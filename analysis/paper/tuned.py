@@ -11,6 +11,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.runs.local import load_runs
+from src.identity import identity
+from src.train.record_io import RESULTS_FILE
 
 from .ablations import AblationSpec
 from .shipped import results_dir, results_root
@@ -81,31 +83,40 @@ def recheck_table(ablation: AblationSpec) -> Optional[pd.DataFrame]:
                           "new mean": row["new_mean"], "tuning - new mean": row["curse"]} for row in rows])
 
 
-def final_top1(folder: Path) -> pd.DataFrame:
-    """(fusion, seed) -> the last epoch's top-1 of every completed run under ``folder``."""
+def final_runs(folder: Path) -> pd.DataFrame:
+    """(fusion, seed) -> the last epoch's top-1 of every completed run under ``folder``, and its job's identity
+    (``src.identity``: what changes its numbers, less how it was run)."""
     runs = load_runs([folder], warn=lambda message: None).runs
-    return runs.set_index(["fusion", "seed"])["top1"]
+    runs["identity"] = [identity(json.loads((Path(run_dir) / RESULTS_FILE).read_text())["config"])
+                        for run_dir in runs["run_dir"]]
+    return runs.set_index(["fusion", "seed"])[["top1", "identity"]]
 
 
 def against_shared(ablation: AblationSpec) -> pd.DataFrame:
-    """Each tuned row beside its fusion at the shared recipe, on the seeds both have: the two means, the paired
-    difference with its 95% interval and p-value (none where every difference is 0: the search kept the shared
-    recipe, and the runs are the same jobs), and each row's rank among these rows by those means (1: highest): both
-    rankings on the same seeds, so a changed rank is tuning's doing, not the shared ablation's extra seeds'."""
-    tuned, shared = final_top1(results_dir(ablation.name)), final_top1(results_dir(ablation.shared))
+    """Each tuned row beside its fusion at the shared recipe, on the seeds both have: the two means, and each row's
+    rank among these rows by those means (1: highest; both rankings on the same seeds, so a changed rank is tuning's
+    doing, not the shared ablation's extra seeds'). Where the search chose another recipe: the paired difference
+    with its 95% interval and p-value. Where it kept the shared recipe, the pairs are the same jobs and their
+    difference is not tuning's: no test, and how many seeds came out identical (the others ran on another torch or
+    CPU, and ``max |Δ|`` says how far floating-point order moved them)."""
+    tuned, shared = final_runs(results_dir(ablation.name)), final_runs(results_dir(ablation.shared))
     pairs = {label: ablation.shared_rows.get(label, label) for label in ablation.rows}
     pairs = {label: other for label, other in pairs.items()
              if label in tuned.index.get_level_values(0) and other in shared.index.get_level_values(0)}
     rows = []
     for label, other in pairs.items():
-        seeds = sorted(set(tuned[label].index) & set(shared[other].index))
-        differences = np.array([tuned[label][seed] - shared[other][seed] for seed in seeds])
-        same = bool(len(differences)) and not differences.any()
-        low, high, p_value = (0.0, 0.0, float("nan")) if same else paired_interval(differences)
+        mine, theirs = tuned.loc[label], shared.loc[other]
+        seeds = sorted(set(mine.index) & set(theirs.index))
+        mine, theirs = mine.loc[seeds], theirs.loc[seeds]
+        differences = (mine["top1"] - theirs["top1"]).to_numpy()
+        same_jobs = bool(seeds) and bool((mine["identity"] == theirs["identity"]).all())
+        low, high, p_value = (float("nan"),) * 3 if same_jobs else paired_interval(differences)
         rows.append({"row": label, "shared-recipe row": other, "seeds": len(seeds),
-                     "tuned top-1": tuned[label][seeds].mean(), "shared top-1": shared[other][seeds].mean(),
-                     "Δ tuned - shared": differences.mean(), "95% CI": f"[{low:+.2f}, {high:+.2f}]",
-                     "p": p_value, "same runs": same})
+                     "tuned top-1": mine["top1"].mean(), "shared top-1": theirs["top1"].mean(),
+                     "Δ tuned - shared": differences.mean(),
+                     "95% CI": "-" if same_jobs else f"[{low:+.2f}, {high:+.2f}]", "p": p_value,
+                     "same jobs": same_jobs, "identical seeds": int((differences == 0).sum()) if same_jobs else 0,
+                     "max |Δ|": float(np.abs(differences).max()) if len(differences) else float("nan")})
     frame = pd.DataFrame(rows)
     for rank, mean in (("rank tuned", "tuned top-1"), ("rank shared", "shared top-1")):
         frame[rank] = frame[mean].rank(ascending=False, method="min").astype(int) if len(frame) else []
