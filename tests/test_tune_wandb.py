@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from src.sweeps.agent import default_groups, rewrite_argument
+from src.train.loop import epoch_metrics
 from src.tune import wandb_sweep
 from src.tune.dists import check_dist
 from src.tune.overrides import arm_folder, recipe_overrides
@@ -77,6 +78,16 @@ def test_each_arms_points_compose_to_the_trials_config():
             assert command[:4] == ["/usr/bin/env", "python", "-m", "src.run"]
             argv = [rewrite_argument(arg, groups) for arg in command[4:]]
             assert job_config(argv) == job_config(recipe_overrides(space.base, arm, params)), argv
+
+
+def test_each_metric_is_named_as_the_run_logs_it_each_epoch():
+    """LOGGED must follow epoch_metrics: a W&B sweep on a key no run logs would judge nothing."""
+    row = {"epoch": 3, "val_loss": 0.5, "top1": 91.0, "top5": 99.0, "train_loss": 0.6, "epoch_time_s": 1.0,
+           "images_per_s": 10.0, "top1_branch": [80.0, 85.0], "ema_top1": 92.0, "selection_top1": 93.0,
+           "selection_loss": 0.4}
+    logged = epoch_metrics(row)
+    assert {metric: logged[key] for metric, key in wandb_sweep.LOGGED.items()} == {
+        metric: row[metric] for metric in wandb_sweep.LOGGED}
 
 
 def test_each_kind_of_distribution_maps_to_w_and_bs_syntax():

@@ -38,8 +38,7 @@ def parameter(dist: Dist) -> Dict[str, Any]:
         return {"values": list(dist.choices)}
     if dist.kind == "int":
         if dist.log or (dist.step or 1) != 1:  # W&B's integer distributions are uniform, unit-step
-            return {"values": list(dist.grid_values() if dist.grid is None else range(int(dist.low), int(dist.high)
-                                                                                      + 1, int(dist.step or 1)))}
+            return {"values": list(range(int(dist.low), int(dist.high) + 1, int(dist.step or 1)))}
         return {"distribution": "int_uniform", "min": int(dist.low), "max": int(dist.high)}
     spec = {"distribution": ("q_log_uniform_values" if dist.step else "log_uniform_values") if dist.log else
             ("q_uniform" if dist.step else "uniform"), "min": dist.low, "max": dist.high}
